@@ -1,0 +1,276 @@
+//! The command line: `serve`, and offline tenant/key management on a data dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::Secret;
+use crate::service::ServiceOptions;
+use crate::vendor::ApiId;
+use crate::{App, Config, Listeners};
+
+#[derive(Parser, Debug)]
+#[command(name = "sessiond", version, about = "Serves the Get-Session APIs of SaleSnip, OpenCX, FunnelFox, Alcamine and Anam exactly as their OpenAPI contracts say")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: vendor routes on --listen, the admin API on --admin-listen.
+    Serve(ServeArgs),
+    /// Manage tenants in the data dir (works offline).
+    #[command(subcommand)]
+    Tenants(TenantsCmd),
+    /// Manage API keys in the data dir (works offline).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Print the admin API's OpenAPI 3.1 document.
+    Openapi,
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreArgs {
+    /// Directory of the embedded store and the generated admin token.
+    #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
+    data_dir: PathBuf,
+    /// Store DSN instead of the data dir's SQLite file (sqlite://PATH).
+    #[arg(long, env = "SESSIOND_STORE")]
+    store: Option<String>,
+    /// Load the vendor contracts from this directory ({api}.yaml) instead of the embedded copies.
+    #[arg(long, env = "SESSIOND_SPECS_DIR")]
+    specs_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address of the vendor routes (/{api}/…).
+    #[arg(long, env = "SESSIOND_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin API.
+    #[arg(long, env = "SESSIOND_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
+    /// Also serve one api at its bare vendor paths: API=ADDR (repeatable), e.g. anam=127.0.0.1:8085.
+    #[arg(long = "api-listen", value_name = "API=ADDR", value_parser = parse_api_listen)]
+    api_listen: Vec<(ApiId, SocketAddr)>,
+    /// Create a demo tenant, a fixed key and a few sessions per api (idempotent); print curl lines.
+    #[arg(long)]
+    demo: bool,
+    /// Admin API bearer token; if unset, read or generated in the data dir.
+    #[arg(long, env = "SESSIOND_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Base of SaleSnip's hosted session url.
+    #[arg(long, env = "SESSIOND_SALESNIP_URL_BASE", default_value = "https://chat.salesnip.com/#")]
+    salesnip_url_base: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantsCmd {
+    /// Create a tenant; prints its id.
+    Create {
+        #[arg(long)]
+        api: ApiId,
+        /// The id (vendor format); generated if omitted.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List an api's tenants.
+    List {
+        #[arg(long)]
+        api: ApiId,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Create a key; prints its id and the secret (shown only this once).
+    Create {
+        #[arg(long)]
+        api: ApiId,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[arg(long)]
+        api: ApiId,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        key_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List a tenant's keys (ids, never secrets).
+    List {
+        #[arg(long)]
+        api: ApiId,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn parse_api_listen(s: &str) -> Result<(ApiId, SocketAddr), String> {
+    let (api, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected API=ADDR, got `{s}`"))?;
+    let api = api.parse::<ApiId>().map_err(|e| e.to_string())?;
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("`{addr}`: {e}"))?;
+    Ok((api, addr))
+}
+
+impl StoreArgs {
+    fn config(&self) -> Config {
+        let mut c = Config::new(&self.data_dir);
+        c.store = self.store.clone();
+        c.specs_dir = self.specs_dir.clone();
+        c
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sessiond: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiond: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIOND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Openapi => {
+            println!("{:#}", crate::http::openapi::document());
+            Ok(())
+        }
+        Command::Tenants(cmd) => tenants(cmd).await,
+        Command::Keys(cmd) => keys(cmd).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = args.store.config();
+    config.demo = args.demo;
+    config.admin_token = args.admin_token.map(Secret::new);
+    config.service = ServiceOptions {
+        salesnip_url_base: args.salesnip_url_base,
+    };
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))
+    };
+    let mut apis = Vec::new();
+    for (api, addr) in args.api_listen {
+        apis.push((api, bind(addr).await?));
+    }
+    let listeners = Listeners {
+        public: bind(args.listen).await?,
+        admin: bind(args.admin_listen).await?,
+        apis,
+    };
+    crate::run(config, listeners, shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn offline(store: &StoreArgs) -> anyhow::Result<App> {
+    App::start(&store.config()).await
+}
+
+async fn tenants(cmd: TenantsCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantsCmd::Create { api, id, store } => {
+            let app = offline(&store).await?;
+            let id = app.service.create_tenant(api, id).await?;
+            println!("{id}");
+        }
+        TenantsCmd::List { api, store } => {
+            let app = offline(&store).await?;
+            for id in app.service.store().list_tenants(api).await? {
+                println!("{id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create { api, tenant, store } => {
+            let app = offline(&store).await?;
+            let (id, secret) = app.service.create_key(api, &tenant).await?;
+            println!("id:  {id}\nkey: {}\n(the key is shown only this once)", secret.expose());
+        }
+        KeysCmd::Revoke { api, tenant, key_id, store } => {
+            let app = offline(&store).await?;
+            app.service.revoke_key(api, &tenant, &key_id).await?;
+            println!("revoked {key_id}");
+        }
+        KeysCmd::List { api, tenant, store } => {
+            let app = offline(&store).await?;
+            for k in app.service.list_keys(api, &tenant).await? {
+                println!("{}\t{}\t{}", k.id, k.created_at, if k.revoked { "revoked" } else { "active" });
+            }
+        }
+    }
+    Ok(())
+}

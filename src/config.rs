@@ -1,0 +1,50 @@
+//! Server configuration: compiled-in defaults, overridden by `SESSIOND_*` environment variables and
+//! command-line flags (both handled by clap in `cli.rs`), then checked by [`Config::validate`].
+
+use std::path::PathBuf;
+
+use crate::auth::Secret;
+use crate::service::ServiceOptions;
+
+/// Everything `run` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the SQLite file and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// Store DSN (`sqlite://PATH`); `None`: `sessiond.db` in `data_dir`.
+    pub store: Option<String>,
+    /// Read the contracts from here instead of the embedded copies.
+    pub specs_dir: Option<PathBuf>,
+    /// The admin token; `None`: read or generate `data_dir/admin-token`.
+    pub admin_token: Option<Secret>,
+    /// Create the demo tenants, keys and sessions (idempotent) and print curl lines.
+    pub demo: bool,
+    pub service: ServiceOptions,
+}
+
+impl Config {
+    /// Defaults, with the data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            store: None,
+            specs_dir: None,
+            admin_token: None,
+            demo: false,
+            service: ServiceOptions::default(),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.data_dir.as_os_str().is_empty(),
+            "--data-dir must not be empty"
+        );
+        anyhow::ensure!(
+            self.service.salesnip_url_base.starts_with("http://")
+                || self.service.salesnip_url_base.starts_with("https://"),
+            "--salesnip-url-base must be an http(s) URL"
+        );
+        Ok(())
+    }
+}

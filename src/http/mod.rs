@@ -1,0 +1,33 @@
+//! HTTP: the public (vendor) routers, the admin router, and the request log. Handlers are thin:
+//! they parse, call the service, and hand the outcome to `error.rs` / the body writers.
+
+pub mod admin;
+pub mod error;
+pub mod openapi;
+pub mod public;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// One log line per request: method, route template (never the raw path: it may carry ids), status,
+/// latency. Headers, and with them any key, are never logged.
+pub async fn log_request(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "sessiond::request",
+        %method,
+        route = route.as_deref().unwrap_or("<unmatched>"),
+        status = response.status().as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+    );
+    response
+}

@@ -1,0 +1,203 @@
+//! Anam AI (real-time avatars): uuid ids, `organizationId` = tenant, `sessionLengthMs` derived from
+//! start and end, the active/ended rules, and secrets inside `personaConfig` returned as `[REDACTED]`.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_uuid, created_timestamp,
+    default, derive, error_message, iso_millis, parse_time, updated_timestamp,
+};
+
+pub struct Anam;
+
+/// What the public GET shows instead of a secret.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Whether a `personaConfig` key holds a secret.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k == "secret_iv"
+        || k.ends_with("secret")
+        || k.ends_with("apikey")
+        || k.ends_with("api_key")
+        || k.ends_with("token")
+        || k.ends_with("password")
+}
+
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret_key(k) && !v.is_null() {
+                    *v = json!(REDACTED);
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+impl Profile for Anam {
+    fn api(&self) -> ApiId {
+        ApiId::Anam
+    }
+
+    fn new_tenant_id(&self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    fn check_tenant_id(&self, id: &str) -> Result<(), String> {
+        // Anam says organization ids may be UUIDs or nanoid-style strings.
+        if check_uuid(id).is_ok()
+            || ((8..=64).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            Ok(())
+        } else {
+            Err(format!("`{id}` is neither a UUID nor a nanoid-style id"))
+        }
+    }
+
+    fn new_session_id(&self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    fn check_session_id(&self, id: &str) -> Result<(), String> {
+        check_uuid(id)
+    }
+
+    fn malformed_id_is_bad_request(&self) -> bool {
+        true
+    }
+
+    fn tenant_field(&self) -> Option<&'static str> {
+        Some("organizationId")
+    }
+
+    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>) {
+        let now = json!(iso_millis(ctx.now));
+        for key in [
+            "personaId",
+            "clientLabel",
+            "endTime",
+            "exitStatus",
+            "engineHost",
+            "engineProtocol",
+            "engineVersion",
+            "apiKeyId",
+        ] {
+            default(doc, key, Value::Null);
+        }
+        default(doc, "startTime", now.clone());
+        default(doc, "clientMetadata", json!({}));
+        default(doc, "personaConfig", json!({}));
+
+        let ended_before = ctx
+            .prev
+            .is_some_and(|p| p.get("endTime").is_some_and(|v| !v.is_null()));
+        let end = doc.get("endTime").cloned().unwrap_or(Value::Null);
+        let length = if end.is_null() {
+            if ended_before {
+                problems.push(Violation::new("/endTime", "an ended session cannot become active again"));
+            }
+            if doc.get("exitStatus").is_some_and(|v| !v.is_null()) {
+                problems.push(Violation::new("/exitStatus", "must be null while the session is active (endTime is null)"));
+            }
+            Value::Null
+        } else {
+            match (doc.get("startTime").and_then(parse_time), parse_time(&end)) {
+                (Some(start), Some(end)) if end >= start => json!((end - start).num_milliseconds()),
+                (Some(_), Some(_)) => {
+                    problems.push(Violation::new("/endTime", "endTime is before startTime"));
+                    Value::Null
+                }
+                // A malformed time is reported by the contract validation.
+                _ => Value::Null,
+            }
+        };
+        derive(doc, ctx, "sessionLengthMs", length, problems);
+        created_timestamp(doc, ctx, "createdAt", now.clone());
+        updated_timestamp(doc, ctx, "updatedAt", now);
+    }
+
+    fn public_view(&self, doc: &Value) -> Value {
+        let mut view = doc.clone();
+        if let Some(config) = view.get_mut("personaConfig") {
+            redact(config);
+        }
+        view
+    }
+
+    fn error(&self, kind: PublicError) -> ErrorReply {
+        match kind {
+            PublicError::MissingCredential | PublicError::InvalidCredential => {
+                error_message(401, "Unauthorized", "Invalid or missing API key")
+            }
+            PublicError::MalformedId => error_message(400, "Bad Request", "Invalid session ID"),
+            PublicError::NotFound => error_message(404, "Not Found", "Session not found"),
+            PublicError::MethodNotAllowed => error_message(405, "Method Not Allowed", "Only GET is supported on this route"),
+            PublicError::RouteNotFound => error_message(404, "Not Found", "Route not found"),
+            PublicError::Internal => error_message(500, "Internal Server Error", "Server error"),
+        }
+    }
+
+    fn demo_tenant(&self) -> &'static str {
+        "3f1c9b1e-2a7d-4c55-8e0f-6b4d2c1a9e00"
+    }
+
+    fn demo_sessions(&self) -> Vec<Value> {
+        vec![
+            json!({
+                "id": "8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e01",
+                "clientLabel": "checkout-bot",
+                "startTime": "2026-01-05T10:00:00.000Z",
+                "endTime": "2026-01-05T10:03:00.000Z",
+                "exitStatus": "NORMAL_EXIT",
+                "engineHost": "connect-eu.anam.ai/v1/webrtc/engines/anam-engine-7dddcb9ccd-db8v9",
+                "engineProtocol": "https",
+                "engineVersion": "v5.1.0",
+                "clientMetadata": { "userAgent": "Mozilla/5.0" },
+                "personaConfig": {
+                    "type": "ephemeral",
+                    "name": "Cara",
+                    "llmConfig": {
+                        "modelName": "gpt-4o",
+                        "maxTokens": 4096,
+                        "temperature": 0.7,
+                        "secret_iv": "c2VjcmV0LWl2",
+                        "encrypted_secret": "ZW5jcnlwdGVk"
+                    },
+                    "systemPrompt": "You are a helpful assistant.",
+                    "languageCode": "en",
+                    "avatarEngineKey": "cara_home",
+                    "fps": 25
+                }
+            }),
+            json!({
+                "id": "8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e02",
+                "personaId": "a7cf662c-2ace-4de1-a21e-ef0fbf144bb7",
+                "clientLabel": "support-avatar",
+                "startTime": "2026-01-05T11:00:00.000Z",
+                "personaConfig": { "name": "Leo", "languageCode": "de" }
+            }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys() {
+        for k in ["secret_iv", "encrypted_secret", "clientSecret", "apiKey", "openai_api_key", "token", "accessToken", "password"] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in ["maxTokens", "name", "secretary", "tokenizer"] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+    }
+}

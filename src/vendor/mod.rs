@@ -1,0 +1,342 @@
+//! Vendor profiles: what a contract cannot say. One module per vendor holds its id formats, tenant
+//! field, documented defaults, derived fields, invariants, lifecycle rules, secret redaction and the
+//! exact error bodies its public route sends. Nothing here knows about HTTP or SQL.
+
+mod alcamine;
+mod anam;
+mod funnelfox;
+mod opencx;
+mod salesnip;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Map, Value};
+
+/// One of the vendor APIs sessiond serves. Adding a vendor adds a variant here, one module, one spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiId {
+    Salesnip,
+    Opencx,
+    Funnelfox,
+    Alcamine,
+    Anam,
+}
+
+impl ApiId {
+    pub const ALL: [ApiId; 5] = [
+        ApiId::Salesnip,
+        ApiId::Opencx,
+        ApiId::Funnelfox,
+        ApiId::Alcamine,
+        ApiId::Anam,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiId::Salesnip => "salesnip",
+            ApiId::Opencx => "opencx",
+            ApiId::Funnelfox => "funnelfox",
+            ApiId::Alcamine => "alcamine",
+            ApiId::Anam => "anam",
+        }
+    }
+
+    /// The vendor profile of this api.
+    pub fn profile(self) -> &'static dyn Profile {
+        match self {
+            ApiId::Salesnip => &salesnip::SaleSnip,
+            ApiId::Opencx => &opencx::OpenCx,
+            ApiId::Funnelfox => &funnelfox::FunnelFox,
+            ApiId::Alcamine => &alcamine::Alcamine,
+            ApiId::Anam => &anam::Anam,
+        }
+    }
+}
+
+impl fmt::Display for ApiId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown api `{0}` (expected one of salesnip, opencx, funnelfox, alcamine, anam)")]
+pub struct UnknownApi(pub String);
+
+impl FromStr for ApiId {
+    type Err = UnknownApi;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ApiId::ALL
+            .into_iter()
+            .find(|api| api.as_str() == s)
+            .ok_or_else(|| UnknownApi(s.to_owned()))
+    }
+}
+
+/// The errors a public (vendor) route can answer with. Each vendor renders each kind its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PublicError {
+    MissingCredential,
+    InvalidCredential,
+    MalformedId,
+    NotFound,
+    MethodNotAllowed,
+    RouteNotFound,
+    Internal,
+}
+
+impl PublicError {
+    pub const ALL: [PublicError; 7] = [
+        PublicError::MissingCredential,
+        PublicError::InvalidCredential,
+        PublicError::MalformedId,
+        PublicError::NotFound,
+        PublicError::MethodNotAllowed,
+        PublicError::RouteNotFound,
+        PublicError::Internal,
+    ];
+}
+
+/// A vendor's rendering of one [`PublicError`]: HTTP status code and JSON body.
+#[derive(Debug, Clone)]
+pub struct ErrorReply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl ErrorReply {
+    fn new(status: u16, body: Value) -> Self {
+        ErrorReply { status, body }
+    }
+}
+
+/// A problem with a session document, located by JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Violation {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a profile needs to know about one write.
+pub struct WriteCtx<'a> {
+    pub tenant: &'a str,
+    pub id: &'a str,
+    pub now: DateTime<Utc>,
+    /// Next value of the tenant's sequence, for vendors that number their sessions.
+    pub seq: Option<i64>,
+    /// The stored document before this write (`None` on create).
+    pub prev: Option<&'a Map<String, Value>>,
+    /// What the client sent: the whole document on create/replace, the merge patch on patch.
+    pub input: &'a Map<String, Value>,
+    /// Base of derived URLs (SaleSnip `url`).
+    pub salesnip_url_base: &'a str,
+}
+
+impl WriteCtx<'_> {
+    /// The client explicitly sent `key` (in a patch: it touched it).
+    fn sent(&self, key: &str) -> Option<&Value> {
+        self.input.get(key)
+    }
+}
+
+/// What a vendor needs beyond its contract.
+pub trait Profile: Send + Sync {
+    fn api(&self) -> ApiId;
+
+    /// A fresh tenant id in the vendor's format.
+    fn new_tenant_id(&self) -> String;
+    /// Whether a client-chosen tenant id has the vendor's format.
+    fn check_tenant_id(&self, id: &str) -> Result<(), String>;
+
+    /// A fresh session id in the vendor's format.
+    fn new_session_id(&self) -> String;
+    /// Whether a client-chosen session id has the vendor's format.
+    fn check_session_id(&self, id: &str) -> Result<(), String>;
+    /// Whether an id in a public URL that is not in the vendor's format is a 400 (else: 404).
+    fn malformed_id_is_bad_request(&self) -> bool {
+        false
+    }
+
+    /// The document field that names the tenant, if the vendor has one.
+    fn tenant_field(&self) -> Option<&'static str> {
+        None
+    }
+    /// Whether sessions carry a per-tenant sequence number.
+    fn uses_sequence(&self) -> bool {
+        false
+    }
+
+    /// Fills server-controlled fields (timestamps, defaults, derived fields) and checks invariants
+    /// and lifecycle rules. `doc` already has `id` and the tenant field set.
+    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>);
+
+    /// The document as the public GET returns it (secrets redacted where the vendor does).
+    fn public_view(&self, doc: &Value) -> Value {
+        doc.clone()
+    }
+
+    /// The vendor's rendering of an error on its public route.
+    fn error(&self, kind: PublicError) -> ErrorReply;
+
+    /// A few realistic sessions for the demo tenant (ids fixed, so the printed curl lines stay valid).
+    fn demo_sessions(&self) -> Vec<Value>;
+    /// The demo tenant's id.
+    fn demo_tenant(&self) -> &'static str;
+}
+
+// ---- helpers shared by the profiles -------------------------------------------------------------
+
+/// `len` random characters from `[A-Za-z0-9]`.
+pub fn random_alphanumeric(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// `2026-01-05T10:00:00.000Z`: the timestamp format every vendor here uses.
+pub fn iso_millis(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Parses an RFC 3339 timestamp.
+pub fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn is_uuid(s: &str) -> bool {
+    // Hyphenated form only: that is what every vendor here sends.
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
+fn check_uuid(s: &str) -> Result<(), String> {
+    if is_uuid(s) {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a hyphenated UUID"))
+    }
+}
+
+fn check_cuid2(s: &str) -> Result<(), String> {
+    if s.len() == 24 && cuid2::is_cuid2(s) {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a 24-character cuid2"))
+    }
+}
+
+/// Sets `key` to `value` unless the document already has it.
+fn default(doc: &mut Map<String, Value>, key: &str, value: Value) {
+    doc.entry(key.to_owned()).or_insert(value);
+}
+
+/// Sets a server-derived field. A client that sent a different value gets a violation.
+fn derive(
+    doc: &mut Map<String, Value>,
+    ctx: &WriteCtx<'_>,
+    key: &str,
+    value: Value,
+    problems: &mut Vec<Violation>,
+) {
+    if let Some(sent) = ctx.sent(key)
+        && *sent != value
+    {
+        problems.push(Violation::new(
+            format!("/{key}"),
+            format!("`{key}` is derived by the server and must be {value} (or left out)"),
+        ));
+    }
+    doc.insert(key.to_owned(), value);
+}
+
+/// Keeps `createdAt`-like fields from the previous version; on create, fills `now` when absent.
+fn created_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str, now: Value) {
+    match ctx.prev.and_then(|p| p.get(key)) {
+        Some(prev) if ctx.sent(key).is_none() => {
+            doc.insert(key.to_owned(), prev.clone());
+        }
+        _ => default(doc, key, now),
+    }
+}
+
+/// Sets `updatedAt`-like fields to `now` unless the client sent one explicitly (imports keep theirs).
+fn updated_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str, now: Value) {
+    if ctx.sent(key).is_none() {
+        doc.insert(key.to_owned(), now);
+    }
+}
+
+/// Rejects a transition of `key` that the vendor's lifecycle does not allow.
+fn lifecycle(
+    doc: &Map<String, Value>,
+    ctx: &WriteCtx<'_>,
+    key: &str,
+    order: &[&str],
+    problems: &mut Vec<Violation>,
+) {
+    let (Some(prev), Some(next)) = (
+        ctx.prev.and_then(|p| p.get(key)).and_then(Value::as_str),
+        doc.get(key).and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    let rank = |s: &str| order.iter().position(|o| *o == s);
+    if let (Some(a), Some(b)) = (rank(prev), rank(next))
+        && b < a
+    {
+        problems.push(Violation::new(
+            format!("/{key}"),
+            format!("`{key}` cannot go back from {prev} to {next}"),
+        ));
+    }
+}
+
+/// `{"error": error, "message": message}`: the shape Alcamine and Anam use.
+fn error_message(status: u16, error: &str, message: &str) -> ErrorReply {
+    ErrorReply::new(
+        status,
+        serde_json::json!({ "error": error, "message": message }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_ids_round_trip() {
+        for api in ApiId::ALL {
+            assert_eq!(api.as_str().parse::<ApiId>().unwrap(), api);
+            assert_eq!(api.profile().api(), api);
+        }
+        assert!("stripe".parse::<ApiId>().is_err());
+    }
+
+    #[test]
+    fn fresh_ids_pass_their_own_checks() {
+        for api in ApiId::ALL {
+            let p = api.profile();
+            for _ in 0..50 {
+                p.check_session_id(&p.new_session_id()).unwrap();
+                p.check_tenant_id(&p.new_tenant_id()).unwrap();
+            }
+            p.check_tenant_id(p.demo_tenant()).unwrap();
+        }
+    }
+}

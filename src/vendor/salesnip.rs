@@ -1,0 +1,198 @@
+//! SaleSnip (AI price negotiation): `session_…` ids, `project_…` tenants, the hosted `url` derived
+//! from the id, ACTIVE → COMPLETE, per-product quantity/recurring/trial defaults and price invariants.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, default, derive, lifecycle,
+    random_alphanumeric,
+};
+
+pub struct SaleSnip;
+
+const SESSION_PREFIX: &str = "session_";
+const PROJECT_PREFIX: &str = "project_";
+
+fn check_prefixed(s: &str, prefix: &str, len: Option<usize>) -> Result<(), String> {
+    let rest = s
+        .strip_prefix(prefix)
+        .ok_or_else(|| format!("`{s}` does not start with `{prefix}`"))?;
+    let ok_len = match len {
+        Some(n) => rest.len() == n,
+        None => (1..=64).contains(&rest.len()),
+    };
+    if ok_len && rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(match len {
+            Some(n) => format!("`{s}` must be `{prefix}` followed by {n} letters or digits"),
+            None => format!("`{s}` must be `{prefix}` followed by 1 to 64 letters or digits"),
+        })
+    }
+}
+
+fn number(v: Option<&Value>) -> Option<f64> {
+    v.and_then(Value::as_f64)
+}
+
+impl SaleSnip {
+    fn prepare_product(product: &mut Map<String, Value>, at: &str, problems: &mut Vec<Violation>) {
+        if let Some(Value::Object(price)) = product.get_mut("price")
+            && !price.contains_key("current")
+            && let Some(initial) = price.get("initial").cloned()
+        {
+            price.insert("current".into(), initial);
+        }
+        let quantity = product
+            .entry("quantity")
+            .or_insert_with(|| json!({}));
+        if let Value::Object(q) = quantity {
+            default(q, "initial", json!(1));
+            default(q, "minimum", json!(1));
+            default(q, "maximum", json!(100000));
+            let initial = q["initial"].clone();
+            default(q, "current", initial);
+        }
+        for period in ["recurring", "trial"] {
+            if let Some(Value::Object(p)) = product.get_mut(period) {
+                default(p, "count", json!(1));
+            }
+        }
+
+        // Invariants the contract cannot express.
+        if let Some(Value::Object(price)) = product.get("price")
+            && let (Some(min), Some(cur), Some(init)) = (
+                number(price.get("minimum")),
+                number(price.get("current")),
+                number(price.get("initial")),
+            )
+            && !(min <= cur && cur <= init)
+        {
+            problems.push(Violation::new(
+                format!("{at}/price"),
+                format!("price must satisfy minimum ≤ current ≤ initial (got {min} ≤ {cur} ≤ {init})"),
+            ));
+        }
+        if let Some(Value::Object(q)) = product.get("quantity")
+            && let (Some(min), Some(cur), Some(init), Some(max)) = (
+                number(q.get("minimum")),
+                number(q.get("current")),
+                number(q.get("initial")),
+                number(q.get("maximum")),
+            )
+        {
+            if !(min <= cur && cur <= max) {
+                problems.push(Violation::new(
+                    format!("{at}/quantity/current"),
+                    format!("quantity must satisfy minimum ≤ current ≤ maximum (got {min} ≤ {cur} ≤ {max})"),
+                ));
+            }
+            if !(min <= init && init <= max) {
+                problems.push(Violation::new(
+                    format!("{at}/quantity/initial"),
+                    format!("quantity must satisfy minimum ≤ initial ≤ maximum (got {min} ≤ {init} ≤ {max})"),
+                ));
+            }
+        }
+    }
+}
+
+impl Profile for SaleSnip {
+    fn api(&self) -> ApiId {
+        ApiId::Salesnip
+    }
+
+    fn new_tenant_id(&self) -> String {
+        format!("{PROJECT_PREFIX}{}", random_alphanumeric(21))
+    }
+
+    fn check_tenant_id(&self, id: &str) -> Result<(), String> {
+        check_prefixed(id, PROJECT_PREFIX, Some(21))
+    }
+
+    fn new_session_id(&self) -> String {
+        format!("{SESSION_PREFIX}{}", random_alphanumeric(17))
+    }
+
+    fn check_session_id(&self, id: &str) -> Result<(), String> {
+        check_prefixed(id, SESSION_PREFIX, None)
+    }
+
+    fn tenant_field(&self) -> Option<&'static str> {
+        Some("project")
+    }
+
+    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>) {
+        let short = ctx.id.strip_prefix(SESSION_PREFIX).unwrap_or(ctx.id);
+        derive(
+            doc,
+            ctx,
+            "url",
+            Value::String(format!("{}{short}", ctx.salesnip_url_base)),
+            problems,
+        );
+        default(doc, "status", json!("ACTIVE"));
+        lifecycle(doc, ctx, "status", &["ACTIVE", "COMPLETE"], problems);
+        if let Some(Value::Array(products)) = doc.get_mut("products") {
+            for (i, product) in products.iter_mut().enumerate() {
+                if let Value::Object(product) = product {
+                    SaleSnip::prepare_product(product, &format!("/products/{i}"), problems);
+                }
+            }
+        }
+    }
+
+    fn error(&self, kind: PublicError) -> ErrorReply {
+        let (status, error) = match kind {
+            PublicError::MissingCredential => (401, "X-Api-Key header not specified"),
+            PublicError::InvalidCredential => (401, "Invalid Api-Key"),
+            PublicError::MalformedId | PublicError::NotFound => (404, "Session not found"),
+            PublicError::MethodNotAllowed => (405, "Method Not Allowed"),
+            PublicError::RouteNotFound => (404, "Not Found"),
+            PublicError::Internal => (500, "INTERNAL_SERVER_ERROR"),
+        };
+        ErrorReply::new(status, json!({ "error": error }))
+    }
+
+    fn demo_tenant(&self) -> &'static str {
+        "project_demo00000000000000000"
+    }
+
+    fn demo_sessions(&self) -> Vec<Value> {
+        vec![
+            json!({
+                "id": "session_demo0000000001",
+                "currency": "USD",
+                "products": [{
+                    "id": "pro-annual",
+                    "name": "Pro plan (annual)",
+                    "description": "Unlimited negotiations, priority support",
+                    "image": "https://example.com/pro.png",
+                    "price": { "initial": 1200, "current": 1080, "minimum": 960 },
+                    "recurring": { "unit": "YEAR" },
+                    "trial": { "unit": "DAY", "count": 14 }
+                }],
+                "metadata": { "customer": "acme-co" }
+            }),
+            json!({
+                "id": "session_demo0000000002",
+                "status": "COMPLETE",
+                "currency": "EUR",
+                "products": [
+                    {
+                        "id": "seat",
+                        "name": "Team seat",
+                        "price": { "initial": 30, "current": 25, "minimum": 20 },
+                        "quantity": { "initial": 5, "current": 8, "minimum": 1, "maximum": 50 },
+                        "recurring": { "unit": "MONTH" }
+                    },
+                    {
+                        "id": "onboarding",
+                        "name": "Onboarding workshop",
+                        "price": { "initial": 500, "minimum": 400 }
+                    }
+                ]
+            }),
+        ]
+    }
+}
