@@ -13,7 +13,11 @@ use crate::vendor::ApiId;
 use crate::{App, Config, Listeners};
 
 #[derive(Parser, Debug)]
-#[command(name = "sessiond", version, about = "Serves the Get-Session APIs of SaleSnip, OpenCX, FunnelFox, Alcamine and Anam exactly as their OpenAPI contracts say")]
+#[command(
+    name = "sessiond",
+    version,
+    about = "Serves the Get-Session APIs of SaleSnip, OpenCX, FunnelFox, Alcamine and Anam exactly as their OpenAPI contracts say"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,8 +68,15 @@ struct ServeArgs {
     #[arg(long, env = "SESSIOND_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Base of SaleSnip's hosted session url.
-    #[arg(long, env = "SESSIOND_SALESNIP_URL_BASE", default_value = "https://chat.salesnip.com/#")]
+    #[arg(
+        long,
+        env = "SESSIOND_SALESNIP_URL_BASE",
+        default_value = "https://chat.salesnip.com/#"
+    )]
     salesnip_url_base: String,
+    /// Size of the session read cache in MiB (0 disables it).
+    #[arg(long, env = "SESSIOND_CACHE_MB", default_value_t = 256)]
+    cache_mb: u64,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -148,7 +159,10 @@ impl StoreArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sessiond: cannot start the runtime: {e}");
@@ -191,6 +205,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.admin_token = args.admin_token.map(Secret::new);
     config.service = ServiceOptions {
         salesnip_url_base: args.salesnip_url_base,
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        ..ServiceOptions::default()
     };
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -258,9 +274,17 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
         KeysCmd::Create { api, tenant, store } => {
             let app = offline(&store).await?;
             let (id, secret) = app.service.create_key(api, &tenant).await?;
-            println!("id:  {id}\nkey: {}\n(the key is shown only this once)", secret.expose());
+            println!(
+                "id:  {id}\nkey: {}\n(the key is shown only this once)",
+                secret.expose()
+            );
         }
-        KeysCmd::Revoke { api, tenant, key_id, store } => {
+        KeysCmd::Revoke {
+            api,
+            tenant,
+            key_id,
+            store,
+        } => {
             let app = offline(&store).await?;
             app.service.revoke_key(api, &tenant, &key_id).await?;
             println!("revoked {key_id}");
@@ -268,7 +292,12 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
         KeysCmd::List { api, tenant, store } => {
             let app = offline(&store).await?;
             for k in app.service.list_keys(api, &tenant).await? {
-                println!("{}\t{}\t{}", k.id, k.created_at, if k.revoked { "revoked" } else { "active" });
+                println!(
+                    "{}\t{}\t{}",
+                    k.id,
+                    k.created_at,
+                    if k.revoked { "revoked" } else { "active" }
+                );
             }
         }
     }

@@ -30,7 +30,10 @@ pub async fn seed(service: &Service) -> Result<Vec<Demo>, AdminError> {
             .await?;
         let mut ids = Vec::new();
         for doc in profile.demo_sessions() {
-            let id = doc["id"].as_str().expect("demo sessions have ids").to_owned();
+            let id = doc["id"]
+                .as_str()
+                .expect("demo sessions have ids")
+                .to_owned();
             match service.create_session(api, &tenant, doc).await {
                 Ok(_) | Err(AdminError::Conflict(_)) => {}
                 Err(e) => return Err(e),

@@ -2,6 +2,7 @@
 //! contracts say, backed by a real store. `run` is what the binary and the tests start.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -94,7 +95,10 @@ pub async fn run(
         let demos = demo::seed(&app.service).await.context("seeding the demo")?;
         println!("sessiond demo: one tenant, one key and a few sessions per api. Try:");
         for d in &demos {
-            println!("  {}", demo::curl_line(&app.service, d, &format!("http://{public_addr}")));
+            println!(
+                "  {}",
+                demo::curl_line(&app.service, d, &format!("http://{public_addr}"))
+            );
         }
     }
 

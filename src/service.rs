@@ -7,8 +7,8 @@
 //! invariants, lifecycle) → required-but-nullable fields filled → contract validation → one atomic
 //! store write → cache invalidation. Nothing is stored unless every check passes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{self, Secret};
+use crate::cache::{CachedKey, CachedSession, KeyCache, SessionCache};
 use crate::spec::{Contract, Contracts};
 use crate::store::{KeyRow, SessionRow, Store, StoreError};
 use crate::vendor::{ApiId, PublicError, Violation, WriteCtx, iso_millis};
@@ -37,14 +38,6 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-/// A key record as the read path needs it.
-#[derive(Debug, Clone)]
-struct CachedKey {
-    api: ApiId,
-    tenant: Arc<str>,
-    hash: [u8; 32],
-}
-
 /// The outcome of a write: the stored row and its ETag.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -64,12 +57,18 @@ pub struct SessionPage {
 pub struct ServiceOptions {
     /// Base of SaleSnip's hosted `url` (`https://chat.salesnip.com/#`).
     pub salesnip_url_base: String,
+    /// Capacity of the session read cache in bytes (0: no cache).
+    pub cache_bytes: u64,
+    /// How long a cached key is trusted before it is re-checked against the store.
+    pub key_ttl: Duration,
 }
 
 impl Default for ServiceOptions {
     fn default() -> Self {
         ServiceOptions {
             salesnip_url_base: "https://chat.salesnip.com/#".into(),
+            cache_bytes: 256 << 20,
+            key_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -77,7 +76,8 @@ impl Default for ServiceOptions {
 pub struct Service {
     contracts: Contracts,
     store: Arc<dyn Store>,
-    keys: RwLock<HashMap<[u8; 32], CachedKey>>,
+    keys: KeyCache,
+    sessions: SessionCache,
     options: ServiceOptions,
 }
 
@@ -99,7 +99,8 @@ impl Service {
         Service {
             contracts,
             store,
-            keys: RwLock::new(HashMap::new()),
+            keys: KeyCache::new(options.key_ttl),
+            sessions: SessionCache::new(options.cache_bytes),
             options,
         }
     }
@@ -121,15 +122,10 @@ impl Service {
     /// The tenant the presented key belongs to, if it is a live key of `api`.
     async fn authenticate(&self, api: ApiId, presented: &str) -> Result<Arc<str>, PublicError> {
         let hash = auth::hash_key(presented);
-        let cached = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hash)
-            .cloned();
-        let key = match cached {
+        let key = match self.keys.get(&hash) {
             Some(k) => k,
             None => {
+                let ticket = self.keys.ticket();
                 let row = self
                     .store
                     .find_key(&hash)
@@ -142,10 +138,7 @@ impl Service {
                     tenant: row.tenant.into(),
                     hash: row.hash,
                 };
-                self.keys
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(hash, k.clone());
+                self.keys.fill(ticket, k.clone());
                 k
             }
         };
@@ -173,11 +166,45 @@ impl Service {
                 PublicError::NotFound
             });
         }
-        match self.store.get_session(api, id).await {
-            Ok(Some(row)) if *row.tenant == *tenant => Ok(row.body),
-            Ok(_) => Err(PublicError::NotFound),
-            Err(e) => Err(internal(&e)),
+        let session = match self.sessions.get(api, id) {
+            Some(s) => s,
+            None => {
+                let ticket = self.sessions.ticket(api, id);
+                match self.store.get_session(api, id).await {
+                    Ok(Some(row)) => {
+                        let s = CachedSession {
+                            tenant: row.tenant.into(),
+                            body: row.body,
+                        };
+                        self.sessions.fill(ticket, api, id, s.clone());
+                        s
+                    }
+                    Ok(None) => return Err(PublicError::NotFound),
+                    Err(e) => return Err(internal(&e)),
+                }
+            }
+        };
+        if *session.tenant == *tenant {
+            Ok(session.body)
+        } else {
+            Err(PublicError::NotFound)
         }
+    }
+
+    /// Forgets cached state of one session (after a write by this or another node).
+    pub fn invalidate_session(&self, api: ApiId, id: &str) {
+        self.sessions.invalidate(api, id);
+    }
+
+    /// Forgets all cached sessions and keys (after invalidations may have been missed).
+    pub fn invalidate_all(&self) {
+        self.sessions.clear();
+        self.keys.invalidate(None);
+    }
+
+    /// Bytes and entries in the session cache.
+    pub fn cache_usage(&self) -> (u64, usize) {
+        self.sessions.usage()
     }
 
     /// Whether the store answers (for `/readyz`).
@@ -187,11 +214,17 @@ impl Service {
 
     // ---- tenants and keys -----------------------------------------------------------------------
 
-    pub async fn create_tenant(&self, api: ApiId, id: Option<String>) -> Result<String, AdminError> {
+    pub async fn create_tenant(
+        &self,
+        api: ApiId,
+        id: Option<String>,
+    ) -> Result<String, AdminError> {
         let profile = api.profile();
         let id = match id {
             Some(id) => {
-                profile.check_tenant_id(&id).map_err(AdminError::BadRequest)?;
+                profile
+                    .check_tenant_id(&id)
+                    .map_err(AdminError::BadRequest)?;
                 id
             }
             None => profile.new_tenant_id(),
@@ -212,7 +245,11 @@ impl Service {
     }
 
     /// A new key of the tenant: its id and the secret, which is never shown again.
-    pub async fn create_key(&self, api: ApiId, tenant: &str) -> Result<(String, Secret), AdminError> {
+    pub async fn create_key(
+        &self,
+        api: ApiId,
+        tenant: &str,
+    ) -> Result<(String, Secret), AdminError> {
         self.require_tenant(api, tenant).await?;
         let secret = auth::new_key(api);
         let id = auth::new_key_id();
@@ -221,16 +258,34 @@ impl Service {
     }
 
     /// Stores a key with a given secret (the demo's fixed key). Idempotent for the same secret.
-    pub async fn ensure_key(&self, api: ApiId, tenant: &str, id: &str, secret: &Secret) -> Result<(), AdminError> {
+    pub async fn ensure_key(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        id: &str,
+        secret: &Secret,
+    ) -> Result<(), AdminError> {
         self.require_tenant(api, tenant).await?;
-        match self.store.find_key(&auth::hash_key(secret.expose())).await? {
+        match self
+            .store
+            .find_key(&auth::hash_key(secret.expose()))
+            .await?
+        {
             Some(k) if k.api == api && k.tenant == tenant => Ok(()),
-            Some(_) => Err(AdminError::Conflict("that key belongs to another tenant".into())),
+            Some(_) => Err(AdminError::Conflict(
+                "that key belongs to another tenant".into(),
+            )),
             None => self.store_key(api, tenant, id, secret).await,
         }
     }
 
-    async fn store_key(&self, api: ApiId, tenant: &str, id: &str, secret: &Secret) -> Result<(), AdminError> {
+    async fn store_key(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        id: &str,
+        secret: &Secret,
+    ) -> Result<(), AdminError> {
         let row = KeyRow {
             id: id.to_owned(),
             api,
@@ -246,13 +301,20 @@ impl Service {
     }
 
     /// Revokes a key; effective for the very next request.
-    pub async fn revoke_key(&self, api: ApiId, tenant: &str, key_id: &str) -> Result<(), AdminError> {
+    pub async fn revoke_key(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        key_id: &str,
+    ) -> Result<(), AdminError> {
         match self.store.revoke_key(api, tenant, key_id).await {
             Ok(hash) => {
-                self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(&hash);
+                self.keys.invalidate(Some(&hash));
                 Ok(())
             }
-            Err(StoreError::NotFound) => Err(AdminError::NotFound(format!("no key {key_id} of {api} tenant {tenant}"))),
+            Err(StoreError::NotFound) => Err(AdminError::NotFound(format!(
+                "no key {key_id} of {api} tenant {tenant}"
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -265,7 +327,12 @@ impl Service {
     // ---- sessions -------------------------------------------------------------------------------
 
     /// Creates a session of `tenant` from a partial document.
-    pub async fn create_session(&self, api: ApiId, tenant: &str, input: Value) -> Result<Written, AdminError> {
+    pub async fn create_session(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        input: Value,
+    ) -> Result<Written, AdminError> {
         let input = into_object(input)?;
         self.require_tenant(api, tenant).await?;
         let profile = api.profile();
@@ -278,7 +345,10 @@ impl Service {
                 id.clone()
             }
             Some(other) => {
-                return Err(AdminError::Invalid(vec![Violation::new("/id", format!("{other} is not a string"))]));
+                return Err(AdminError::Invalid(vec![Violation::new(
+                    "/id",
+                    format!("{other} is not a string"),
+                )]));
             }
         };
         if self.store.get_session(api, &id).await?.is_some() {
@@ -298,7 +368,9 @@ impl Service {
             body,
             doc,
         };
-        match self.store.insert_session(&row).await {
+        let stored = self.store.insert_session(&row).await;
+        self.sessions.invalidate(api, &id);
+        match stored {
             Ok(()) => Ok(written(row)),
             Err(StoreError::Conflict) => Err(AdminError::Conflict(format!("session {id} exists"))),
             Err(e) => Err(e.into()),
@@ -315,7 +387,13 @@ impl Service {
     }
 
     /// Applies an RFC 7396 merge patch.
-    pub async fn patch_session(&self, api: ApiId, id: &str, patch: Value, if_match: Option<&str>) -> Result<Written, AdminError> {
+    pub async fn patch_session(
+        &self,
+        api: ApiId,
+        id: &str,
+        patch: Value,
+        if_match: Option<&str>,
+    ) -> Result<Written, AdminError> {
         let patch = into_object(patch)?;
         self.rewrite(api, id, if_match, &patch, |current| {
             let mut doc = Value::Object(current.clone());
@@ -329,7 +407,13 @@ impl Service {
     }
 
     /// Replaces the whole document (server fields are kept or recomputed as on create).
-    pub async fn replace_session(&self, api: ApiId, id: &str, doc: Value, if_match: Option<&str>) -> Result<Written, AdminError> {
+    pub async fn replace_session(
+        &self,
+        api: ApiId,
+        id: &str,
+        doc: Value,
+        if_match: Option<&str>,
+    ) -> Result<Written, AdminError> {
         let doc = into_object(doc)?;
         self.rewrite(api, id, if_match, &doc, |_| doc.clone()).await
     }
@@ -349,41 +433,77 @@ impl Service {
                 .await?
                 .ok_or_else(|| AdminError::NotFound(format!("no {api} session {id}")))?;
             check_if_match(if_match, &current.body)?;
-            let prev = into_object(serde_json::from_slice(current.doc_bytes()).map_err(StoreError::backend)?)?;
-            let (body, doc) = self.build(api, &current.tenant, id, Some(&prev), input, next(&prev), None)?;
+            let prev = into_object(
+                serde_json::from_slice(current.doc_bytes()).map_err(StoreError::backend)?,
+            )?;
+            let (body, doc) = self.build(
+                api,
+                &current.tenant,
+                id,
+                Some(&prev),
+                input,
+                next(&prev),
+                None,
+            )?;
             let row = SessionRow {
                 version: current.version + 1,
                 body,
                 doc,
                 ..current
             };
-            match self.store.update_session(&row).await {
+            let stored = self.store.update_session(&row).await;
+            self.sessions.invalidate(api, id);
+            match stored {
                 Ok(()) => return Ok(written(row)),
-                Err(StoreError::Conflict) if if_match.is_some() => return Err(AdminError::PreconditionFailed),
+                Err(StoreError::Conflict) if if_match.is_some() => {
+                    return Err(AdminError::PreconditionFailed);
+                }
                 Err(StoreError::Conflict) => continue,
-                Err(StoreError::NotFound) => return Err(AdminError::NotFound(format!("no {api} session {id}"))),
+                Err(StoreError::NotFound) => {
+                    return Err(AdminError::NotFound(format!("no {api} session {id}")));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AdminError::Conflict(format!("session {id} is being changed concurrently; retry")))
+        Err(AdminError::Conflict(format!(
+            "session {id} is being changed concurrently; retry"
+        )))
     }
 
-    pub async fn delete_session(&self, api: ApiId, id: &str, if_match: Option<&str>) -> Result<(), AdminError> {
+    pub async fn delete_session(
+        &self,
+        api: ApiId,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), AdminError> {
         if let Some(tag) = if_match {
             let current = self.get_session(api, id).await?;
             check_if_match(Some(tag), &current.row.body)?;
         }
-        match self.store.delete_session(api, id).await {
+        let deleted = self.store.delete_session(api, id).await;
+        self.sessions.invalidate(api, id);
+        match deleted {
             Ok(()) => Ok(()),
-            Err(StoreError::NotFound) => Err(AdminError::NotFound(format!("no {api} session {id}"))),
+            Err(StoreError::NotFound) => {
+                Err(AdminError::NotFound(format!("no {api} session {id}")))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub async fn list_sessions(&self, api: ApiId, tenant: &str, limit: usize, cursor: Option<&str>) -> Result<SessionPage, AdminError> {
+    pub async fn list_sessions(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<SessionPage, AdminError> {
         self.require_tenant(api, tenant).await?;
         let after = cursor
-            .map(|c| c.parse::<i64>().map_err(|_| AdminError::BadRequest(format!("invalid cursor `{c}`"))))
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| AdminError::BadRequest(format!("invalid cursor `{c}`")))
+            })
             .transpose()?;
         let page = self.store.list_sessions(api, tenant, after, limit).await?;
         Ok(SessionPage {
@@ -394,7 +514,10 @@ impl Service {
 
     /// Runs the profile and the contract over a document: the public body, and the stored
     /// document if it differs from the body. Any violation → [`AdminError::Invalid`].
-    #[expect(clippy::too_many_arguments, reason = "one call site per write kind, all named")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per write kind, all named"
+    )]
     fn build(
         &self,
         api: ApiId,
@@ -411,14 +534,20 @@ impl Service {
         if let Some(sent) = input.get("id")
             && sent != id
         {
-            problems.push(Violation::new("/id", format!("the id is `{id}` and cannot change")));
+            problems.push(Violation::new(
+                "/id",
+                format!("the id is `{id}` and cannot change"),
+            ));
         }
         doc.insert("id".into(), Value::String(id.to_owned()));
         if let Some(field) = profile.tenant_field() {
             if let Some(sent) = input.get(field)
                 && sent != tenant
             {
-                problems.push(Violation::new(format!("/{field}"), format!("must be the tenant `{tenant}` (or left out)")));
+                problems.push(Violation::new(
+                    format!("/{field}"),
+                    format!("must be the tenant `{tenant}` (or left out)"),
+                ));
             }
             doc.insert(field.to_owned(), Value::String(tenant.to_owned()));
         }
@@ -440,9 +569,15 @@ impl Service {
             problems.dedup();
             return Err(AdminError::Invalid(problems));
         }
-        let body = Bytes::from(serde_json::to_vec(&profile.public_view(&doc)).expect("JSON values serialize"));
+        let body = Bytes::from(
+            serde_json::to_vec(&profile.public_view(&doc)).expect("JSON values serialize"),
+        );
         let stored = Bytes::from(serde_json::to_vec(&doc).expect("JSON values serialize"));
-        Ok(if stored == body { (body, None) } else { (body, Some(stored)) })
+        Ok(if stored == body {
+            (body, None)
+        } else {
+            (body, Some(stored))
+        })
     }
 }
 
@@ -476,13 +611,19 @@ fn into_object(v: Value) -> Result<Map<String, Value>, AdminError> {
 }
 
 fn check_if_match(if_match: Option<&str>, body: &[u8]) -> Result<(), AdminError> {
-    let Some(header) = if_match else { return Ok(()) };
+    let Some(header) = if_match else {
+        return Ok(());
+    };
     let current = etag_of(body);
     let ok = header
         .split(',')
         .map(str::trim)
         .any(|t| t == "*" || t == current);
-    if ok { Ok(()) } else { Err(AdminError::PreconditionFailed) }
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::PreconditionFailed)
+    }
 }
 
 /// RFC 7396 JSON merge patch.
@@ -494,7 +635,9 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(map) = target else { unreachable!() };
+    let Value::Object(map) = target else {
+        unreachable!()
+    };
     for (k, v) in patch {
         if v.is_null() {
             map.remove(k);
@@ -531,9 +674,13 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a","b"]), json!({"a":"c"}), json!({"a":"c"})),
+            (json!(["a", "b"]), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
         ];
         for (mut target, patch, expected) in cases {
@@ -548,6 +695,9 @@ mod tests {
         assert!(check_if_match(None, b"{}").is_ok());
         assert!(check_if_match(Some(&tag), b"{}").is_ok());
         assert!(check_if_match(Some("*"), b"{}").is_ok());
-        assert!(matches!(check_if_match(Some("\"nope\""), b"{}"), Err(AdminError::PreconditionFailed)));
+        assert!(matches!(
+            check_if_match(Some("\"nope\""), b"{}"),
+            Err(AdminError::PreconditionFailed)
+        ));
     }
 }

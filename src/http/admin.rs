@@ -35,9 +35,18 @@ pub fn router(service: Arc<Service>, token: &Secret) -> Router {
         token_hash: auth::hash_key(token.expose()),
     };
     let api = Router::new()
-        .route("/admin/v1/{api}/tenants", post(create_tenant).get(list_tenants))
-        .route("/admin/v1/{api}/tenants/{tenant}/keys", post(create_key).get(list_keys))
-        .route("/admin/v1/{api}/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
+        .route(
+            "/admin/v1/{api}/tenants",
+            post(create_tenant).get(list_tenants),
+        )
+        .route(
+            "/admin/v1/{api}/tenants/{tenant}/keys",
+            post(create_key).get(list_keys),
+        )
+        .route(
+            "/admin/v1/{api}/tenants/{tenant}/keys/{key_id}",
+            delete(revoke_key),
+        )
         .route(
             "/admin/v1/{api}/tenants/{tenant}/sessions",
             post(create_session).get(list_sessions),
@@ -52,11 +61,18 @@ pub fn router(service: Arc<Service>, token: &Secret) -> Router {
         .route("/admin/v1/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { json_ok(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { json_ok(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .merge(api)
         .method_not_allowed_fallback(|| async {
-            admin_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            admin_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
         .fallback(|| async { admin_error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
@@ -71,10 +87,17 @@ async fn require_token(State(st): State<AdminState>, request: Request, next: Nex
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     match presented {
-        Some(token) if auth::ct_eq(&auth::hash_key(token), &st.token_hash) => next.run(request).await,
+        Some(token) if auth::ct_eq(&auth::hash_key(token), &st.token_hash) => {
+            next.run(request).await
+        }
         _ => {
-            let mut r = admin_error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token (Authorization: Bearer <token>)");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut r = admin_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong admin token (Authorization: Bearer <token>)",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
     }
@@ -90,7 +113,10 @@ async fn readyz(State(st): State<AdminState>) -> Response {
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::from(json!({ "status": "unavailable", "message": "the store does not answer" }).to_string()),
+            Bytes::from(
+                json!({ "status": "unavailable", "message": "the store does not answer" })
+                    .to_string(),
+            ),
         )
     }
 }
@@ -100,7 +126,8 @@ async fn openapi() -> Response {
 }
 
 fn parse_api(s: &str) -> Result<ApiId, AdminError> {
-    s.parse().map_err(|e: crate::vendor::UnknownApi| AdminError::NotFound(e.to_string()))
+    s.parse()
+        .map_err(|e: crate::vendor::UnknownApi| AdminError::NotFound(e.to_string()))
 }
 
 /// The body as JSON; an empty body counts as `{}` where `allow_empty`.
@@ -108,7 +135,8 @@ fn parse_json(body: &Bytes, allow_empty: bool) -> Result<Value, AdminError> {
     if allow_empty && body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("malformed JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("malformed JSON body: {e}")))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<&str> {
@@ -128,32 +156,51 @@ struct TenantBody {
     id: Option<String>,
 }
 
-async fn create_tenant(Path(api): Path<String>, State(st): State<AdminState>, body: Bytes) -> Result<Response, AdminError> {
+async fn create_tenant(
+    Path(api): Path<String>,
+    State(st): State<AdminState>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let body: TenantBody = serde_json::from_value(parse_json(&body, true)?)
         .map_err(|e| AdminError::BadRequest(format!("invalid tenant: {e}")))?;
     let id = st.service.create_tenant(api, body.id).await?;
-    Ok(json_response(StatusCode::CREATED, Bytes::from(json!({ "id": id }).to_string())))
+    Ok(json_response(
+        StatusCode::CREATED,
+        Bytes::from(json!({ "id": id }).to_string()),
+    ))
 }
 
-async fn list_tenants(Path(api): Path<String>, State(st): State<AdminState>) -> Result<Response, AdminError> {
+async fn list_tenants(
+    Path(api): Path<String>,
+    State(st): State<AdminState>,
+) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let ids = st.service.store().list_tenants(api).await?;
-    Ok(json_ok(json!({ "items": ids.into_iter().map(|id| json!({ "id": id })).collect::<Vec<_>>() })))
+    Ok(json_ok(
+        json!({ "items": ids.into_iter().map(|id| json!({ "id": id })).collect::<Vec<_>>() }),
+    ))
 }
 
-async fn create_key(Path((api, tenant)): Path<(String, String)>, State(st): State<AdminState>) -> Result<Response, AdminError> {
+async fn create_key(
+    Path((api, tenant)): Path<(String, String)>,
+    State(st): State<AdminState>,
+) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let (id, secret) = st.service.create_key(api, &tenant).await?;
     let mut r = json_response(
         StatusCode::CREATED,
         Bytes::from(json!({ "id": id, "key": secret.expose() }).to_string()),
     );
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
 
-async fn list_keys(Path((api, tenant)): Path<(String, String)>, State(st): State<AdminState>) -> Result<Response, AdminError> {
+async fn list_keys(
+    Path((api, tenant)): Path<(String, String)>,
+    State(st): State<AdminState>,
+) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let keys = st.service.list_keys(api, &tenant).await?;
     let items: Vec<Value> = keys
@@ -210,9 +257,14 @@ async fn list_sessions(
     let Query(q) = query.map_err(|e| AdminError::BadRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(AdminError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(AdminError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
-    let page = st.service.list_sessions(api, &tenant, limit, q.cursor.as_deref()).await?;
+    let page = st
+        .service
+        .list_sessions(api, &tenant, limit, q.cursor.as_deref())
+        .await?;
     // The stored bodies are spliced in as they are: no re-serialization.
     let mut out = Vec::with_capacity(page.bodies.iter().map(Bytes::len).sum::<usize>() + 64);
     out.extend_from_slice(b"{\"items\":[");
@@ -228,7 +280,10 @@ async fn list_sessions(
     Ok(json_response(StatusCode::OK, Bytes::from(out)))
 }
 
-async fn get_session(Path((api, id)): Path<(String, String)>, State(st): State<AdminState>) -> Result<Response, AdminError> {
+async fn get_session(
+    Path((api, id)): Path<(String, String)>,
+    State(st): State<AdminState>,
+) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let w = st.service.get_session(api, &id).await?;
     Ok(session_response(StatusCode::OK, &w))
@@ -242,7 +297,10 @@ async fn patch_session(
 ) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let patch = parse_json(&body, false)?;
-    let w = st.service.patch_session(api, &id, patch, if_match(&headers)).await?;
+    let w = st
+        .service
+        .patch_session(api, &id, patch, if_match(&headers))
+        .await?;
     Ok(session_response(StatusCode::OK, &w))
 }
 
@@ -254,7 +312,10 @@ async fn replace_session(
 ) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
     let doc = parse_json(&body, false)?;
-    let w = st.service.replace_session(api, &id, doc, if_match(&headers)).await?;
+    let w = st
+        .service
+        .replace_session(api, &id, doc, if_match(&headers))
+        .await?;
     Ok(session_response(StatusCode::OK, &w))
 }
 
@@ -264,6 +325,8 @@ async fn delete_session(
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
-    st.service.delete_session(api, &id, if_match(&headers)).await?;
+    st.service
+        .delete_session(api, &id, if_match(&headers))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -28,7 +28,8 @@ impl PublicErrors {
             .into_iter()
             .map(|kind| {
                 let reply = profile.error(kind);
-                let status = StatusCode::from_u16(reply.status).expect("vendor error statuses are valid");
+                let status =
+                    StatusCode::from_u16(reply.status).expect("vendor error statuses are valid");
                 (kind, status, Bytes::from(reply.body.to_string()))
             })
             .collect();

@@ -24,34 +24,160 @@ fn r(name: &str) -> Value {
 fn ops() -> Vec<Op> {
     let session = json!({ "type": "object", "description": "The session exactly as the vendor's GET returns it." });
     vec![
-        Op { method: "post", path: "/admin/v1/{api}/tenants", summary: "Create a tenant (id in the vendor's format if not given)",
-             request: Some(r("TenantCreate")), success: ("201", "The tenant", Some(r("Tenant"))), errors: &["400", "404", "409"], auth: true },
-        Op { method: "get", path: "/admin/v1/{api}/tenants", summary: "List the api's tenants",
-             request: None, success: ("200", "Tenants", Some(json!({"type":"object","properties":{"items":{"type":"array","items":r("Tenant")}}}))), errors: &["404"], auth: true },
-        Op { method: "post", path: "/admin/v1/{api}/tenants/{tenant}/keys", summary: "Create an API key (the secret is shown once)",
-             request: None, success: ("201", "The key and its secret", Some(r("KeyCreated"))), errors: &["404"], auth: true },
-        Op { method: "get", path: "/admin/v1/{api}/tenants/{tenant}/keys", summary: "List the tenant's keys (never their secrets)",
-             request: None, success: ("200", "Keys", Some(json!({"type":"object","properties":{"items":{"type":"array","items":r("Key")}}}))), errors: &["404"], auth: true },
-        Op { method: "delete", path: "/admin/v1/{api}/tenants/{tenant}/keys/{key_id}", summary: "Revoke a key (effective at once)",
-             request: None, success: ("204", "Revoked", None), errors: &["404"], auth: true },
-        Op { method: "post", path: "/admin/v1/{api}/tenants/{tenant}/sessions", summary: "Create a session from a partial document; the server fills id, tenant field, timestamps, defaults and derived fields",
-             request: Some(session.clone()), success: ("201", "The exact public GET body (headers ETag, Location)", Some(session.clone())), errors: &["400", "404", "409", "422"], auth: true },
-        Op { method: "get", path: "/admin/v1/{api}/tenants/{tenant}/sessions", summary: "A page of the tenant's sessions, in creation order",
-             request: None, success: ("200", "A page", Some(r("SessionPage"))), errors: &["400", "404"], auth: true },
-        Op { method: "get", path: "/admin/v1/{api}/sessions/{id}", summary: "A session of any tenant",
-             request: None, success: ("200", "The session (header ETag)", Some(session.clone())), errors: &["404"], auth: true },
-        Op { method: "patch", path: "/admin/v1/{api}/sessions/{id}", summary: "Apply a JSON merge patch (RFC 7396); If-Match honoured; lifecycle rules apply",
-             request: Some(json!({"type":"object"})), success: ("200", "The new body (header ETag)", Some(session.clone())), errors: &["400", "404", "412", "422"], auth: true },
-        Op { method: "put", path: "/admin/v1/{api}/sessions/{id}", summary: "Replace a session's document; If-Match honoured",
-             request: Some(session.clone()), success: ("200", "The new body (header ETag)", Some(session)), errors: &["400", "404", "412", "422"], auth: true },
-        Op { method: "delete", path: "/admin/v1/{api}/sessions/{id}", summary: "Delete a session; If-Match honoured",
-             request: None, success: ("204", "Deleted", None), errors: &["404", "412"], auth: true },
-        Op { method: "get", path: "/admin/v1/openapi.json", summary: "This document",
-             request: None, success: ("200", "OpenAPI 3.1 document", Some(json!({"type":"object"}))), errors: &[], auth: true },
-        Op { method: "get", path: "/healthz", summary: "Liveness: the process answers",
-             request: None, success: ("200", "Alive", Some(json!({"type":"object","properties":{"status":{"const":"ok"}}}))), errors: &[], auth: false },
-        Op { method: "get", path: "/readyz", summary: "Readiness: the store answers",
-             request: None, success: ("200", "Ready", Some(json!({"type":"object","properties":{"status":{"type":"string"}}}))), errors: &["503"], auth: false },
+        Op {
+            method: "post",
+            path: "/admin/v1/{api}/tenants",
+            summary: "Create a tenant (id in the vendor's format if not given)",
+            request: Some(r("TenantCreate")),
+            success: ("201", "The tenant", Some(r("Tenant"))),
+            errors: &["400", "404", "409"],
+            auth: true,
+        },
+        Op {
+            method: "get",
+            path: "/admin/v1/{api}/tenants",
+            summary: "List the api's tenants",
+            request: None,
+            success: (
+                "200",
+                "Tenants",
+                Some(
+                    json!({"type":"object","properties":{"items":{"type":"array","items":r("Tenant")}}}),
+                ),
+            ),
+            errors: &["404"],
+            auth: true,
+        },
+        Op {
+            method: "post",
+            path: "/admin/v1/{api}/tenants/{tenant}/keys",
+            summary: "Create an API key (the secret is shown once)",
+            request: None,
+            success: ("201", "The key and its secret", Some(r("KeyCreated"))),
+            errors: &["404"],
+            auth: true,
+        },
+        Op {
+            method: "get",
+            path: "/admin/v1/{api}/tenants/{tenant}/keys",
+            summary: "List the tenant's keys (never their secrets)",
+            request: None,
+            success: (
+                "200",
+                "Keys",
+                Some(
+                    json!({"type":"object","properties":{"items":{"type":"array","items":r("Key")}}}),
+                ),
+            ),
+            errors: &["404"],
+            auth: true,
+        },
+        Op {
+            method: "delete",
+            path: "/admin/v1/{api}/tenants/{tenant}/keys/{key_id}",
+            summary: "Revoke a key (effective at once)",
+            request: None,
+            success: ("204", "Revoked", None),
+            errors: &["404"],
+            auth: true,
+        },
+        Op {
+            method: "post",
+            path: "/admin/v1/{api}/tenants/{tenant}/sessions",
+            summary: "Create a session from a partial document; the server fills id, tenant field, timestamps, defaults and derived fields",
+            request: Some(session.clone()),
+            success: (
+                "201",
+                "The exact public GET body (headers ETag, Location)",
+                Some(session.clone()),
+            ),
+            errors: &["400", "404", "409", "422"],
+            auth: true,
+        },
+        Op {
+            method: "get",
+            path: "/admin/v1/{api}/tenants/{tenant}/sessions",
+            summary: "A page of the tenant's sessions, in creation order",
+            request: None,
+            success: ("200", "A page", Some(r("SessionPage"))),
+            errors: &["400", "404"],
+            auth: true,
+        },
+        Op {
+            method: "get",
+            path: "/admin/v1/{api}/sessions/{id}",
+            summary: "A session of any tenant",
+            request: None,
+            success: ("200", "The session (header ETag)", Some(session.clone())),
+            errors: &["404"],
+            auth: true,
+        },
+        Op {
+            method: "patch",
+            path: "/admin/v1/{api}/sessions/{id}",
+            summary: "Apply a JSON merge patch (RFC 7396); If-Match honoured; lifecycle rules apply",
+            request: Some(json!({"type":"object"})),
+            success: ("200", "The new body (header ETag)", Some(session.clone())),
+            errors: &["400", "404", "412", "422"],
+            auth: true,
+        },
+        Op {
+            method: "put",
+            path: "/admin/v1/{api}/sessions/{id}",
+            summary: "Replace a session's document; If-Match honoured",
+            request: Some(session.clone()),
+            success: ("200", "The new body (header ETag)", Some(session)),
+            errors: &["400", "404", "412", "422"],
+            auth: true,
+        },
+        Op {
+            method: "delete",
+            path: "/admin/v1/{api}/sessions/{id}",
+            summary: "Delete a session; If-Match honoured",
+            request: None,
+            success: ("204", "Deleted", None),
+            errors: &["404", "412"],
+            auth: true,
+        },
+        Op {
+            method: "get",
+            path: "/admin/v1/openapi.json",
+            summary: "This document",
+            request: None,
+            success: (
+                "200",
+                "OpenAPI 3.1 document",
+                Some(json!({"type":"object"})),
+            ),
+            errors: &[],
+            auth: true,
+        },
+        Op {
+            method: "get",
+            path: "/healthz",
+            summary: "Liveness: the process answers",
+            request: None,
+            success: (
+                "200",
+                "Alive",
+                Some(json!({"type":"object","properties":{"status":{"const":"ok"}}})),
+            ),
+            errors: &[],
+            auth: false,
+        },
+        Op {
+            method: "get",
+            path: "/readyz",
+            summary: "Readiness: the store answers",
+            request: None,
+            success: (
+                "200",
+                "Ready",
+                Some(json!({"type":"object","properties":{"status":{"type":"string"}}})),
+            ),
+            errors: &["503"],
+            auth: false,
+        },
     ]
 }
 
@@ -62,7 +188,9 @@ fn error_text(status: &str) -> &'static str {
         "404" => "Unknown api, tenant, key or session",
         "409" => "The id is taken",
         "412" => "If-Match does not match the current ETag",
-        "422" => "The document violates the contract or the vendor's rules; every violation is listed by JSON pointer",
+        "422" => {
+            "The document violates the contract or the vendor's rules; every violation is listed by JSON pointer"
+        }
         "503" => "Not ready",
         _ => "Error",
     }
@@ -122,7 +250,11 @@ pub fn document() -> Value {
             "responses": responses,
         });
         if let Some(body) = op.request {
-            let media = if op.method == "patch" { "application/merge-patch+json" } else { "application/json" };
+            let media = if op.method == "patch" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
             operation["requestBody"] = json!({ "required": op.method != "post", "content": { media: { "schema": body } } });
         }
         if !op.auth {

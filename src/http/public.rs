@@ -29,9 +29,14 @@ fn credential<'h>(rule: &Credential, headers: &'h HeaderMap) -> Option<&'h str> 
             .map(|v| v.to_str().unwrap_or_default())
             .filter(|v| !v.is_empty()),
         Credential::Bearer => {
-            let value = headers.get(header::AUTHORIZATION)?.to_str().unwrap_or_default();
+            let value = headers
+                .get(header::AUTHORIZATION)?
+                .to_str()
+                .unwrap_or_default();
             match value.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token.trim()),
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Some(token.trim())
+                }
                 _ => Some(""),
             }
         }

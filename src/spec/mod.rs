@@ -156,7 +156,12 @@ impl Contract {
             .as_array()
             .into_iter()
             .flatten()
-            .chain(paths[session_path]["parameters"].as_array().into_iter().flatten())
+            .chain(
+                paths[session_path]["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            )
             .collect();
         let id_param = params
             .iter()
@@ -338,22 +343,29 @@ fn credential(document: &Value, op: &Value, params: &[&Value]) -> anyhow::Result
         .or_else(|| document.get("security"))
         .and_then(Value::as_array);
     let schemes = document.pointer("/components/securitySchemes");
-    for requirement in security.into_iter().flatten() {
-        for name in requirement.as_object().into_iter().flatten().map(|(k, _)| k) {
-            let scheme = schemes
-                .and_then(|s| s.get(name))
-                .with_context(|| format!("security scheme `{name}` is not defined"))?;
-            match (scheme["type"].as_str(), scheme["in"].as_str()) {
-                (Some("apiKey"), Some("header")) => {
-                    let header = scheme["name"].as_str().context("apiKey without name")?;
-                    return Ok(Credential::Header(header.to_owned()));
-                }
-                (Some("http"), _) if scheme["scheme"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("bearer")) => {
-                    return Ok(Credential::Bearer);
-                }
-                (t, _) => bail!("unsupported security scheme type {t:?}"),
+    // The first scheme of the first requirement: the vendors here each declare exactly one.
+    let first = security
+        .into_iter()
+        .flatten()
+        .find_map(|req| req.as_object().and_then(|o| o.keys().next()));
+    if let Some(name) = first {
+        let scheme = schemes
+            .and_then(|s| s.get(name))
+            .with_context(|| format!("security scheme `{name}` is not defined"))?;
+        return match (scheme["type"].as_str(), scheme["in"].as_str()) {
+            (Some("apiKey"), Some("header")) => {
+                let header = scheme["name"].as_str().context("apiKey without name")?;
+                Ok(Credential::Header(header.to_owned()))
             }
-        }
+            (Some("http"), _)
+                if scheme["scheme"]
+                    .as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer")) =>
+            {
+                Ok(Credential::Bearer)
+            }
+            (t, _) => bail!("unsupported security scheme type {t:?}"),
+        };
     }
     // No security requirement: a required header parameter carries the secret (FunnelFox).
     params
@@ -424,9 +436,24 @@ mod tests {
     fn derives_routes_and_credentials_from_the_documents() {
         let c = Contracts::load(None).unwrap();
         let expect = [
-            (ApiId::Salesnip, "/v1/sessions/{sessionId}", "sessionId", Credential::Header("X-Api-Key".into())),
-            (ApiId::Opencx, "/chat/sessions/{session_id}", "session_id", Credential::Bearer),
-            (ApiId::Funnelfox, "/public/v1/sessions/{session_id}", "session_id", Credential::Header("Fox-Secret".into())),
+            (
+                ApiId::Salesnip,
+                "/v1/sessions/{sessionId}",
+                "sessionId",
+                Credential::Header("X-Api-Key".into()),
+            ),
+            (
+                ApiId::Opencx,
+                "/chat/sessions/{session_id}",
+                "session_id",
+                Credential::Bearer,
+            ),
+            (
+                ApiId::Funnelfox,
+                "/public/v1/sessions/{session_id}",
+                "session_id",
+                Credential::Header("Fox-Secret".into()),
+            ),
             (ApiId::Alcamine, "/sessions/{id}", "id", Credential::Bearer),
             (ApiId::Anam, "/v1/sessions/{id}", "id", Credential::Bearer),
         ];
@@ -445,7 +472,10 @@ mod tests {
         assert!(anam.is_valid(&json!({"id": "8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e01"})));
         let v = anam.violations(&json!({"id": "nope", "startTime": "yesterday"}));
         let pointers: Vec<_> = v.iter().map(|v| v.pointer.as_str()).collect();
-        assert!(pointers.contains(&"/id") && pointers.contains(&"/startTime"), "{v:?}");
+        assert!(
+            pointers.contains(&"/id") && pointers.contains(&"/startTime"),
+            "{v:?}"
+        );
         let alcamine = c.get(ApiId::Alcamine);
         let v = alcamine.violations(&json!({"id": "NOT-A-CUID"}));
         assert!(v.iter().any(|v| v.pointer == "/id"), "{v:?}");

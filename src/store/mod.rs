@@ -116,9 +116,9 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(dsn: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     match dsn {
         None => Ok(Arc::new(SqliteStore::open(&data_dir.join("sessiond.db"))?)),
-        Some(dsn) if dsn.starts_with("sqlite://") => {
-            Ok(Arc::new(SqliteStore::open(Path::new(&dsn["sqlite://".len()..]))?))
-        }
+        Some(dsn) if dsn.starts_with("sqlite://") => Ok(Arc::new(SqliteStore::open(Path::new(
+            &dsn["sqlite://".len()..],
+        ))?)),
         Some(other) => anyhow::bail!("unsupported store `{other}` (expected sqlite://PATH)"),
     }
 }

@@ -93,7 +93,11 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => {
@@ -264,7 +268,9 @@ impl Store for SqliteStore {
         let tenant = tenant.to_owned();
         self.read(move |c| {
             let mut st = c
-                .prepare_cached("SELECT * FROM api_keys WHERE api = ?1 AND tenant = ?2 ORDER BY created_at, id")
+                .prepare_cached(
+                    "SELECT * FROM api_keys WHERE api = ?1 AND tenant = ?2 ORDER BY created_at, id",
+                )
                 .map_err(backend)?;
             st.query_map(params![api.as_str(), tenant], key_from)
                 .and_then(|rows| rows.collect())
@@ -349,7 +355,10 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.read(move |c| {
             c.prepare_cached("SELECT * FROM sessions WHERE api = ?1 AND id = ?2")
-                .and_then(|mut st| st.query_row(params![api.as_str(), id], session_from).optional())
+                .and_then(|mut st| {
+                    st.query_row(params![api.as_str(), id], session_from)
+                        .optional()
+                })
                 .map_err(backend)
         })
         .await
@@ -371,7 +380,12 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             let mut rows = st
-                .query(params![api.as_str(), tenant, after.unwrap_or(0), limit as i64 + 1])
+                .query(params![
+                    api.as_str(),
+                    tenant,
+                    after.unwrap_or(0),
+                    limit as i64 + 1
+                ])
                 .map_err(backend)?;
             let mut out = Vec::with_capacity(limit.min(1000));
             let mut last_pk = None;
@@ -393,10 +407,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 }

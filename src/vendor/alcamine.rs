@@ -27,7 +27,10 @@ fn agree(
     problems: &mut Vec<Violation>,
 ) {
     let pointer = format!("/{object}/{}", field.join("/"));
-    let inner = doc.get(object).and_then(|o| o.pointer(&format!("/{}", field.join("/")))).cloned();
+    let inner = doc
+        .get(object)
+        .and_then(|o| o.pointer(&format!("/{}", field.join("/"))))
+        .cloned();
     match (doc.get(id_key).cloned(), inner) {
         (Some(outer), Some(inner)) if outer != inner => problems.push(Violation::new(
             pointer,
@@ -65,15 +68,30 @@ impl Profile for Alcamine {
         Some("workspaceId")
     }
 
-    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>) {
+    fn prepare(
+        &self,
+        doc: &mut Map<String, Value>,
+        ctx: &WriteCtx<'_>,
+        problems: &mut Vec<Violation>,
+    ) {
         let now = json!(iso_millis(ctx.now));
         created_timestamp(doc, ctx, "createdAt", now.clone());
         updated_timestamp(doc, ctx, "updatedAt", now.clone());
         default(doc, "status", json!("PENDING"));
         default(doc, "recordAudio", json!(false));
         default(doc, "isDemo", json!(false));
-        lifecycle(doc, ctx, "status", &["PENDING", "IN_PROGRESS", "COMPLETED"], problems);
-        let status = doc.get("status").and_then(Value::as_str).unwrap_or_default().to_owned();
+        lifecycle(
+            doc,
+            ctx,
+            "status",
+            &["PENDING", "IN_PROGRESS", "COMPLETED"],
+            problems,
+        );
+        let status = doc
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if status == "IN_PROGRESS" || status == "COMPLETED" {
             stamp(doc, "startedAt", &now);
             stamp(doc, "lastHeartbeatAt", &now);
@@ -113,9 +131,15 @@ impl Profile for Alcamine {
             PublicError::MalformedId | PublicError::NotFound => {
                 error_message(404, "Not Found", "Session not found")
             }
-            PublicError::MethodNotAllowed => error_message(405, "Method Not Allowed", "Only GET is supported on this route"),
+            PublicError::MethodNotAllowed => error_message(
+                405,
+                "Method Not Allowed",
+                "Only GET is supported on this route",
+            ),
             PublicError::RouteNotFound => error_message(404, "Not Found", "Route not found"),
-            PublicError::Internal => error_message(500, "Internal Server Error", "Something went wrong"),
+            PublicError::Internal => {
+                error_message(500, "Internal Server Error", "Something went wrong")
+            }
         }
     }
 
@@ -126,36 +150,36 @@ impl Profile for Alcamine {
     fn demo_sessions(&self) -> Vec<Value> {
         let ws = self.demo_tenant();
         let version = json!({
-                "id": "h1demo0version0000000000",
-                "createdAt": "2026-01-03T09:00:00.000Z",
-                "updatedAt": "2026-01-03T09:00:00.000Z",
-                "createdBy": null,
-                "updatedBy": null,
-                "agentId": "h1demo0agent000000000000",
-                "version": 3,
-                "workspaceId": ws,
-                "sourceAgentVersionId": null,
-                "themeId": "h1demo0theme000000000000",
-                "incentiveType": "CASH",
-                "incentiveAmount": 2500,
-                "incentiveCurrencyCode": "USD",
-                "maxParticipants": 200,
-                "length": "FIFTEEN_MINUTES",
-                "languages": ["en", "es"],
-                "inputMode": ["WEB_VOICE", "PHONE"],
-                "knowledgeBaseId": null,
-                "followUp": true,
-                "limitToKnowledgeBase": false,
-                "timezone": "America/New_York",
-                "authentication": "NONE",
-                "systemPrompt": "You are a friendly researcher. Ask open questions.",
-                "agentFlowId": null,
-                "config": {
-                    "llm": { "provider": "OPENAI", "model": "GPT_4_1", "temperature": 0.4 },
-                    "tts": { "provider": "ELEVENLABS", "model": "MULTILINGUAL_V2", "voiceId": "21m00Tcm4TlvDq8ikWAM" },
-                    "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" }
-                }
-            });
+            "id": "h1demo0version0000000000",
+            "createdAt": "2026-01-03T09:00:00.000Z",
+            "updatedAt": "2026-01-03T09:00:00.000Z",
+            "createdBy": null,
+            "updatedBy": null,
+            "agentId": "h1demo0agent000000000000",
+            "version": 3,
+            "workspaceId": ws,
+            "sourceAgentVersionId": null,
+            "themeId": "h1demo0theme000000000000",
+            "incentiveType": "CASH",
+            "incentiveAmount": 2500,
+            "incentiveCurrencyCode": "USD",
+            "maxParticipants": 200,
+            "length": "FIFTEEN_MINUTES",
+            "languages": ["en", "es"],
+            "inputMode": ["WEB_VOICE", "PHONE"],
+            "knowledgeBaseId": null,
+            "followUp": true,
+            "limitToKnowledgeBase": false,
+            "timezone": "America/New_York",
+            "authentication": "NONE",
+            "systemPrompt": "You are a friendly researcher. Ask open questions.",
+            "agentFlowId": null,
+            "config": {
+                "llm": { "provider": "OPENAI", "model": "GPT_4_1", "temperature": 0.4 },
+                "tts": { "provider": "ELEVENLABS", "model": "MULTILINGUAL_V2", "voiceId": "21m00Tcm4TlvDq8ikWAM" },
+                "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" }
+            }
+        });
         let agent = json!({
             "id": "h1demo0agent000000000000",
             "createdAt": "2026-01-02T09:00:00.000Z",

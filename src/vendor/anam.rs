@@ -53,7 +53,9 @@ impl Profile for Anam {
         // Anam says organization ids may be UUIDs or nanoid-style strings.
         if check_uuid(id).is_ok()
             || ((8..=64).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
         {
             Ok(())
         } else {
@@ -77,7 +79,12 @@ impl Profile for Anam {
         Some("organizationId")
     }
 
-    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>) {
+    fn prepare(
+        &self,
+        doc: &mut Map<String, Value>,
+        ctx: &WriteCtx<'_>,
+        problems: &mut Vec<Violation>,
+    ) {
         let now = json!(iso_millis(ctx.now));
         for key in [
             "personaId",
@@ -101,10 +108,16 @@ impl Profile for Anam {
         let end = doc.get("endTime").cloned().unwrap_or(Value::Null);
         let length = if end.is_null() {
             if ended_before {
-                problems.push(Violation::new("/endTime", "an ended session cannot become active again"));
+                problems.push(Violation::new(
+                    "/endTime",
+                    "an ended session cannot become active again",
+                ));
             }
             if doc.get("exitStatus").is_some_and(|v| !v.is_null()) {
-                problems.push(Violation::new("/exitStatus", "must be null while the session is active (endTime is null)"));
+                problems.push(Violation::new(
+                    "/exitStatus",
+                    "must be null while the session is active (endTime is null)",
+                ));
             }
             Value::Null
         } else {
@@ -138,7 +151,11 @@ impl Profile for Anam {
             }
             PublicError::MalformedId => error_message(400, "Bad Request", "Invalid session ID"),
             PublicError::NotFound => error_message(404, "Not Found", "Session not found"),
-            PublicError::MethodNotAllowed => error_message(405, "Method Not Allowed", "Only GET is supported on this route"),
+            PublicError::MethodNotAllowed => error_message(
+                405,
+                "Method Not Allowed",
+                "Only GET is supported on this route",
+            ),
             PublicError::RouteNotFound => error_message(404, "Not Found", "Route not found"),
             PublicError::Internal => error_message(500, "Internal Server Error", "Server error"),
         }
@@ -193,7 +210,16 @@ mod tests {
 
     #[test]
     fn secret_keys() {
-        for k in ["secret_iv", "encrypted_secret", "clientSecret", "apiKey", "openai_api_key", "token", "accessToken", "password"] {
+        for k in [
+            "secret_iv",
+            "encrypted_secret",
+            "clientSecret",
+            "apiKey",
+            "openai_api_key",
+            "token",
+            "accessToken",
+            "password",
+        ] {
             assert!(is_secret_key(k), "{k}");
         }
         for k in ["maxTokens", "name", "secretary", "tokenizer"] {

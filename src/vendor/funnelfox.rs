@@ -42,12 +42,18 @@ impl Profile for FunnelFox {
 
     fn check_session_id(&self, id: &str) -> Result<(), String> {
         match id.strip_prefix(SESSION_PREFIX) {
-            Some(rest) => check_ulid(rest).map_err(|_| format!("`{id}` must be `ses_` followed by a 26-character ULID")),
+            Some(rest) => check_ulid(rest)
+                .map_err(|_| format!("`{id}` must be `ses_` followed by a 26-character ULID")),
             None => Err(format!("`{id}` does not start with `{SESSION_PREFIX}`")),
         }
     }
 
-    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, _problems: &mut Vec<Violation>) {
+    fn prepare(
+        &self,
+        doc: &mut Map<String, Value>,
+        ctx: &WriteCtx<'_>,
+        _problems: &mut Vec<Violation>,
+    ) {
         created_timestamp(doc, ctx, "created_at", json!(ctx.now.timestamp()));
         default(doc, "attributes", json!({}));
         default(doc, "query_params", json!({}));

@@ -181,7 +181,12 @@ pub trait Profile: Send + Sync {
 
     /// Fills server-controlled fields (timestamps, defaults, derived fields) and checks invariants
     /// and lifecycle rules. `doc` already has `id` and the tenant field set.
-    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>);
+    fn prepare(
+        &self,
+        doc: &mut Map<String, Value>,
+        ctx: &WriteCtx<'_>,
+        problems: &mut Vec<Violation>,
+    );
 
     /// The document as the public GET returns it (secrets redacted where the vendor does).
     fn public_view(&self, doc: &Value) -> Value {

@@ -42,7 +42,12 @@ impl Profile for OpenCx {
         true
     }
 
-    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>) {
+    fn prepare(
+        &self,
+        doc: &mut Map<String, Value>,
+        ctx: &WriteCtx<'_>,
+        problems: &mut Vec<Violation>,
+    ) {
         let now = json!(iso_millis(ctx.now));
         default(doc, "status", json!("open"));
         default(doc, "ai_closure_type", Value::Null);
@@ -75,7 +80,9 @@ impl Profile for OpenCx {
                 nest_error(405, "Method Not Allowed", "Method Not Allowed")
             }
             PublicError::RouteNotFound => nest_error(404, "Route not found", "Not Found"),
-            PublicError::Internal => nest_error(500, "Internal server error", "Internal Server Error"),
+            PublicError::Internal => {
+                nest_error(500, "Internal server error", "Internal Server Error")
+            }
         }
     }
 

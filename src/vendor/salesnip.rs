@@ -43,9 +43,7 @@ impl SaleSnip {
         {
             price.insert("current".into(), initial);
         }
-        let quantity = product
-            .entry("quantity")
-            .or_insert_with(|| json!({}));
+        let quantity = product.entry("quantity").or_insert_with(|| json!({}));
         if let Value::Object(q) = quantity {
             default(q, "initial", json!(1));
             default(q, "minimum", json!(1));
@@ -70,7 +68,9 @@ impl SaleSnip {
         {
             problems.push(Violation::new(
                 format!("{at}/price"),
-                format!("price must satisfy minimum ≤ current ≤ initial (got {min} ≤ {cur} ≤ {init})"),
+                format!(
+                    "price must satisfy minimum ≤ current ≤ initial (got {min} ≤ {cur} ≤ {init})"
+                ),
             ));
         }
         if let Some(Value::Object(q)) = product.get("quantity")
@@ -122,7 +122,12 @@ impl Profile for SaleSnip {
         Some("project")
     }
 
-    fn prepare(&self, doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, problems: &mut Vec<Violation>) {
+    fn prepare(
+        &self,
+        doc: &mut Map<String, Value>,
+        ctx: &WriteCtx<'_>,
+        problems: &mut Vec<Violation>,
+    ) {
         let short = ctx.id.strip_prefix(SESSION_PREFIX).unwrap_or(ctx.id);
         derive(
             doc,

@@ -1,0 +1,271 @@
+//! Read caches in front of the store: session bodies (bounded by bytes) and key records.
+//!
+//! Both stay exact under concurrent writes with one rule: a reader that missed notes the epoch of
+//! the entry's shard before it reads the store, and fills the cache only if no write touched that
+//! shard meanwhile; a writer bumps the epoch and drops the entry after its store write commits.
+//! Both steps happen under the shard's lock, so a stale value read before a write can never be
+//! cached after it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::{Equivalent, Weighter};
+
+use crate::vendor::ApiId;
+
+const SHARDS: usize = 64;
+
+/// Fixed per-entry overhead counted on top of the body and id (map slot, Arcs, lengths).
+const ENTRY_OVERHEAD: u64 = 96;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SessionKey {
+    api: ApiId,
+    id: Box<str>,
+}
+
+/// Borrowed form of [`SessionKey`], so lookups do not allocate.
+#[derive(Hash)]
+struct SessionKeyRef<'a> {
+    api: ApiId,
+    id: &'a str,
+}
+
+impl Equivalent<SessionKey> for SessionKeyRef<'_> {
+    fn equivalent(&self, key: &SessionKey) -> bool {
+        self.api == key.api && self.id == &*key.id
+    }
+}
+
+/// What the read path needs of a session.
+#[derive(Debug, Clone)]
+pub struct CachedSession {
+    pub tenant: Arc<str>,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<SessionKey, CachedSession> for ByBytes {
+    fn weight(&self, key: &SessionKey, val: &CachedSession) -> u64 {
+        val.body.len() as u64 + key.id.len() as u64 + val.tenant.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// Proof of the epoch a reader saw before reading the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    shard: usize,
+    epoch: u64,
+}
+
+/// Sessions by (api, id), bounded by total bytes.
+pub struct SessionCache {
+    cache: Option<Cache<SessionKey, CachedSession, ByBytes>>,
+    epochs: Box<[Mutex<u64>]>,
+    hasher: RandomState,
+}
+
+impl SessionCache {
+    /// A cache of at most `capacity_bytes` (0 disables caching: every read goes to the store).
+    pub fn new(capacity_bytes: u64) -> Self {
+        let cache = (capacity_bytes > 0).then(|| {
+            // Estimated item count only sizes the table; 1.5 KB is a typical session here.
+            let items = (capacity_bytes / 1536).clamp(64, 1 << 24) as usize;
+            Cache::with_weighter(items, capacity_bytes, ByBytes)
+        });
+        SessionCache {
+            cache,
+            epochs: (0..SHARDS).map(|_| Mutex::new(0)).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, api: ApiId, id: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        (api, id).hash(&mut h);
+        (h.finish() as usize) % SHARDS
+    }
+
+    pub fn get(&self, api: ApiId, id: &str) -> Option<CachedSession> {
+        self.cache.as_ref()?.get(&SessionKeyRef { api, id })
+    }
+
+    /// Call before reading the store on a miss.
+    pub fn ticket(&self, api: ApiId, id: &str) -> Ticket {
+        let shard = self.shard(api, id);
+        let epoch = *self.epochs[shard].lock().unwrap_or_else(|p| p.into_inner());
+        Ticket { shard, epoch }
+    }
+
+    /// Caches what the store returned, unless a write happened since `ticket`.
+    pub fn fill(&self, ticket: Ticket, api: ApiId, id: &str, value: CachedSession) {
+        let Some(cache) = &self.cache else { return };
+        let epoch = self.epochs[ticket.shard].lock().unwrap_or_else(|p| p.into_inner());
+        if *epoch == ticket.epoch {
+            cache.insert(SessionKey { api, id: id.into() }, value);
+        }
+    }
+
+    /// Call after a write of (api, id) committed.
+    pub fn invalidate(&self, api: ApiId, id: &str) {
+        let shard = self.shard(api, id);
+        let mut epoch = self.epochs[shard].lock().unwrap_or_else(|p| p.into_inner());
+        *epoch += 1;
+        if let Some(cache) = &self.cache {
+            cache.remove(&SessionKeyRef { api, id });
+        }
+    }
+
+    /// Drops everything (e.g. after missed invalidations).
+    pub fn clear(&self) {
+        let mut guards: Vec<_> = self
+            .epochs
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        for g in &mut guards {
+            **g += 1;
+        }
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    /// Bytes held (by the weigher's count) and entries.
+    pub fn usage(&self) -> (u64, usize) {
+        self.cache.as_ref().map_or((0, 0), |c| (c.weight(), c.len()))
+    }
+}
+
+/// A live key as the read path needs it.
+#[derive(Debug, Clone)]
+pub struct CachedKey {
+    pub api: ApiId,
+    pub tenant: Arc<str>,
+    pub hash: [u8; 32],
+}
+
+/// Keys by hash. Entries are re-checked against the store after `ttl`, so a revocation made by
+/// another process (the offline CLI, another node) takes effect within `ttl` even if no
+/// invalidation reaches this one.
+pub struct KeyCache {
+    map: RwLock<HashMap<[u8; 32], (CachedKey, Instant)>>,
+    epoch: Mutex<u64>,
+    ttl: Duration,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache {
+            map: RwLock::new(HashMap::new()),
+            epoch: Mutex::new(0),
+            ttl,
+        }
+    }
+
+    /// The cached key, if present and fresh.
+    pub fn get(&self, hash: &[u8; 32]) -> Option<CachedKey> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(k, _)| k.clone())
+    }
+
+    pub fn ticket(&self) -> u64 {
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn fill(&self, ticket: u64, key: CachedKey) {
+        let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if *epoch == ticket {
+            self.map
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.hash, (key, Instant::now()));
+        }
+    }
+
+    /// Forgets a key (after its revocation committed), or every key with `None`.
+    pub fn invalidate(&self, hash: Option<&[u8; 32]>) {
+        let mut epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        *epoch += 1;
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match hash {
+            Some(h) => {
+                map.remove(h);
+            }
+            None => map.clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &'static str) -> CachedSession {
+        CachedSession {
+            tenant: "t".into(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_cached() {
+        let c = SessionCache::new(1 << 20);
+        let t = c.ticket(ApiId::Anam, "a");
+        c.invalidate(ApiId::Anam, "a"); // a write committed after the reader's store read
+        c.fill(t, ApiId::Anam, "a", entry("old"));
+        assert!(c.get(ApiId::Anam, "a").is_none());
+        let t = c.ticket(ApiId::Anam, "a");
+        c.fill(t, ApiId::Anam, "a", entry("new"));
+        assert_eq!(c.get(ApiId::Anam, "a").unwrap().body, "new");
+        assert!(c.get(ApiId::Opencx, "a").is_none(), "apis do not share entries");
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let c = SessionCache::new(64 * 1024);
+        let body = Bytes::from(vec![b'x'; 1000]);
+        for i in 0..1000 {
+            let id = format!("id{i}");
+            let t = c.ticket(ApiId::Anam, &id);
+            c.fill(t, ApiId::Anam, &id, CachedSession { tenant: "t".into(), body: body.clone() });
+        }
+        let (bytes, items) = c.usage();
+        assert!(bytes <= 64 * 1024 && items < 1000, "{bytes} bytes, {items} items");
+    }
+
+    #[test]
+    fn disabled_cache_holds_nothing() {
+        let c = SessionCache::new(0);
+        let t = c.ticket(ApiId::Anam, "a");
+        c.fill(t, ApiId::Anam, "a", entry("x"));
+        assert!(c.get(ApiId::Anam, "a").is_none());
+    }
+
+    #[test]
+    fn keys_expire_and_invalidate() {
+        let k = KeyCache::new(Duration::from_secs(3600));
+        let key = CachedKey { api: ApiId::Anam, tenant: "t".into(), hash: [1; 32] };
+        let t = k.ticket();
+        k.fill(t, key.clone());
+        assert!(k.get(&[1; 32]).is_some());
+        k.invalidate(Some(&[1; 32]));
+        assert!(k.get(&[1; 32]).is_none());
+        let stale = k.ticket();
+        k.invalidate(None);
+        k.fill(stale, key);
+        assert!(k.get(&[1; 32]).is_none());
+        let expired = KeyCache::new(Duration::ZERO);
+        let t = expired.ticket();
+        expired.fill(t, CachedKey { api: ApiId::Anam, tenant: "t".into(), hash: [2; 32] });
+        assert!(expired.get(&[2; 32]).is_none());
+    }
+}
