@@ -261,8 +261,8 @@ async fn tenants(cmd: TenantsCmd) -> anyhow::Result<()> {
         }
         TenantsCmd::List { api, store } => {
             let app = offline(&store).await?;
-            for id in app.service.store().list_tenants(api).await? {
-                println!("{id}");
+            for t in app.service.store().list_tenants(api).await? {
+                println!("{}\t{}", t.id, t.created_at);
             }
         }
     }

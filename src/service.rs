@@ -355,7 +355,7 @@ impl Service {
             return Err(AdminError::Conflict(format!("session {id} exists")));
         }
         let seq = if profile.uses_sequence() {
-            Some(self.store.next_seq(api, tenant).await?)
+            Some(self.store.reserve_seq(api, tenant, 1).await?)
         } else {
             None
         };

@@ -176,10 +176,12 @@ async fn list_tenants(
     State(st): State<AdminState>,
 ) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
-    let ids = st.service.store().list_tenants(api).await?;
-    Ok(json_ok(
-        json!({ "items": ids.into_iter().map(|id| json!({ "id": id })).collect::<Vec<_>>() }),
-    ))
+    let tenants = st.service.store().list_tenants(api).await?;
+    let items: Vec<Value> = tenants
+        .into_iter()
+        .map(|t| json!({ "id": t.id, "created_at": t.created_at }))
+        .collect();
+    Ok(json_ok(json!({ "items": items })))
 }
 
 async fn create_key(

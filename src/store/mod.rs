@@ -56,6 +56,15 @@ impl SessionRow {
     }
 }
 
+/// A stored tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    pub id: String,
+    pub created_at: String,
+    /// Last number handed out by the tenant's sequence.
+    pub seq: i64,
+}
+
 /// A stored API key: only its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRow {
@@ -79,11 +88,14 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a tenant; [`StoreError::Conflict`] if it exists.
     async fn create_tenant(&self, api: ApiId, id: &str, created_at: &str) -> StoreResult<()>;
     async fn tenant_exists(&self, api: ApiId, id: &str) -> StoreResult<bool>;
-    async fn list_tenants(&self, api: ApiId) -> StoreResult<Vec<String>>;
-    /// Hands out the tenant's next sequence number (1, 2, …); never the same one twice.
-    async fn next_seq(&self, api: ApiId, tenant: &str) -> StoreResult<i64>;
+    async fn list_tenants(&self, api: ApiId) -> StoreResult<Vec<TenantRow>>;
+    /// Reserves `count` numbers of the tenant's sequence (1, 2, …) and returns the first; no
+    /// number is ever handed out twice. [`StoreError::NotFound`] if the tenant does not exist.
+    async fn reserve_seq(&self, api: ApiId, tenant: &str, count: i64) -> StoreResult<i64>;
+    /// Makes sure the tenant's sequence continues after `at_least` (restoring an export).
+    async fn raise_seq(&self, api: ApiId, tenant: &str, at_least: i64) -> StoreResult<()>;
 
-    /// Stores a new key; [`StoreError::NotFound`] if the tenant does not exist.
+    /// Stores a key (revoked or not); [`StoreError::Conflict`] if its id or hash exists.
     async fn create_key(&self, key: &KeyRow) -> StoreResult<()>;
     /// Revokes a key of the tenant; returns its hash, [`StoreError::NotFound`] if there is none.
     async fn revoke_key(&self, api: ApiId, tenant: &str, key_id: &str) -> StoreResult<[u8; 32]>;
@@ -93,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a session (version must be 1); [`StoreError::Conflict`] if the id is taken.
     async fn insert_session(&self, row: &SessionRow) -> StoreResult<()>;
+    /// Inserts many sessions in one transaction: all or none. [`StoreError::Conflict`] if an id
+    /// is taken.
+    async fn insert_sessions(&self, rows: Vec<SessionRow>) -> StoreResult<()>;
     /// Replaces a session if its stored version is `row.version - 1`; else [`StoreError::Conflict`]
     /// ([`StoreError::NotFound`] if it is gone).
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()>;

@@ -1,29 +1,78 @@
-//! The embedded SQLite backend: one file in WAL mode, one writer connection, a small pool of
-//! readers. Every write is one transaction committed with `synchronous = FULL`, so an acknowledged
-//! write survives `kill -9` and power loss. Blocking calls run on tokio's blocking pool.
+//! The embedded SQLite backend: one file in WAL mode, one writer thread, a small pool of readers.
+//!
+//! Writes are group-committed: the writer thread takes every write that is waiting, runs each in
+//! its own savepoint (so one failing write does not undo the others), commits them in one
+//! transaction with `synchronous = FULL`, and only then answers each caller. An acknowledged write
+//! therefore survives `kill -9` and power loss, and many concurrent writers share one fsync.
+//! Reads run on tokio's blocking pool.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{KeyRow, Page, SessionRow, Store, StoreError, StoreResult};
+use super::{KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow};
 use crate::vendor::ApiId;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 const READERS: usize = 8;
+/// Most writes committed together.
+const MAX_GROUP: usize = 1024;
+
+/// Answers one caller once the group its write belongs to is committed (or not).
+type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// One write: runs inside its savepoint, says whether to keep it, and how to answer.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
 
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    jobs: mpsc::Sender<Job>,
 }
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("commit failed: {0}")]
+struct CommitFailed(String);
+
+/// The writer thread: group commit until every sender is gone.
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(group.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction()?;
+            for job in group.drain(..) {
+                let mut sp = tx.savepoint()?;
+                let (keep, finish) = job(&sp);
+                finishers.push(finish);
+                if keep {
+                    sp.commit()?;
+                } else {
+                    sp.rollback()?;
+                }
+            }
+            tx.commit()
+        })();
+        let outcome = outcome.map_err(|e| e.to_string());
+        for finish in finishers {
+            finish(outcome.clone());
+        }
+        // Jobs not reached because the transaction failed to start are dropped: their callers
+        // see the channel closed, which is reported as a backend failure.
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -63,27 +112,43 @@ impl SqliteStore {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer)?;
         migrate(&mut writer)?;
+        let (jobs, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .context("starting the SQLite writer thread")?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
             }),
+            jobs,
         })
     }
 
+    /// Runs `f` on the writer thread in its own savepoint; answers after the group commit.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(StoreError::backend)?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let out = f(conn);
+            let keep = out.is_ok();
+            let finish: Finisher = Box::new(move |commit| {
+                let _ = tx.send(match commit {
+                    Ok(()) => out,
+                    Err(e) => Err(StoreError::backend(CommitFailed(e))),
+                });
+            });
+            (keep, finish)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::backend(CommitFailed("writer thread is gone".into())))?;
+        rx.await
+            .map_err(|_| StoreError::backend(CommitFailed("write abandoned".into())))?
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -159,6 +224,26 @@ fn key_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     })
 }
 
+fn insert_row(c: &Connection, row: &SessionRow) -> StoreResult<()> {
+    let mut st = c
+        .prepare_cached(
+            "INSERT INTO sessions (api, id, tenant, version, body, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(backend)?;
+    match st.execute(params![
+        row.api.as_str(),
+        row.id,
+        row.tenant,
+        row.version,
+        &row.body[..],
+        row.doc.as_deref()
+    ]) {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint(&e) => Err(StoreError::Conflict),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tenant(&self, api: ApiId, id: &str, created_at: &str) -> StoreResult<()> {
@@ -191,29 +276,55 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_tenants(&self, api: ApiId) -> StoreResult<Vec<String>> {
+    async fn list_tenants(&self, api: ApiId) -> StoreResult<Vec<TenantRow>> {
         self.read(move |c| {
             let mut st = c
-                .prepare_cached("SELECT id FROM tenants WHERE api = ?1 ORDER BY created_at, id")
+                .prepare_cached(
+                    "SELECT id, created_at, seq FROM tenants WHERE api = ?1 ORDER BY created_at, id",
+                )
                 .map_err(backend)?;
-            st.query_map([api.as_str()], |r| r.get(0))
+            st.query_map([api.as_str()], |r| {
+                Ok(TenantRow {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                    seq: r.get(2)?,
+                })
+            })
                 .and_then(|rows| rows.collect())
                 .map_err(backend)
         })
         .await
     }
 
-    async fn next_seq(&self, api: ApiId, tenant: &str) -> StoreResult<i64> {
+    async fn reserve_seq(&self, api: ApiId, tenant: &str, count: i64) -> StoreResult<i64> {
         let tenant = tenant.to_owned();
         self.write(move |c| {
             c.query_row(
-                "UPDATE tenants SET seq = seq + 1 WHERE api = ?1 AND id = ?2 RETURNING seq",
-                params![api.as_str(), tenant],
-                |r| r.get(0),
+                "UPDATE tenants SET seq = seq + ?3 WHERE api = ?1 AND id = ?2 RETURNING seq",
+                params![api.as_str(), tenant, count],
+                |r| r.get::<_, i64>(0),
             )
             .optional()
             .map_err(backend)?
+            .map(|last| last - count + 1)
             .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn raise_seq(&self, api: ApiId, tenant: &str, at_least: i64) -> StoreResult<()> {
+        let tenant = tenant.to_owned();
+        self.write(move |c| {
+            match c
+                .execute(
+                    "UPDATE tenants SET seq = max(seq, ?3) WHERE api = ?1 AND id = ?2",
+                    params![api.as_str(), tenant, at_least],
+                )
+                .map_err(backend)?
+            {
+                0 => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
         })
         .await
     }
@@ -222,8 +333,9 @@ impl Store for SqliteStore {
         let key = key.clone();
         self.write(move |c| {
             match c.execute(
-                "INSERT INTO api_keys (id, api, tenant, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.id, key.api.as_str(), key.tenant, &key.hash[..], key.created_at],
+                "INSERT INTO api_keys (id, api, tenant, hash, created_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 THEN ?5 END)",
+                params![key.id, key.api.as_str(), key.tenant, &key.hash[..], key.created_at, key.revoked],
             ) {
                 Ok(_) => Ok(()),
                 // Unknown tenant (foreign key) or a duplicate: both are constraint failures; the
@@ -281,55 +393,44 @@ impl Store for SqliteStore {
 
     async fn insert_session(&self, row: &SessionRow) -> StoreResult<()> {
         let row = row.clone();
-        self.write(move |c| {
-            match c.execute(
-                "INSERT INTO sessions (api, id, tenant, version, body, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    row.api.as_str(),
-                    row.id,
-                    row.tenant,
-                    row.version,
-                    &row.body[..],
-                    row.doc.as_deref()
-                ],
-            ) {
-                Ok(_) => Ok(()),
-                Err(e) if is_constraint(&e) => Err(StoreError::Conflict),
-                Err(e) => Err(backend(e)),
-            }
-        })
-        .await
+        self.write(move |c| insert_row(c, &row)).await
+    }
+
+    async fn insert_sessions(&self, rows: Vec<SessionRow>) -> StoreResult<()> {
+        // One job, so one savepoint: a conflict anywhere leaves nothing of the batch.
+        self.write(move |c| rows.iter().try_for_each(|row| insert_row(c, row)))
+            .await
     }
 
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()> {
         let row = row.clone();
         self.write(move |c| {
-            let tx = c.transaction().map_err(backend)?;
-            let current: Option<i64> = tx
+            let changed = c
+                .execute(
+                    "UPDATE sessions SET version = ?3, body = ?4, doc = ?5
+                     WHERE api = ?1 AND id = ?2 AND version = ?3 - 1",
+                    params![
+                        row.api.as_str(),
+                        row.id,
+                        row.version,
+                        &row.body[..],
+                        row.doc.as_deref()
+                    ],
+                )
+                .map_err(backend)?;
+            if changed == 1 {
+                return Ok(());
+            }
+            let exists = c
                 .query_row(
-                    "SELECT version FROM sessions WHERE api = ?1 AND id = ?2",
+                    "SELECT 1 FROM sessions WHERE api = ?1 AND id = ?2",
                     params![row.api.as_str(), row.id],
-                    |r| r.get(0),
+                    |_| Ok(()),
                 )
                 .optional()
-                .map_err(backend)?;
-            match current {
-                None => return Err(StoreError::NotFound),
-                Some(v) if v != row.version - 1 => return Err(StoreError::Conflict),
-                Some(_) => {}
-            }
-            tx.execute(
-                "UPDATE sessions SET version = ?3, body = ?4, doc = ?5 WHERE api = ?1 AND id = ?2",
-                params![
-                    row.api.as_str(),
-                    row.id,
-                    row.version,
-                    &row.body[..],
-                    row.doc.as_deref()
-                ],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)
+                .map_err(backend)?
+                .is_some();
+            Err(if exists { StoreError::Conflict } else { StoreError::NotFound })
         })
         .await
     }

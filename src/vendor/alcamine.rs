@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_cuid2, created_timestamp,
     default, error_message, iso_millis, lifecycle, updated_timestamp,
@@ -147,120 +148,83 @@ impl Profile for Alcamine {
         "h1demo0workspace00000000"
     }
 
-    fn demo_sessions(&self) -> Vec<Value> {
-        let ws = self.demo_tenant();
+    fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
+        let created = f.time();
+        let at = |d: i64| iso_millis(created + chrono::Duration::seconds(d));
+        let (agent_id, version_id, person_id, conversation_id) = (f.cuid2(), f.cuid2(), f.cuid2(), f.cuid2());
+        let email = f.email();
+        let status = f.pick(&["PENDING", "IN_PROGRESS", "COMPLETED", "COMPLETED"]);
+        let llm = if f.chance(0.7) {
+            json!({ "provider": "OPENAI", "model": f.pick(&["GPT_4O", "GPT_4_1", "GPT_4_1_MINI"]), "temperature": f.int(0, 10) as f64 / 10.0 })
+        } else {
+            json!({ "provider": "GEMINI", "model": "GEMINI_2_0_FLASH_001", "temperature": 0.5 })
+        };
         let version = json!({
-            "id": "h1demo0version0000000000",
-            "createdAt": "2026-01-03T09:00:00.000Z",
-            "updatedAt": "2026-01-03T09:00:00.000Z",
-            "createdBy": null,
-            "updatedBy": null,
-            "agentId": "h1demo0agent000000000000",
-            "version": 3,
-            "workspaceId": ws,
-            "sourceAgentVersionId": null,
-            "themeId": "h1demo0theme000000000000",
-            "incentiveType": "CASH",
-            "incentiveAmount": 2500,
-            "incentiveCurrencyCode": "USD",
-            "maxParticipants": 200,
-            "length": "FIFTEEN_MINUTES",
-            "languages": ["en", "es"],
-            "inputMode": ["WEB_VOICE", "PHONE"],
-            "knowledgeBaseId": null,
-            "followUp": true,
-            "limitToKnowledgeBase": false,
-            "timezone": "America/New_York",
+            "id": version_id, "createdAt": at(-86400 * 7), "updatedAt": at(-86400 * 7),
+            "createdBy": null, "updatedBy": null, "agentId": agent_id, "version": f.int(1, 12),
+            "workspaceId": tenant, "sourceAgentVersionId": null, "themeId": f.cuid2(),
+            "incentiveType": "CASH", "incentiveAmount": f.int(1, 100) * 100, "incentiveCurrencyCode": "USD",
+            "maxParticipants": f.int(10, 500),
+            "length": f.pick(&["FIVE_MINUTES", "TEN_MINUTES", "FIFTEEN_MINUTES", "THIRTY_MINUTES"]),
+            "languages": ["en"], "inputMode": [f.pick(&["WEB_VOICE", "PHONE", "WEB_CHAT"])],
+            "knowledgeBaseId": null, "followUp": f.chance(0.5), "limitToKnowledgeBase": false,
+            "timezone": f.pick(&["America/New_York", "Europe/London", "Europe/Berlin"]),
             "authentication": "NONE",
-            "systemPrompt": "You are a friendly researcher. Ask open questions.",
+            "systemPrompt": "You are a friendly researcher. Ask open questions and follow up.",
             "agentFlowId": null,
             "config": {
-                "llm": { "provider": "OPENAI", "model": "GPT_4_1", "temperature": 0.4 },
-                "tts": { "provider": "ELEVENLABS", "model": "MULTILINGUAL_V2", "voiceId": "21m00Tcm4TlvDq8ikWAM" },
-                "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" }
-            }
+                "llm": llm,
+                "tts": { "provider": "ELEVENLABS", "model": "MULTILINGUAL_V2", "voiceId": f.alphanumeric(20) },
+                "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" },
+            },
         });
+        let topic = f.pick(&["Churn interview", "Pricing research", "Onboarding feedback", "Feature discovery"]);
         let agent = json!({
-            "id": "h1demo0agent000000000000",
-            "createdAt": "2026-01-02T09:00:00.000Z",
-            "updatedAt": "2026-01-03T09:00:00.000Z",
-            "createdBy": null,
-            "updatedBy": null,
-            "workspaceId": ws,
-            "publishedVersionId": "h1demo0version0000000000",
-            "name": "Customer discovery interviewer",
-            "description": "Asks churned customers why they left",
-            "slug": "customer-discovery",
-            "status": "PUBLISHED",
-            "sourceTemplateId": null,
-            "archivedAt": null,
-            "archivedBy": null,
-            "completedAt": null,
-            "completedBy": null,
-            "publishedAt": "2026-01-03T09:00:00.000Z",
-            "publishedBy": null,
-            "version": version,
+            "id": agent_id, "createdAt": at(-86400 * 30), "updatedAt": at(-86400 * 7),
+            "createdBy": null, "updatedBy": null, "workspaceId": tenant, "publishedVersionId": version_id,
+            "name": topic, "description": format!("{topic} with customers"),
+            "slug": topic.to_lowercase().replace(' ', "-"), "status": "PUBLISHED",
+            "sourceTemplateId": null, "archivedAt": null, "archivedBy": null, "completedAt": null,
+            "completedBy": null, "publishedAt": at(-86400 * 7), "publishedBy": null, "version": version,
         });
-        let session = |id: &str, person: &str, conversation: &str, status: &str, email: &str| {
-            let mut s = json!({
-                "id": id,
-                "name": format!("Interview with {email}"),
-                "type": "WEB_VOICE",
-                "status": status,
-                "recordAudio": true,
-                "agent": agent.clone(),
-                "conversation": {
-                    "id": conversation,
-                    "createdAt": "2026-01-05T10:00:00.000Z",
-                    "updatedAt": "2026-01-05T10:00:00.000Z",
-                    "personId": person,
-                    "name": format!("Conversation with {email}"),
-                    "isDemo": false,
-                    "lastViewedAt": null,
-                    "lastViewedBy": null,
-                    "lastSessionEndedAt": null,
-                    "archivedAt": null,
-                    "archivedBy": null
-                },
-                "person": {
-                    "id": person,
-                    "createdAt": "2026-01-05T09:58:00.000Z",
-                    "updatedAt": "2026-01-05T09:58:00.000Z",
-                    "properties": { "plan": "starter", "churnedAt": "2025-12-20" },
-                    "firstSeenAt": "2026-01-05T09:58:00.000Z",
-                    "lastSeenAt": "2026-01-05T10:00:00.000Z",
-                    "identifiedAt": "2026-01-05T09:59:00.000Z",
-                    "deletedAt": null,
-                    "email": email,
-                    "phone": "+14155550123",
-                    "rootPersonId": person,
-                    "mergedBy": null,
-                    "mergedAt": null,
-                    "mergeMeta": {}
-                },
-                "ledger": null
-            });
-            if status == "COMPLETED" {
-                s["completedMeta"] = json!({ "traceId": "trace-7f3a9c" });
-            }
-            s
-        };
-        vec![
-            session(
-                "h1demo0session0000000001",
-                "h1demo0person00000000001",
-                "h1demo0convo000000000001",
-                "COMPLETED",
-                "sam@example.com",
-            ),
-            session(
-                "h1demo0session0000000002",
-                "h1demo0person00000000002",
-                "h1demo0convo000000000002",
-                "PENDING",
-                "alex@example.com",
-            ),
-        ]
+        let mut s = json!({
+            "id": f.cuid2(), "createdAt": at(0), "updatedAt": at(0),
+            "name": format!("{topic} with {email}"),
+            "type": f.pick(&["WEB_VOICE", "INBOUND_CALL"]),
+            "status": status,
+            "completedAt": null, "lastHeartbeatAt": null, "startedAt": null, "endedAt": null,
+            "recordAudio": f.chance(0.8), "isDemo": false,
+            "agentId": agent_id, "agentVersionId": version_id, "workspaceId": tenant,
+            "personId": person_id, "conversationId": conversation_id,
+            "agent": agent,
+            "conversation": {
+                "id": conversation_id, "createdAt": at(0), "updatedAt": at(0), "workspaceId": tenant,
+                "personId": person_id, "name": format!("Conversation with {email}"), "isDemo": false,
+                "lastViewedAt": null, "lastViewedBy": null, "lastSessionEndedAt": null,
+                "archivedAt": null, "archivedBy": null,
+            },
+            "person": {
+                "id": person_id, "createdAt": at(-120), "updatedAt": at(-60), "workspaceId": tenant,
+                "properties": { "plan": f.pick(&["starter", "growth", "enterprise"]) },
+                "firstSeenAt": at(-120), "lastSeenAt": at(0), "identifiedAt": at(-60), "deletedAt": null,
+                "email": email, "phone": f.phone(), "rootPersonId": person_id,
+                "mergedBy": null, "mergedAt": null, "mergeMeta": {},
+            },
+            "ledger": null,
+        });
+        if status != "PENDING" {
+            s["startedAt"] = json!(at(30));
+            s["lastHeartbeatAt"] = json!(at(30 + f.int(10, 600)));
+        }
+        if status == "COMPLETED" {
+            let end = at(f.int(300, 1800));
+            s["completedAt"] = json!(end);
+            s["endedAt"] = json!(end);
+            s["lastHeartbeatAt"] = json!(end);
+            s["updatedAt"] = json!(end);
+            s["completedMeta"] = json!({ "traceId": format!("trace-{}", f.alphanumeric(12).to_lowercase()) });
+        }
+        s
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_uuid, created_timestamp,
     default, derive, error_message, iso_millis, parse_time, updated_timestamp,
@@ -165,42 +166,43 @@ impl Profile for Anam {
         "3f1c9b1e-2a7d-4c55-8e0f-6b4d2c1a9e00"
     }
 
-    fn demo_sessions(&self) -> Vec<Value> {
-        vec![
-            json!({
-                "id": "8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e01",
-                "clientLabel": "checkout-bot",
-                "startTime": "2026-01-05T10:00:00.000Z",
-                "endTime": "2026-01-05T10:03:00.000Z",
-                "exitStatus": "NORMAL_EXIT",
-                "engineHost": "connect-eu.anam.ai/v1/webrtc/engines/anam-engine-7dddcb9ccd-db8v9",
-                "engineProtocol": "https",
-                "engineVersion": "v5.1.0",
-                "clientMetadata": { "userAgent": "Mozilla/5.0" },
-                "personaConfig": {
-                    "type": "ephemeral",
-                    "name": "Cara",
-                    "llmConfig": {
-                        "modelName": "gpt-4o",
-                        "maxTokens": 4096,
-                        "temperature": 0.7,
-                        "secret_iv": "c2VjcmV0LWl2",
-                        "encrypted_secret": "ZW5jcnlwdGVk"
-                    },
-                    "systemPrompt": "You are a helpful assistant.",
-                    "languageCode": "en",
-                    "avatarEngineKey": "cara_home",
-                    "fps": 25
-                }
-            }),
-            json!({
-                "id": "8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e02",
-                "personaId": "a7cf662c-2ace-4de1-a21e-ef0fbf144bb7",
-                "clientLabel": "support-avatar",
-                "startTime": "2026-01-05T11:00:00.000Z",
-                "personaConfig": { "name": "Leo", "languageCode": "de" }
-            }),
-        ]
+    fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
+        let start = f.time();
+        let ended = f.chance(0.7);
+        let length_ms = f.int(15_000, 1_800_000);
+        let name = f.pick(&["Cara", "Leo", "Mia", "Astrid", "Kenji"]);
+        let end = ended.then(|| start + chrono::Duration::milliseconds(length_ms));
+        json!({
+            "id": f.uuid(),
+            "personaId": if f.chance(0.5) { json!(f.uuid()) } else { Value::Null },
+            "clientLabel": f.pick(&["checkout-bot", "support-avatar", "anam-lab-chat", "onboarding-guide"]),
+            "startTime": iso_millis(start),
+            "endTime": end.map(iso_millis),
+            "sessionLengthMs": end.map(|_| length_ms),
+            "exitStatus": if ended { json!(f.pick(&["NORMAL_EXIT", "CLOSED_BY_ENGINE", "ERROR"])) } else { Value::Null },
+            "engineHost": format!("connect-{}.anam.ai/v1/webrtc/engines/anam-engine-{}", f.pick(&["eu", "us"]), f.alphanumeric(10).to_lowercase()),
+            "engineProtocol": "https",
+            "engineVersion": format!("v5.{}.{}", f.int(0, 4), f.int(0, 9)),
+            "clientMetadata": { "userAgent": f.pick(super::fake::USER_AGENTS) },
+            "personaConfig": {
+                "type": "ephemeral",
+                "name": name,
+                "metadata": { "client": "js-sdk" },
+                "llmConfig": {
+                    "id": f.uuid(), "modelName": f.pick(&["gpt-4o", "gpt-4.1-mini", "claude-sonnet"]), "format": "openai",
+                    "maxTokens": 4096, "temperature": 0.7,
+                    "secret_iv": f.alphanumeric(16), "encrypted_secret": f.alphanumeric(32),
+                },
+                "systemPrompt": "You are a helpful assistant.",
+                "languageCode": f.pick(&["en", "de", "fr", "es"]),
+                "avatarEngineKey": format!("{}_home", name.to_lowercase()),
+                "fps": 25,
+            },
+            "apiKeyId": f.uuid(),
+            "organizationId": tenant,
+            "createdAt": iso_millis(start),
+            "updatedAt": iso_millis(end.unwrap_or(start)),
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, created_timestamp, default,
 };
@@ -75,34 +76,37 @@ impl Profile for FunnelFox {
         "01JDEM00000000000000000000"
     }
 
-    fn demo_sessions(&self) -> Vec<Value> {
-        vec![
-            json!({
-                "id": "ses_01JDEMQ3K8W4Z2X9V7T5R3P1N0",
-                "attributes": {
-                    "city": "London", "country": "GB", "ip": "203.0.113.7", "postal_code": "EC1A",
-                    "region_code": "ENG", "locale_code": "en-GB", "timezone": "Europe/London"
-                },
-                "funnel_id": "01JDEMF0NNE1000000000000AA",
-                "origin": "https://quiz.example.com",
-                "profile_id": "01JDEMPR0F11E0000000000000",
-                "query": "utm_source=newsletter&utm_campaign=winter",
-                "query_params": { "utm_source": "newsletter", "utm_campaign": "winter" },
-                "replies": [
-                    { "screen_id": "goal", "element_id": "goal-choice", "value": "lose-weight" },
-                    { "screen_id": "age", "element_id": "age-input", "value": 34 }
-                ],
-                "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)",
-                "experiment_id": "exp-pricing-b",
-                "locale": "en"
-            }),
-            json!({
-                "id": "ses_01JDEMQ3K8W4Z2X9V7T5R3P1N1",
-                "funnel_id": "01JDEMF0NNE1000000000000AA",
-                "origin": "https://quiz.example.com",
-                "profile_id": "01JDEMPR0F11E0000000000001",
-                "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
-            }),
-        ]
+    fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
+        let _ = tenant;
+        let created = f.time();
+        let (city, country, region, tz, locale, postal) = f.pick(super::fake::PLACES);
+        let source = f.pick(&["newsletter", "facebook", "google", "tiktok", "partner"]);
+        let campaign = f.pick(&["winter", "spring-sale", "retarget", "brand"]);
+        let replies: Vec<Value> = (0..f.int(0, 6))
+            .map(|i| {
+                let value = if f.chance(0.5) { json!(f.int(1, 99)) } else { json!(f.pick(&["yes", "no", "lose-weight", "build-muscle", "sleep-better", "beginner", "advanced"])) };
+                json!({ "screen_id": format!("screen-{}", i + 1), "element_id": format!("input-{}", i + 1), "value": value })
+            })
+            .collect();
+        let mut s = json!({
+            "id": format!("{SESSION_PREFIX}{}", f.ulid(created)),
+            "attributes": {
+                "city": city, "country": country, "ip": format!("203.0.113.{}", f.int(1, 254)),
+                "postal_code": postal, "region_code": region, "locale_code": locale, "timezone": tz,
+            },
+            "created_at": created.timestamp(),
+            "funnel_id": f.ulid(created - chrono::Duration::days(30)),
+            "origin": f.pick(&["https://quiz.example.com", "https://start.example.org", "https://try.example.net"]),
+            "profile_id": f.ulid(created),
+            "query": format!("utm_source={source}&utm_campaign={campaign}"),
+            "query_params": { "utm_source": source, "utm_campaign": campaign },
+            "replies": replies,
+            "user_agent": f.pick(super::fake::USER_AGENTS),
+            "locale": &locale[..2],
+        });
+        if f.chance(0.4) {
+            s["experiment_id"] = json!(format!("exp-{}", f.pick(&["pricing-b", "paywall-v2", "onboarding-short"])));
+        }
+        s
     }
 }

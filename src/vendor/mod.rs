@@ -4,6 +4,7 @@
 
 mod alcamine;
 mod anam;
+pub mod fake;
 mod funnelfox;
 mod opencx;
 mod salesnip;
@@ -15,6 +16,10 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value};
+
+use fake::Fake;
+
+const DEMO_SEED: u64 = 20_260_105;
 
 /// One of the vendor APIs sessiond serves. Adding a vendor adds a variant here, one module, one spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -196,10 +201,19 @@ pub trait Profile: Send + Sync {
     /// The vendor's rendering of an error on its public route.
     fn error(&self, kind: PublicError) -> ErrorReply;
 
-    /// A few realistic sessions for the demo tenant (ids fixed, so the printed curl lines stay valid).
-    fn demo_sessions(&self) -> Vec<Value>;
+    /// A realistic, complete and valid session document of `tenant`, drawn from `fake`.
+    fn generate(&self, fake: &mut Fake<'_>, tenant: &str) -> Value;
+
     /// The demo tenant's id.
     fn demo_tenant(&self) -> &'static str;
+
+    /// The demo tenant's sessions: generated from a fixed seed, so ids (and the printed curl
+    /// lines) are the same on every machine.
+    fn demo_sessions(&self) -> Vec<Value> {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(DEMO_SEED + self.api() as u64);
+        let mut fake = Fake { rng: &mut rng };
+        (0..3).map(|_| self.generate(&mut fake, self.demo_tenant())).collect()
+    }
 }
 
 // ---- helpers shared by the profiles -------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_uuid, created_timestamp,
     default, derive, iso_millis, updated_timestamp,
@@ -90,35 +91,47 @@ impl Profile for OpenCx {
         "0b0e5c1e-6d1a-4c3e-9a57-2f0d2d6f0c11"
     }
 
-    fn demo_sessions(&self) -> Vec<Value> {
-        vec![
-            json!({
-                "id": "5d3c2a10-8f4e-4b6a-9c1d-0e2f3a4b5c61",
-                "channel": { "type": "web" },
-                "language": "en",
-                "contact": {
-                    "id": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
-                    "email": "jane.doe@example.com",
-                    "phone_number": null,
-                    "name": "Jane Doe",
-                    "custom_data": { "plan": "pro" },
-                    "non_verified_name": null,
-                    "non_verified_email": null,
-                    "non_verified_custom_data": null
-                },
-                "custom_data": { "order_id": "A-1042", "priority": 2, "vip": true }
-            }),
-            json!({
-                "id": "9e8d7c6b-5a49-4837-a625-140f3e2d1c0b",
-                "status": "closed_resolved",
-                "ai_closure_type": "resolved",
-                "sentiment": "happy",
-                "channel": { "type": "whatsapp" },
-                "language": "es",
-                "assignee_id": null,
-                "handoff": { "sentiment": "neutral", "summary": "Customer asked for a refund of order A-1042" },
-                "ticketing_system": { "name": "zendesk", "external_id": "88213", "id_type": "ticket_id" }
-            }),
-        ]
+    fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
+        let _ = tenant;
+        let created = f.time();
+        let updated = created + chrono::Duration::seconds(f.int(0, 3 * 24 * 3600));
+        let status = f.pick(&["open", "open", "closed_resolved", "closed_unresolved"]);
+        let closed = status != "open";
+        let mut s = json!({
+            "id": f.uuid(),
+            "status": status,
+            "ai_closure_type": if closed { json!(f.pick(&["assumed_resolved", "handed_off", "resolved"])) } else { Value::Null },
+            "sentiment": if f.chance(0.6) { json!(f.pick(&["angry", "happy", "neutral"])) } else { Value::Null },
+            "channel": { "type": f.pick(&["web", "email", "phone_voice", "slack", "sms", "whatsapp", "instagram", "messenger", "api", "web_voice"]) },
+            "language": f.pick(&["en", "es", "fr", "de", "pt", "ja"]),
+            "assignee_id": if f.chance(0.3) { json!(f.uuid()) } else { Value::Null },
+            "custom_data": { "order_id": format!("A-{}", f.int(1000, 99999)), "items": f.int(1, 9), "vip": f.chance(0.1) },
+            "assist_mode": f.chance(0.2),
+            "created_at": iso_millis(created),
+            "updated_at": iso_millis(updated),
+        });
+        if f.chance(0.7) {
+            let name = f.name();
+            s["contact"] = json!({
+                "id": f.uuid(),
+                "email": f.email(),
+                "phone_number": if f.chance(0.5) { json!(f.phone()) } else { Value::Null },
+                "name": name,
+                "custom_data": if f.chance(0.5) { json!({ "plan": f.pick(&["free", "pro", "enterprise"]) }) } else { Value::Null },
+                "created_at": iso_millis(created - chrono::Duration::days(f.int(0, 400))),
+                "updated_at": iso_millis(created),
+                "non_verified_name": Value::Null,
+                "non_verified_email": Value::Null,
+                "non_verified_custom_data": Value::Null,
+            });
+        }
+        if f.chance(0.3) {
+            s["team"] = json!({ "id": f.uuid(), "name": f.pick(&["Billing", "Support", "Sales", "Returns"]), "description": "Tier 2" });
+        }
+        if closed && f.chance(0.4) {
+            s["handoff"] = json!({ "sentiment": f.pick(&["angry", "happy", "neutral"]), "summary": f.pick(&["Refund requested for a damaged item", "Customer cannot log in after a password reset", "Question about an invoice line"]) });
+            s["ticketing_system"] = json!({ "name": f.pick(&["zendesk", "freshdesk", "intercom", "hubspot", "salesforce"]), "external_id": f.int(10000, 999999).to_string(), "id_type": "ticket_id" });
+        }
+        s
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, default, derive, lifecycle,
     random_alphanumeric,
@@ -163,41 +164,55 @@ impl Profile for SaleSnip {
         "project_demo00000000000000000"
     }
 
-    fn demo_sessions(&self) -> Vec<Value> {
-        vec![
-            json!({
-                "id": "session_demo0000000001",
-                "currency": "USD",
-                "products": [{
-                    "id": "pro-annual",
-                    "name": "Pro plan (annual)",
-                    "description": "Unlimited negotiations, priority support",
-                    "image": "https://example.com/pro.png",
-                    "price": { "initial": 1200, "current": 1080, "minimum": 960 },
-                    "recurring": { "unit": "YEAR" },
-                    "trial": { "unit": "DAY", "count": 14 }
-                }],
-                "metadata": { "customer": "acme-co" }
-            }),
-            json!({
-                "id": "session_demo0000000002",
-                "status": "COMPLETE",
-                "currency": "EUR",
-                "products": [
-                    {
-                        "id": "seat",
-                        "name": "Team seat",
-                        "price": { "initial": 30, "current": 25, "minimum": 20 },
-                        "quantity": { "initial": 5, "current": 8, "minimum": 1, "maximum": 50 },
-                        "recurring": { "unit": "MONTH" }
-                    },
-                    {
-                        "id": "onboarding",
-                        "name": "Onboarding workshop",
-                        "price": { "initial": 500, "minimum": 400 }
+    fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
+        const CATALOG: &[(&str, &str, &str, i64)] = &[
+            ("pro-annual", "Pro plan (annual)", "Unlimited negotiations and priority support", 1200),
+            ("team-seat", "Team seat", "One additional seat for a team member", 30),
+            ("onboarding", "Onboarding workshop", "Two-hour live onboarding with a specialist", 500),
+            ("api-credits", "API credits (10k)", "Ten thousand API calls, valid for a year", 90),
+            ("sofa-3", "Three-seat sofa", "Linen, oak legs, 210 cm wide", 1490),
+            ("espresso", "Espresso machine", "Dual boiler, PID temperature control", 899),
+            ("yoga-pass", "Studio pass", "Unlimited classes at any studio", 120),
+            ("insurance", "Travel insurance", "Worldwide cover including winter sports", 240),
+        ];
+        const UNITS: &[&str] = &["DAY", "WEEK", "MONTH", "YEAR"];
+        let id = format!("{SESSION_PREFIX}{}", f.alphanumeric(17));
+        let count = f.int(1, 3) as usize;
+        let products: Vec<Value> = (0..count)
+            .map(|_| {
+                let (pid, name, description, base) = f.pick(CATALOG);
+                let initial = base * f.int(80, 120) / 100;
+                let minimum = initial * f.int(60, 90) / 100;
+                let current = f.int(minimum, initial);
+                let mut p = json!({
+                    "id": pid, "name": name, "description": description,
+                    "image": format!("https://cdn.example.com/products/{pid}.png"),
+                    "price": { "current": current, "initial": initial, "minimum": minimum },
+                });
+                if f.chance(0.4) {
+                    let max = f.int(5, 500);
+                    let init = f.int(1, max.min(10));
+                    p["quantity"] = json!({ "current": f.int(init, max), "initial": init, "minimum": 1, "maximum": max });
+                }
+                if f.chance(0.5) {
+                    p["recurring"] = json!({ "unit": f.pick(&["MONTH", "YEAR"]), "count": f.int(1, 3) });
+                    if f.chance(0.4) {
+                        p["trial"] = json!({ "unit": f.pick(UNITS), "count": f.int(1, 14) });
                     }
-                ]
-            }),
-        ]
+                }
+                if f.chance(0.3) {
+                    p["metadata"] = json!({ "sku": f.alphanumeric(8).to_uppercase() });
+                }
+                p
+            })
+            .collect();
+        json!({
+            "id": id,
+            "project": tenant,
+            "status": if f.chance(0.7) { "ACTIVE" } else { "COMPLETE" },
+            "currency": f.pick(&["USD", "EUR", "GBP", "CAD", "AUD", "CHF", "SEK", "JPY"]),
+            "products": products,
+            "metadata": { "customer_id": format!("cus_{}", f.alphanumeric(14)), "source": f.pick(&["pricing-page", "checkout", "email", "chat"]) },
+        })
     }
 }
