@@ -1,0 +1,617 @@
+//! The test harness: an in-process server on ephemeral ports ([`TestServer`]), the real binary
+//! ([`process::ProcessServer`]), and one HTTP client ([`Client`]) that knows the admin API and every
+//! vendor's route and credential header. Every response of a vendor route that passes through the
+//! client is checked against the vendor's contract (see [`Client::vendor_call`]).
+
+#![allow(dead_code, reason = "not every test module uses every helper")]
+
+pub mod fixtures;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use sessiond::ApiId;
+use sessiond::spec::Contracts;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The vendor contracts, loaded once: the oracle every vendor-route response is checked against.
+pub static CONTRACTS: LazyLock<Contracts> =
+    LazyLock::new(|| Contracts::load(None).expect("the embedded contracts load"));
+
+/// Generates one `#[tokio::test]` per api, each calling `check(api)`; the tests are named
+/// `<module>::<check>::<api>`.
+macro_rules! per_api {
+    ($($check:ident),+ $(,)?) => {$(
+        mod $check {
+            use sessiond::ApiId;
+            #[tokio::test]
+            async fn salesnip() { super::$check(ApiId::Salesnip).await }
+            #[tokio::test]
+            async fn opencx() { super::$check(ApiId::Opencx).await }
+            #[tokio::test]
+            async fn funnelfox() { super::$check(ApiId::Funnelfox).await }
+            #[tokio::test]
+            async fn alcamine() { super::$check(ApiId::Alcamine).await }
+            #[tokio::test]
+            async fn anam() { super::$check(ApiId::Anam).await }
+        }
+    )+};
+}
+
+// ---- store backends -----------------------------------------------------------------------------
+
+/// Where the server under test keeps its data. Only SQLite today; PostgreSQL (a DSN in
+/// `config.store`) is meant to be added here, and every test then runs against it unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store: `sessiond.db` in the server's data dir.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend the suite runs against (`SESSIOND_TEST_BACKEND`, default `sqlite`).
+    pub fn from_env() -> Backend {
+        match std::env::var("SESSIOND_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
+            Ok(other) => panic!("unknown SESSIOND_TEST_BACKEND `{other}` (known: sqlite)"),
+        }
+    }
+
+    /// Points `config` at this backend's store for data dir `dir`.
+    fn configure(self, config: &mut sessiond::Config) {
+        match self {
+            Backend::Sqlite => config.store = None,
+        }
+    }
+
+    /// The document the store keeps for a session (with secrets, unlike any API response), read
+    /// behind the server's back.
+    pub fn stored_document(self, dir: &Path, api: ApiId, id: &str) -> Option<Value> {
+        match self {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(dir.join("sessiond.db")).unwrap();
+                let bytes: Option<Vec<u8>> = conn
+                    .query_row(
+                        "SELECT COALESCE(doc, body) FROM sessions WHERE api = ?1 AND id = ?2",
+                        [api.as_str(), id],
+                        |r| r.get(0),
+                    )
+                    .ok();
+                bytes.map(|b| serde_json::from_slice(&b).expect("the stored document is JSON"))
+            }
+        }
+    }
+
+    /// Makes the store of data dir `dir` fail every query from now on while the server keeps
+    /// running: the tables are dropped behind the server's back, through a connection of our own.
+    pub fn break_store(self, dir: &Path) {
+        match self {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(dir.join("sessiond.db")).unwrap();
+                conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+                let tables: Vec<String> = conn
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(!tables.is_empty(), "the store has no tables to break");
+                for table in tables {
+                    conn.execute_batch(&format!("DROP TABLE \"{table}\""))
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+// ---- responses ----------------------------------------------------------------------------------
+
+/// A response, fully read.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Reply {
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("reading the response body"),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.header("content-type")
+    }
+
+    /// Asserts the status (showing the body when it differs) and hands the reply on.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Reply {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
+        self
+    }
+
+    /// The JSON pointers of a 422 body's `violations`.
+    #[track_caller]
+    pub fn violation_pointers(&self) -> Vec<String> {
+        assert_eq!(self.status, 422, "expected 422; body: {}", self.text());
+        let body = self.json();
+        assert_eq!(body["error"], "invalid_document", "{body}");
+        body["violations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no violations array: {body}"))
+            .iter()
+            .map(|v| {
+                v["pointer"]
+                    .as_str()
+                    .expect("pointer is a string")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// `(status, content-type, body)`: what must be identical for two answers to be
+    /// indistinguishable.
+    pub fn observable(&self) -> (u16, Option<String>, Bytes) {
+        (
+            self.status,
+            self.content_type().map(str::to_owned),
+            self.body.clone(),
+        )
+    }
+}
+
+/// Checks a response of a vendor route: JSON content type always; a 200 body valid against the
+/// contract's 200 schema; an error body valid against the schema the contract declares for its
+/// status, if it declares one.
+#[track_caller]
+pub fn check_vendor_reply(api: ApiId, method: &Method, reply: &Reply) {
+    assert_eq!(
+        reply.content_type(),
+        Some("application/json"),
+        "{api}: every vendor response is application/json (status {}, body {})",
+        reply.status,
+        reply.text()
+    );
+    if *method == Method::HEAD {
+        assert!(reply.body.is_empty(), "{api}: HEAD answered with a body");
+        return;
+    }
+    let body = reply.json();
+    let contract = CONTRACTS.get(api);
+    if reply.status == 200 {
+        let violations = contract.violations(&body);
+        assert!(
+            violations.is_empty(),
+            "{api}: 200 body violates the vendor's contract: {violations:?}\nbody: {body}"
+        );
+    } else if let Some(Err(e)) = contract.check_error_body(reply.status, &body) {
+        panic!(
+            "{api}: {} body violates the contract's error schema: {e}\nbody: {body}",
+            reply.status
+        );
+    }
+}
+
+// ---- the client ---------------------------------------------------------------------------------
+
+/// The credential header of an api, with `key` in it.
+pub fn credential_header(api: ApiId, key: &str) -> (&'static str, String) {
+    match api {
+        ApiId::Salesnip => ("X-Api-Key", key.to_owned()),
+        ApiId::Funnelfox => ("Fox-Secret", key.to_owned()),
+        ApiId::Opencx | ApiId::Alcamine | ApiId::Anam => ("Authorization", format!("Bearer {key}")),
+    }
+}
+
+/// The vendor path of a session (without the `/{api}` prefix of the combined listener).
+pub fn vendor_path(api: ApiId, id: &str) -> String {
+    match api {
+        ApiId::Salesnip => format!("/v1/sessions/{id}"),
+        ApiId::Opencx => format!("/chat/sessions/{id}"),
+        ApiId::Funnelfox => format!("/public/v1/sessions/{id}"),
+        ApiId::Alcamine => format!("/sessions/{id}"),
+        ApiId::Anam => format!("/v1/sessions/{id}"),
+    }
+}
+
+/// A running sessiond, seen from outside: its addresses and an HTTP client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    /// Apis served at their bare vendor paths, each on its own port.
+    pub apis: Vec<(ApiId, SocketAddr)>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(public: SocketAddr, admin: SocketAddr, apis: Vec<(ApiId, SocketAddr)>) -> Client {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("building the HTTP client");
+        Client {
+            public,
+            admin,
+            apis,
+            http,
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    // ---- admin API ----
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// An admin request with the admin token, for tests that add headers or a raw body.
+    pub fn admin_request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+        Reply::read(request.send().await.expect("sending the request")).await
+    }
+
+    /// An admin API call with the admin token and an optional JSON body.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.admin_request(method, path);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        Client::send(request).await
+    }
+
+    pub async fn create_tenant(&self, api: ApiId) -> String {
+        let reply = self
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/{api}/tenants"),
+                Some(json!({})),
+            )
+            .await
+            .expect(201);
+        reply.json()["id"].as_str().expect("tenant id").to_owned()
+    }
+
+    /// A new key of the tenant: `(key id, secret)`.
+    pub async fn create_key(&self, api: ApiId, tenant: &str) -> (String, String) {
+        let body = self
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/{api}/tenants/{tenant}/keys"),
+                None,
+            )
+            .await
+            .expect(201)
+            .json();
+        (
+            body["id"].as_str().expect("key id").to_owned(),
+            body["key"].as_str().expect("key secret").to_owned(),
+        )
+    }
+
+    pub async fn revoke_key(&self, api: ApiId, tenant: &str, key_id: &str) {
+        self.admin(
+            Method::DELETE,
+            &format!("/admin/v1/{api}/tenants/{tenant}/keys/{key_id}"),
+            None,
+        )
+        .await
+        .expect(204);
+    }
+
+    /// A fresh tenant and a key of it: `(tenant, secret)`.
+    pub async fn tenant_with_key(&self, api: ApiId) -> (String, String) {
+        let tenant = self.create_tenant(api).await;
+        let (_, key) = self.create_key(api, &tenant).await;
+        (tenant, key)
+    }
+
+    /// `POST /admin/v1/{api}/tenants/{tenant}/sessions` with `doc`, whatever the outcome.
+    pub async fn create_session(&self, api: ApiId, tenant: &str, doc: &Value) -> Reply {
+        self.admin(
+            Method::POST,
+            &format!("/admin/v1/{api}/tenants/{tenant}/sessions"),
+            Some(doc.clone()),
+        )
+        .await
+    }
+
+    /// Creates a session that must be accepted: `(id, body)`.
+    pub async fn new_session(&self, api: ApiId, tenant: &str, doc: &Value) -> (String, Bytes) {
+        let reply = self.create_session(api, tenant, doc).await.expect(201);
+        let id = reply.json()["id"].as_str().expect("session id").to_owned();
+        (id, reply.body)
+    }
+
+    pub async fn admin_session(&self, method: Method, api: ApiId, id: &str) -> Reply {
+        self.admin(method, &format!("/admin/v1/{api}/sessions/{id}"), None)
+            .await
+    }
+
+    pub async fn patch_session(&self, api: ApiId, id: &str, patch: Value) -> Reply {
+        self.admin(
+            Method::PATCH,
+            &format!("/admin/v1/{api}/sessions/{id}"),
+            Some(patch),
+        )
+        .await
+    }
+
+    /// Every session of a tenant, walking the pages of `limit`: the bodies, in listed order.
+    pub async fn list_all(&self, api: ApiId, tenant: &str, limit: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/admin/v1/{api}/tenants/{tenant}/sessions?limit={limit}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self
+                .admin(Method::GET, &path, None)
+                .await
+                .expect(200)
+                .json();
+            let items = page["items"].as_array().expect("items").clone();
+            assert!(items.len() <= limit, "a page longer than its limit: {page}");
+            out.extend(items);
+            match &page["next_cursor"] {
+                Value::Null => return out,
+                Value::String(c) => cursor = Some(c.clone()),
+                other => panic!("next_cursor is neither null nor a string: {other}"),
+            }
+        }
+    }
+
+    // ---- vendor routes ----
+
+    /// A request to a vendor route at `url`, with `key` in the api's credential header, checked
+    /// against the api's contract.
+    pub async fn vendor_call(
+        &self,
+        api: ApiId,
+        method: Method,
+        url: &str,
+        key: Option<&str>,
+    ) -> Reply {
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(key) = key {
+            let (name, value) = credential_header(api, key);
+            request = request.header(name, value);
+        }
+        let reply = Client::send(request).await;
+        check_vendor_reply(api, &method, &reply);
+        reply
+    }
+
+    /// `{method} /{api}{path}` on the public listener.
+    pub async fn public_request(
+        &self,
+        api: ApiId,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+    ) -> Reply {
+        let url = format!("http://{}/{api}{path}", self.public);
+        self.vendor_call(api, method, &url, key).await
+    }
+
+    /// The vendor's Get-Session on the public listener.
+    pub async fn public_get(&self, api: ApiId, id: &str, key: Option<&str>) -> Reply {
+        self.public_request(api, Method::GET, &vendor_path(api, id), key)
+            .await
+    }
+
+    /// The URL of `path` on the listener that serves `api` at its bare vendor paths.
+    pub fn own_port_url(&self, api: ApiId, path: &str) -> String {
+        let (_, addr) = self
+            .apis
+            .iter()
+            .find(|(a, _)| *a == api)
+            .unwrap_or_else(|| panic!("{api} has no listener of its own"));
+        format!("http://{addr}{path}")
+    }
+
+    /// A request outside every vendor route, on the public listener (not contract-checked).
+    pub async fn public_raw(&self, method: Method, path: &str) -> Reply {
+        Client::send(
+            self.http
+                .request(method, format!("http://{}{path}", self.public)),
+        )
+        .await
+    }
+}
+
+/// One session of a fresh tenant, with a key of that tenant.
+#[derive(Debug, Clone)]
+pub struct OneSession {
+    pub tenant: String,
+    pub key: String,
+    pub id: String,
+    /// The 201 body (the public GET body).
+    pub body: Bytes,
+    pub etag: String,
+}
+
+// ---- the in-process server ----------------------------------------------------------------------
+
+/// Which extra listeners a [`TestServer`] gets.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Apis to serve at their bare vendor paths, each on a port of its own.
+    pub api_listeners: Vec<ApiId>,
+}
+
+/// `sessiond::run` in a task of the test's runtime, on ephemeral ports, with its own data dir.
+pub struct TestServer {
+    client: Client,
+    /// `None` only after `stop` handed it back.
+    dir: Option<TempDir>,
+    backend: Backend,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Deref for TestServer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+async fn bind_ephemeral() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0")
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
+        TestServer::launch(tempfile::tempdir().unwrap(), options).await
+    }
+
+    /// Starts on an existing data dir (a restart, or a dir prepared by the CLI).
+    pub async fn start_in(dir: TempDir) -> TestServer {
+        TestServer::launch(dir, Options::default()).await
+    }
+
+    async fn launch(dir: TempDir, options: Options) -> TestServer {
+        let backend = Backend::from_env();
+        let mut config = sessiond::Config::new(dir.path());
+        backend.configure(&mut config);
+        config.admin_token = Some(sessiond::auth::Secret::new(ADMIN_TOKEN));
+
+        let public = bind_ephemeral().await;
+        let admin = bind_ephemeral().await;
+        let mut apis = Vec::new();
+        for api in options.api_listeners {
+            apis.push((api, bind_ephemeral().await));
+        }
+        let client = Client::new(
+            public.local_addr().unwrap(),
+            admin.local_addr().unwrap(),
+            apis.iter()
+                .map(|(api, l)| (*api, l.local_addr().unwrap()))
+                .collect(),
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        let listeners = sessiond::Listeners {
+            public,
+            admin,
+            apis,
+        };
+        let task = tokio::spawn(sessiond::run(config, listeners, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            client,
+            dir: Some(dir),
+            backend,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A fresh server with one tenant of `api`, a key of it, and a minimal session of it.
+    pub async fn with_one_session(api: ApiId) -> (TestServer, OneSession) {
+        let server = TestServer::start().await;
+        let (tenant, key) = server.tenant_with_key(api).await;
+        let created = server
+            .create_session(api, &tenant, &fixtures::minimal(api))
+            .await
+            .expect(201);
+        let session = OneSession {
+            tenant,
+            key,
+            id: created.json()["id"]
+                .as_str()
+                .expect("session id")
+                .to_owned(),
+            etag: created
+                .header("etag")
+                .expect("a 201 has an ETag")
+                .to_owned(),
+            body: created.body,
+        };
+        (server, session)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.as_ref().expect("the data dir").path()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Shuts the server down, waits for it to finish, and hands back its data dir.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().expect("the server task");
+        task.await
+            .expect("the server task panicked")
+            .expect("the server failed");
+        self.dir.take().expect("the data dir")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

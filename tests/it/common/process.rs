@@ -1,0 +1,142 @@
+//! The real `sessiond` binary: the CLI, and `serve` as a child process that can be `kill -9`ed.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use tempfile::NamedTempFile;
+use tokio::process::{Child, Command};
+
+use super::{ADMIN_TOKEN, Client};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sessiond");
+
+/// Settings the binary reads from the environment; the children of the tests see none of ours.
+const ENV: [&str; 8] = [
+    "SESSIOND_DATA_DIR",
+    "SESSIOND_STORE",
+    "SESSIOND_SPECS_DIR",
+    "SESSIOND_LISTEN",
+    "SESSIOND_ADMIN_LISTEN",
+    "SESSIOND_ADMIN_TOKEN",
+    "SESSIOND_SALESNIP_URL_BASE",
+    "SESSIOND_LOG",
+];
+
+fn command() -> Command {
+    let mut c = Command::new(BIN);
+    for var in ENV {
+        c.env_remove(var);
+    }
+    c.kill_on_drop(true);
+    c
+}
+
+/// Runs `sessiond ARGS` to completion.
+pub async fn cli(args: &[&str]) -> Output {
+    command()
+        .args(args)
+        .output()
+        .await
+        .expect("running the sessiond binary")
+}
+
+/// Runs `sessiond ARGS`, which must succeed; its stdout.
+pub async fn cli_ok(args: &[&str]) -> String {
+    let out = cli(args).await;
+    assert!(
+        out.status.success(),
+        "sessiond {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A port that was free a moment ago (the binary needs addresses, not sockets).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// `sessiond serve` as a child process.
+pub struct ProcessServer {
+    client: Client,
+    child: Child,
+    log: NamedTempFile,
+}
+
+impl Deref for ProcessServer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// How many times readiness is polled before giving up, and the pause between polls.
+const READY_ATTEMPTS: usize = 600;
+const READY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl ProcessServer {
+    /// Starts `sessiond serve` on `data_dir` and waits (bounded) until `/healthz` answers.
+    pub async fn spawn(data_dir: &Path) -> ProcessServer {
+        let (public, admin) = (free_addr(), free_addr());
+        let log = NamedTempFile::new().unwrap();
+        let child = command()
+            .args(["serve", "--listen", &public.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("SESSIOND_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .expect("spawning sessiond serve");
+        let mut server = ProcessServer {
+            client: Client::new(public, admin, Vec::new()),
+            child,
+            log,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = self.admin_url("/healthz");
+        for _ in 0..READY_ATTEMPTS {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("sessiond exited early ({status}); its log:\n{}", self.log());
+            }
+            match self.http().get(&url).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => panic!("/healthz answered {}; log:\n{}", r.status(), self.log()),
+                Err(e) if e.is_connect() => tokio::time::sleep(READY_PAUSE).await,
+                Err(e) => panic!("/healthz: {e}; log:\n{}", self.log()),
+            }
+        }
+        panic!(
+            "sessiond did not answer /healthz after {READY_ATTEMPTS} attempts; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// `kill -9` the process and reap it.
+    pub async fn kill9(mut self) {
+        let pid = self.child.id().expect("the child is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -9 {pid} failed");
+        let exit = self.child.wait().await.unwrap();
+        assert!(!exit.success(), "sessiond survived kill -9: {exit}");
+    }
+}

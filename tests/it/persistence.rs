@@ -1,0 +1,163 @@
+//! Durability: tenants, keys, revocations and sessions survive a clean restart on the same data
+//! dir, and every acknowledged write survives `kill -9` of the real binary.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sessiond::ApiId;
+
+use crate::common::process::ProcessServer;
+use crate::common::{Client, TestServer, fixtures};
+
+/// What one api's data looked like when it was acknowledged.
+struct Acknowledged {
+    api: ApiId,
+    tenant: String,
+    live_key: String,
+    revoked_key: String,
+    /// Session id → the body and ETag last acknowledged for it.
+    sessions: BTreeMap<String, (Bytes, String)>,
+    deleted: String,
+}
+
+/// Per api: a tenant, a live and a revoked key, three sessions (one patched, one deleted).
+async fn write_everything(server: &Client, api: ApiId) -> Acknowledged {
+    let tenant = server.create_tenant(api).await;
+    let (_, live_key) = server.create_key(api, &tenant).await;
+    let (revoked_id, revoked_key) = server.create_key(api, &tenant).await;
+    let mut sessions = BTreeMap::new();
+    for n in 0..3 {
+        let created = server
+            .create_session(api, &tenant, &fixtures::labelled(api, &format!("s{n}")))
+            .await
+            .expect(201);
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let etag = created.header("etag").unwrap().to_owned();
+        sessions.insert(id, (created.body, etag));
+    }
+    // Warm any key cache, then revoke.
+    let first = sessions.keys().next().unwrap().clone();
+    server
+        .public_get(api, &first, Some(&revoked_key))
+        .await
+        .expect(200);
+    server.revoke_key(api, &tenant, &revoked_id).await;
+
+    let patched = server
+        .patch_session(api, &first, fixtures::labelled(api, "patched"))
+        .await
+        .expect(200);
+    let etag = patched.header("etag").unwrap().to_owned();
+    sessions.insert(first, (patched.body, etag));
+
+    let deleted = sessions.keys().last().unwrap().clone();
+    sessions.remove(&deleted);
+    server
+        .admin_session(Method::DELETE, api, &deleted)
+        .await
+        .expect(204);
+    Acknowledged {
+        api,
+        tenant,
+        live_key,
+        revoked_key,
+        sessions,
+        deleted,
+    }
+}
+
+async fn assert_survived(server: &Client, ack: &Acknowledged) {
+    let api = ack.api;
+    for (id, (body, etag)) in &ack.sessions {
+        let public = server.public_get(api, id, Some(&ack.live_key)).await;
+        assert_eq!(public.status, 200, "{api}: session {id} is gone");
+        assert_eq!(&public.body, body, "{api}: session {id} changed");
+        let admin = server.admin_session(Method::GET, api, id).await.expect(200);
+        assert_eq!(
+            admin.header("etag"),
+            Some(etag.as_str()),
+            "{api}: ETag of {id}"
+        );
+        let revoked = server.public_get(api, id, Some(&ack.revoked_key)).await;
+        assert_eq!(revoked.status, 401, "{api}: the revoked key works again");
+    }
+    server
+        .admin_session(Method::GET, api, &ack.deleted)
+        .await
+        .expect(404);
+    let listed: Vec<Value> = server.list_all(api, &ack.tenant, 2).await;
+    let expected: Vec<Value> = ack
+        .sessions
+        .values()
+        .map(|(b, _)| serde_json::from_slice(b).unwrap())
+        .collect();
+    let sort = |mut v: Vec<Value>| {
+        v.sort_by_key(|s| s["id"].as_str().unwrap().to_owned());
+        v
+    };
+    assert_eq!(sort(listed), sort(expected), "{api}: the listing changed");
+}
+
+async fn tenants_and_keys(server: &Client, ack: &Acknowledged) -> (Value, Value) {
+    let api = ack.api;
+    let tenants = server
+        .admin(Method::GET, &format!("/admin/v1/{api}/tenants"), None)
+        .await
+        .expect(200)
+        .json();
+    let keys = server
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/{api}/tenants/{}/keys", ack.tenant),
+            None,
+        )
+        .await
+        .expect(200)
+        .json();
+    (tenants, keys)
+}
+
+#[tokio::test]
+async fn clean_restart_keeps_tenants_keys_revocations_and_sessions() {
+    let server = TestServer::start().await;
+    let mut acks = Vec::new();
+    let mut before = Vec::new();
+    for api in ApiId::ALL {
+        let ack = write_everything(&server, api).await;
+        before.push(tenants_and_keys(&server, &ack).await);
+        acks.push(ack);
+    }
+    let dir = server.stop().await;
+
+    let server = TestServer::start_in(dir).await;
+    for (ack, before) in acks.iter().zip(before) {
+        assert_survived(&server, ack).await;
+        assert_eq!(tenants_and_keys(&server, ack).await, before, "{}", ack.api);
+    }
+    // OpenCX's ticket sequence goes on where it stopped (three sessions were numbered).
+    let opencx = acks.iter().find(|a| a.api == ApiId::Opencx).unwrap();
+    let next = server
+        .create_session(ApiId::Opencx, &opencx.tenant, &json!({}))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(next["ticket_number"], 4, "{next}");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ProcessServer::spawn(dir.path()).await;
+    let mut acks = Vec::new();
+    for api in ApiId::ALL {
+        acks.push(write_everything(&server, api).await);
+    }
+    server.kill9().await;
+
+    let server = ProcessServer::spawn(dir.path()).await;
+    for ack in &acks {
+        assert_survived(&server, ack).await;
+    }
+}
