@@ -106,7 +106,9 @@ impl SessionCache {
     /// Caches what the store returned, unless a write happened since `ticket`.
     pub fn fill(&self, ticket: Ticket, api: ApiId, id: &str, value: CachedSession) {
         let Some(cache) = &self.cache else { return };
-        let epoch = self.epochs[ticket.shard].lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = self.epochs[ticket.shard]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if *epoch == ticket.epoch {
             cache.insert(SessionKey { api, id: id.into() }, value);
         }
@@ -139,7 +141,9 @@ impl SessionCache {
 
     /// Bytes held (by the weigher's count) and entries.
     pub fn usage(&self) -> (u64, usize) {
-        self.cache.as_ref().map_or((0, 0), |c| (c.weight(), c.len()))
+        self.cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.weight(), c.len()))
     }
 }
 
@@ -226,7 +230,10 @@ mod tests {
         let t = c.ticket(ApiId::Anam, "a");
         c.fill(t, ApiId::Anam, "a", entry("new"));
         assert_eq!(c.get(ApiId::Anam, "a").unwrap().body, "new");
-        assert!(c.get(ApiId::Opencx, "a").is_none(), "apis do not share entries");
+        assert!(
+            c.get(ApiId::Opencx, "a").is_none(),
+            "apis do not share entries"
+        );
     }
 
     #[test]
@@ -236,10 +243,21 @@ mod tests {
         for i in 0..1000 {
             let id = format!("id{i}");
             let t = c.ticket(ApiId::Anam, &id);
-            c.fill(t, ApiId::Anam, &id, CachedSession { tenant: "t".into(), body: body.clone() });
+            c.fill(
+                t,
+                ApiId::Anam,
+                &id,
+                CachedSession {
+                    tenant: "t".into(),
+                    body: body.clone(),
+                },
+            );
         }
         let (bytes, items) = c.usage();
-        assert!(bytes <= 64 * 1024 && items < 1000, "{bytes} bytes, {items} items");
+        assert!(
+            bytes <= 64 * 1024 && items < 1000,
+            "{bytes} bytes, {items} items"
+        );
     }
 
     #[test]
@@ -253,7 +271,11 @@ mod tests {
     #[test]
     fn keys_expire_and_invalidate() {
         let k = KeyCache::new(Duration::from_secs(3600));
-        let key = CachedKey { api: ApiId::Anam, tenant: "t".into(), hash: [1; 32] };
+        let key = CachedKey {
+            api: ApiId::Anam,
+            tenant: "t".into(),
+            hash: [1; 32],
+        };
         let t = k.ticket();
         k.fill(t, key.clone());
         assert!(k.get(&[1; 32]).is_some());
@@ -265,7 +287,14 @@ mod tests {
         assert!(k.get(&[1; 32]).is_none());
         let expired = KeyCache::new(Duration::ZERO);
         let t = expired.ticket();
-        expired.fill(t, CachedKey { api: ApiId::Anam, tenant: "t".into(), hash: [2; 32] });
+        expired.fill(
+            t,
+            CachedKey {
+                api: ApiId::Anam,
+                tenant: "t".into(),
+                hash: [2; 32],
+            },
+        );
         assert!(expired.get(&[2; 32]).is_none());
     }
 }

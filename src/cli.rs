@@ -33,8 +33,52 @@ enum Command {
     /// Manage API keys in the data dir (works offline).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Generate realistic, valid sessions for a tenant (created if missing); deterministic per --seed.
+    Seed(SeedArgs),
+    /// Write tenants, keys (as hashes) and sessions as NDJSON (stored documents, secrets included).
+    Export(ExportArgs),
+    /// Read NDJSON written by `export` (or by hand) into the store, validated, in atomic batches.
+    Import(ImportArgs),
     /// Print the admin API's OpenAPI 3.1 document.
     Openapi,
+}
+
+#[derive(Args, Debug)]
+struct SeedArgs {
+    #[arg(long)]
+    api: ApiId,
+    /// Tenant id (vendor format); created if it does not exist.
+    #[arg(long)]
+    tenant: String,
+    /// Number of sessions.
+    #[arg(long)]
+    count: u64,
+    /// RNG seed: the same seed gives the same sessions.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Only these apis (repeatable); all if omitted.
+    #[arg(long)]
+    api: Vec<ApiId>,
+    /// Output file; `-` for stdout.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// Input file; `-` for stdin.
+    #[arg(long, short, default_value = "-")]
+    input: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -195,6 +239,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenants(cmd) => tenants(cmd).await,
+        Command::Seed(args) => seed(args).await,
+        Command::Export(args) => export(args).await,
+        Command::Import(args) => import(args).await,
         Command::Keys(cmd) => keys(cmd).await,
     }
 }
@@ -301,5 +348,103 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// A progress bar on a terminal (stderr), nothing otherwise.
+fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{what} {{pos}} sessions ({{per_sec}})"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(4));
+    bar
+}
+
+fn summary(verb: &str, t: crate::bulk::Totals, started: std::time::Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{verb} {} tenants, {} keys, {} sessions in {secs:.2} s ({:.0} sessions/s)",
+        t.tenants,
+        t.keys,
+        t.sessions,
+        t.sessions as f64 / secs.max(1e-9)
+    );
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let app = offline(&args.store).await?;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(Some(args.count), "seeding");
+    let totals = crate::bulk::seed(
+        &app.service,
+        args.api,
+        &args.tenant,
+        args.count,
+        args.seed,
+        &|n| bar.set_position(n),
+    )
+    .await;
+    bar.finish_and_clear();
+    summary("seeded", totals?, started);
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let app = offline(&args.store).await?;
+    let apis = if args.api.is_empty() {
+        ApiId::ALL.to_vec()
+    } else {
+        args.api
+    };
+    let started = std::time::Instant::now();
+    let bar = progress_bar(None, "exporting");
+    let mut out: Box<dyn std::io::Write> = if args.output.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ))
+    } else {
+        let f = std::fs::File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+    };
+    let totals = crate::bulk::export(&app.service, &apis, &mut out, &|n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    summary("exported", totals?, started);
+    Ok(())
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let app = offline(&args.store).await?;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(None, "importing");
+    let mut input: Box<dyn std::io::BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::io::stdin().lock(),
+        ))
+    } else {
+        let f = std::fs::File::open(&args.input)
+            .with_context(|| format!("opening {}", args.input.display()))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+    };
+    let totals = crate::bulk::import(&app.service, &mut input, &|n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    summary("imported", totals?, started);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! Idempotent: running it again changes nothing that exists (not even sessions you have edited).
 
 use crate::auth;
-use crate::service::{AdminError, Service};
+use crate::service::{AdminError, Origin, Service};
 use crate::vendor::ApiId;
 
 /// One api's demo: the tenant, its key, and the ids of its sessions.
@@ -34,7 +34,10 @@ pub async fn seed(service: &Service) -> Result<Vec<Demo>, AdminError> {
                 .as_str()
                 .expect("demo sessions have ids")
                 .to_owned();
-            match service.create_session(api, &tenant, doc).await {
+            match service
+                .create_session(api, &tenant, doc, Origin::Client)
+                .await
+            {
                 Ok(_) | Err(AdminError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }

@@ -19,6 +19,7 @@ use crate::auth::{self, Secret};
 use crate::cache::{CachedKey, CachedSession, KeyCache, SessionCache};
 use crate::spec::{Contract, Contracts};
 use crate::store::{KeyRow, SessionRow, Store, StoreError};
+use crate::vendor::fake::Fake;
 use crate::vendor::{ApiId, PublicError, Violation, WriteCtx, iso_millis};
 
 /// Why an admin or CLI operation failed. Converted to a response in `http::error` only.
@@ -36,6 +37,34 @@ pub enum AdminError {
     PreconditionFailed,
     #[error("storage failed")]
     Store(#[from] StoreError),
+}
+
+/// Where a created document comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's document: the server fills and checks everything it owns.
+    Client,
+    /// A client's partial document; every missing field is generated (realistic, valid).
+    Fill,
+    /// A restored export: values the server normally assigns (sequence numbers) are kept.
+    Restore,
+}
+
+/// One session of a batch.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub api: ApiId,
+    pub tenant: String,
+    pub doc: Value,
+}
+
+/// A failed batch: which item, and why. Nothing of the batch was stored.
+#[derive(Debug, thiserror::Error)]
+#[error("item {index}: {error}")]
+pub struct BatchError {
+    pub index: usize,
+    #[source]
+    pub error: AdminError,
 }
 
 /// The outcome of a write: the stored row and its ETag.
@@ -326,17 +355,249 @@ impl Service {
 
     // ---- sessions -------------------------------------------------------------------------------
 
-    /// Creates a session of `tenant` from a partial document.
+    /// Creates a session of `tenant` from a (partial) document.
     pub async fn create_session(
         &self,
         api: ApiId,
         tenant: &str,
         input: Value,
+        origin: Origin,
     ) -> Result<Written, AdminError> {
         let input = into_object(input)?;
         self.require_tenant(api, tenant).await?;
+        let seq = if api.profile().uses_sequence() {
+            Some(self.store.reserve_seq(api, tenant, 1).await?)
+        } else {
+            None
+        };
+        let row = self.new_row(api, tenant, input, origin, seq)?;
+        let stored = self.store.insert_session(&row).await;
+        self.sessions.invalidate(api, &row.id);
+        match stored {
+            Ok(()) => {
+                self.after_restore(origin, &row).await?;
+                Ok(written(row))
+            }
+            Err(StoreError::Conflict) => {
+                Err(AdminError::Conflict(format!("session {} exists", row.id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates many sessions: every document is checked first, then all are stored in one
+    /// transaction. On failure nothing is stored and the error names the item.
+    pub async fn create_batch(
+        &self,
+        items: Vec<NewSession>,
+        origin: Origin,
+    ) -> Result<usize, BatchError> {
+        let fail = |index: usize, error: AdminError| BatchError { index, error };
+        // Tenants must exist; sequence numbers are reserved in one block per tenant.
+        let mut seqs: Vec<(ApiId, &str, i64)> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            if seqs
+                .iter()
+                .any(|(a, t, _)| *a == item.api && *t == item.tenant)
+            {
+                continue;
+            }
+            self.require_tenant(item.api, &item.tenant)
+                .await
+                .map_err(|e| fail(index, e))?;
+            seqs.push((item.api, &item.tenant, 0));
+        }
+        let mut next: Vec<(ApiId, String, i64)> = Vec::new();
+        for (api, tenant, _) in &seqs {
+            if api.profile().uses_sequence() {
+                // A restored document keeps the number it carries.
+                let count = items
+                    .iter()
+                    .filter(|i| i.api == *api && i.tenant == *tenant)
+                    .filter(|i| {
+                        origin != Origin::Restore || api.profile().sequence_of(&i.doc).is_none()
+                    })
+                    .count() as i64;
+                if count == 0 {
+                    continue;
+                }
+                let first = self
+                    .store
+                    .reserve_seq(*api, tenant, count)
+                    .await
+                    .map_err(|e| fail(0, e.into()))?;
+                next.push((*api, (*tenant).to_owned(), first));
+            }
+        }
+        let mut numbered: Vec<(usize, NewSession, Option<i64>)> = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let keeps_own = origin == Origin::Restore
+                    && item.api.profile().sequence_of(&item.doc).is_some();
+                let seq = next
+                    .iter_mut()
+                    .filter(|_| !keeps_own)
+                    .find(|(a, t, _)| *a == item.api && *t == item.tenant)
+                    .map(|(_, _, n)| {
+                        *n += 1;
+                        *n - 1
+                    });
+                (index, item, seq)
+            })
+            .collect();
+        // Building (defaults, validation, serialization) is CPU work: spread it over the cores.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunk = numbered.len().div_ceil(threads).max(1);
+        let mut parts = Vec::with_capacity(threads);
+        while numbered.len() > chunk {
+            let tail = numbered.split_off(numbered.len() - chunk);
+            parts.push(tail);
+        }
+        parts.push(numbered);
+        parts.reverse();
+        let built: Vec<Result<Vec<SessionRow>, BatchError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.into_iter()
+                            .map(|(index, item, seq)| {
+                                into_object(item.doc)
+                                    .and_then(|doc| {
+                                        self.new_row(item.api, &item.tenant, doc, origin, seq)
+                                    })
+                                    .map_err(|e| fail(index, e))
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("build threads do not panic"))
+                .collect()
+        });
+        let mut rows = Vec::new();
+        for part in built {
+            rows.extend(part?);
+        }
+        let count = rows.len();
+        let ids: Vec<(ApiId, String)> = rows.iter().map(|r| (r.api, r.id.clone())).collect();
+        let stored = self.store.insert_sessions(rows.clone()).await;
+        for (api, id) in &ids {
+            self.sessions.invalidate(*api, id);
+        }
+        match stored {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                let mut index = 0;
+                for (i, (api, id)) in ids.iter().enumerate() {
+                    let dup_in_batch = ids[..i].contains(&(*api, id.clone()));
+                    if dup_in_batch
+                        || self
+                            .store
+                            .get_session(*api, id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some()
+                    {
+                        index = i;
+                        break;
+                    }
+                }
+                return Err(fail(
+                    index,
+                    AdminError::Conflict(format!("session {} exists", ids[index].1)),
+                ));
+            }
+            Err(e) => return Err(fail(0, e.into())),
+        }
+        if origin == Origin::Restore {
+            // The tenants' sequences continue after the highest restored number.
+            let mut highest: Vec<(ApiId, &str, i64)> = Vec::new();
+            for row in &rows {
+                let Some(n) = self.restored_seq(row) else {
+                    continue;
+                };
+                match highest
+                    .iter_mut()
+                    .find(|(a, t, _)| *a == row.api && *t == row.tenant)
+                {
+                    Some((_, _, h)) => *h = (*h).max(n),
+                    None => highest.push((row.api, &row.tenant, n)),
+                }
+            }
+            for (api, tenant, n) in highest {
+                self.store
+                    .raise_seq(api, tenant, n)
+                    .await
+                    .map_err(|e| fail(0, e.into()))?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// A restored session keeps its sequence number; the tenant's sequence continues after it.
+    async fn after_restore(&self, origin: Origin, row: &SessionRow) -> Result<(), AdminError> {
+        if origin != Origin::Restore {
+            return Ok(());
+        }
+        if let Some(n) = self.restored_seq(row) {
+            self.store.raise_seq(row.api, &row.tenant, n).await?;
+        }
+        Ok(())
+    }
+
+    fn restored_seq(&self, row: &SessionRow) -> Option<i64> {
+        let profile = row.api.profile();
+        if !profile.uses_sequence() {
+            return None;
+        }
+        let doc: Value = serde_json::from_slice(row.doc_bytes()).ok()?;
+        profile.sequence_of(&doc)
+    }
+
+    /// The row a create would store (not stored yet).
+    fn new_row(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        input: Map<String, Value>,
+        origin: Origin,
+        seq: Option<i64>,
+    ) -> Result<SessionRow, AdminError> {
         let profile = api.profile();
-        let id = match input.get("id") {
+        let doc = match origin {
+            Origin::Fill => {
+                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+                let mut generated = profile.generate(&mut Fake { rng: &mut rng }, tenant);
+                deep_merge(&mut generated, Value::Object(input.clone()));
+                into_object(generated)?
+            }
+            Origin::Client | Origin::Restore => {
+                let doc = input;
+                let input = scalar_snapshot(&doc);
+                return self.finish_row(api, tenant, doc, &input, origin, seq);
+            }
+        };
+        self.finish_row(api, tenant, doc, &input, origin, seq)
+    }
+
+    fn finish_row(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        doc: Map<String, Value>,
+        input: &Map<String, Value>,
+        origin: Origin,
+        seq: Option<i64>,
+    ) -> Result<SessionRow, AdminError> {
+        let profile = api.profile();
+        let id = match doc.get("id") {
             None => profile.new_session_id(),
             Some(Value::String(id)) => {
                 profile
@@ -351,30 +612,24 @@ impl Service {
                 )]));
             }
         };
-        if self.store.get_session(api, &id).await?.is_some() {
-            return Err(AdminError::Conflict(format!("session {id} exists")));
-        }
-        let seq = if profile.uses_sequence() {
-            Some(self.store.reserve_seq(api, tenant, 1).await?)
-        } else {
-            None
-        };
-        let (body, doc) = self.build(api, tenant, &id, None, &input, input.clone(), seq)?;
-        let row = SessionRow {
+        let (body, stored) = self.build(
             api,
-            id: id.clone(),
+            tenant,
+            &id,
+            None,
+            input,
+            doc,
+            seq,
+            origin == Origin::Restore,
+        )?;
+        Ok(SessionRow {
+            api,
+            id,
             tenant: tenant.to_owned(),
             version: 1,
             body,
-            doc,
-        };
-        let stored = self.store.insert_session(&row).await;
-        self.sessions.invalidate(api, &id);
-        match stored {
-            Ok(()) => Ok(written(row)),
-            Err(StoreError::Conflict) => Err(AdminError::Conflict(format!("session {id} exists"))),
-            Err(e) => Err(e.into()),
-        }
+            doc: stored,
+        })
     }
 
     /// A session of any tenant.
@@ -444,6 +699,7 @@ impl Service {
                 input,
                 next(&prev),
                 None,
+                false,
             )?;
             let row = SessionRow {
                 version: current.version + 1,
@@ -527,6 +783,7 @@ impl Service {
         input: &Map<String, Value>,
         mut doc: Map<String, Value>,
         seq: Option<i64>,
+        restoring: bool,
     ) -> Result<(Bytes, Option<Bytes>), AdminError> {
         let profile = api.profile();
         let contract = self.contract(api);
@@ -559,6 +816,7 @@ impl Service {
             prev,
             input,
             salesnip_url_base: &self.options.salesnip_url_base,
+            restoring,
         };
         profile.prepare(&mut doc, &ctx, &mut problems);
         let mut doc = Value::Object(order_like_schema(contract, doc));
@@ -569,14 +827,17 @@ impl Service {
             problems.dedup();
             return Err(AdminError::Invalid(problems));
         }
-        let body = Bytes::from(
-            serde_json::to_vec(&profile.public_view(&doc)).expect("JSON values serialize"),
-        );
         let stored = Bytes::from(serde_json::to_vec(&doc).expect("JSON values serialize"));
-        Ok(if stored == body {
-            (body, None)
-        } else {
-            (body, Some(stored))
+        Ok(match profile.public_view(&doc) {
+            None => (stored, None),
+            Some(view) => {
+                let body = Bytes::from(serde_json::to_vec(&view).expect("JSON values serialize"));
+                if body == stored {
+                    (stored, None)
+                } else {
+                    (body, Some(stored))
+                }
+            }
         })
     }
 }
@@ -623,6 +884,32 @@ fn check_if_match(if_match: Option<&str>, body: &[u8]) -> Result<(), AdminError>
         Ok(())
     } else {
         Err(AdminError::PreconditionFailed)
+    }
+}
+
+/// The top-level scalar fields of a document: all a profile consults of what a client sent on
+/// create (see [`WriteCtx::input`]), without copying nested objects.
+fn scalar_snapshot(doc: &Map<String, Value>) -> Map<String, Value> {
+    doc.iter()
+        .filter(|(_, v)| !v.is_object() && !v.is_array())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Deep merge for `?fill=true`: objects merge key by key, anything else (null too) replaces.
+fn deep_merge(target: &mut Value, over: Value) {
+    match (target, over) {
+        (Value::Object(t), Value::Object(o)) => {
+            for (k, v) in o {
+                match t.get_mut(&k) {
+                    Some(slot) => deep_merge(slot, v),
+                    None => {
+                        t.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::error::{admin_error, json_response};
 use crate::auth::{self, Secret};
-use crate::service::{AdminError, Service, Written};
+use crate::service::{AdminError, Origin, Service, Written};
 use crate::vendor::ApiId;
 
 #[derive(Clone)]
@@ -221,14 +221,24 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+struct CreateQuery {
+    /// Generate every field the document leaves out (realistic, valid values).
+    #[serde(default)]
+    fill: bool,
+}
+
 async fn create_session(
     Path((api, tenant)): Path<(String, String)>,
     State(st): State<AdminState>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
+    let Query(q) = query.map_err(|e| AdminError::BadRequest(e.body_text()))?;
     let doc = parse_json(&body, true)?;
-    let w = st.service.create_session(api, &tenant, doc).await?;
+    let origin = if q.fill { Origin::Fill } else { Origin::Client };
+    let w = st.service.create_session(api, &tenant, doc, origin).await?;
     let mut r = session_response(StatusCode::CREATED, &w);
     let contract = st.service.contract(api);
     let location = format!(

@@ -239,6 +239,11 @@ pub fn document() -> Value {
                     .flatten(),
             )
             .chain(
+                (op.path.ends_with("/sessions") && op.method == "post").then(|| {
+                    json!({ "name": "fill", "in": "query", "description": "Generate every field the document leaves out (realistic, valid values)", "schema": { "type": "boolean", "default": false } })
+                }),
+            )
+            .chain(
                 matches!(op.method, "patch" | "put" | "delete")
                     .then(|| json!({ "name": "If-Match", "in": "header", "schema": { "type": "string" } })),
             )

@@ -216,6 +216,10 @@ impl Contract {
 
     /// Every violation of the 200 schema, by JSON pointer.
     pub fn violations(&self, doc: &Value) -> Vec<Violation> {
+        // `is_valid` short-circuits and is several times faster than collecting errors.
+        if self.validator.is_valid(doc) {
+            return Vec::new();
+        }
         self.validator
             .iter_errors(doc)
             .map(|e| Violation::new(e.instance_path().as_str(), e.to_string()))

@@ -335,7 +335,14 @@ impl Store for SqliteStore {
             match c.execute(
                 "INSERT INTO api_keys (id, api, tenant, hash, created_at, revoked_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 THEN ?5 END)",
-                params![key.id, key.api.as_str(), key.tenant, &key.hash[..], key.created_at, key.revoked],
+                params![
+                    key.id,
+                    key.api.as_str(),
+                    key.tenant,
+                    &key.hash[..],
+                    key.created_at,
+                    key.revoked
+                ],
             ) {
                 Ok(_) => Ok(()),
                 // Unknown tenant (foreign key) or a duplicate: both are constraint failures; the
@@ -430,7 +437,11 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(backend)?
                 .is_some();
-            Err(if exists { StoreError::Conflict } else { StoreError::NotFound })
+            Err(if exists {
+                StoreError::Conflict
+            } else {
+                StoreError::NotFound
+            })
         })
         .await
     }

@@ -151,7 +151,8 @@ impl Profile for Alcamine {
     fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
         let created = f.time();
         let at = |d: i64| iso_millis(created + chrono::Duration::seconds(d));
-        let (agent_id, version_id, person_id, conversation_id) = (f.cuid2(), f.cuid2(), f.cuid2(), f.cuid2());
+        let (agent_id, version_id, person_id, conversation_id) =
+            (f.cuid2(), f.cuid2(), f.cuid2(), f.cuid2());
         let email = f.email();
         let status = f.pick(&["PENDING", "IN_PROGRESS", "COMPLETED", "COMPLETED"]);
         let llm = if f.chance(0.7) {
@@ -178,7 +179,12 @@ impl Profile for Alcamine {
                 "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" },
             },
         });
-        let topic = f.pick(&["Churn interview", "Pricing research", "Onboarding feedback", "Feature discovery"]);
+        let topic = f.pick(&[
+            "Churn interview",
+            "Pricing research",
+            "Onboarding feedback",
+            "Feature discovery",
+        ]);
         let agent = json!({
             "id": agent_id, "createdAt": at(-86400 * 30), "updatedAt": at(-86400 * 7),
             "createdBy": null, "updatedBy": null, "workspaceId": tenant, "publishedVersionId": version_id,
@@ -222,7 +228,8 @@ impl Profile for Alcamine {
             s["endedAt"] = json!(end);
             s["lastHeartbeatAt"] = json!(end);
             s["updatedAt"] = json!(end);
-            s["completedMeta"] = json!({ "traceId": format!("trace-{}", f.alphanumeric(12).to_lowercase()) });
+            s["completedMeta"] =
+                json!({ "traceId": format!("trace-{}", f.alphanumeric(12).to_lowercase()) });
         }
         s
     }

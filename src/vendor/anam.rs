@@ -137,12 +137,10 @@ impl Profile for Anam {
         updated_timestamp(doc, ctx, "updatedAt", now);
     }
 
-    fn public_view(&self, doc: &Value) -> Value {
+    fn public_view(&self, doc: &Value) -> Option<Value> {
         let mut view = doc.clone();
-        if let Some(config) = view.get_mut("personaConfig") {
-            redact(config);
-        }
-        view
+        redact(view.get_mut("personaConfig")?);
+        Some(view)
     }
 
     fn error(&self, kind: PublicError) -> ErrorReply {

@@ -10,11 +10,28 @@ use super::iso_millis;
 
 pub const FIRST_NAMES: &[&str] = &[
     "Ada", "Ben", "Chloe", "Diego", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena",
-    "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yara",
+    "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen",
+    "Yara",
 ];
 pub const LAST_NAMES: &[&str] = &[
-    "Smith", "Garcia", "Müller", "Rossi", "Okafor", "Tanaka", "Dubois", "Kowalski", "Silva",
-    "Nguyen", "Haddad", "Johansson", "Patel", "O'Brien", "Novak", "Kim", "Santos", "Ivanova",
+    "Smith",
+    "Garcia",
+    "Müller",
+    "Rossi",
+    "Okafor",
+    "Tanaka",
+    "Dubois",
+    "Kowalski",
+    "Silva",
+    "Nguyen",
+    "Haddad",
+    "Johansson",
+    "Patel",
+    "O'Brien",
+    "Novak",
+    "Kim",
+    "Santos",
+    "Ivanova",
 ];
 /// (city, ISO country, region, timezone, locale, postal code)
 pub const PLACES: &[(&str, &str, &str, &str, &str, &str)] = &[
@@ -25,7 +42,14 @@ pub const PLACES: &[(&str, &str, &str, &str, &str, &str)] = &[
     ("Paris", "FR", "IDF", "Europe/Paris", "fr-FR", "75001"),
     ("Toronto", "CA", "ON", "America/Toronto", "en-CA", "M5H"),
     ("Sydney", "AU", "NSW", "Australia/Sydney", "en-AU", "2000"),
-    ("São Paulo", "BR", "SP", "America/Sao_Paulo", "pt-BR", "01000"),
+    (
+        "São Paulo",
+        "BR",
+        "SP",
+        "America/Sao_Paulo",
+        "pt-BR",
+        "01000",
+    ),
     ("Tokyo", "JP", "13", "Asia/Tokyo", "ja-JP", "100-0001"),
     ("Austin", "US", "TX", "America/Chicago", "en-US", "73301"),
 ];
@@ -106,7 +130,10 @@ impl Fake<'_> {
 
     /// A time in 2025 or 2026 (before mid-2026), to the millisecond.
     pub fn time(&mut self) -> DateTime<Utc> {
-        let base = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single().expect("valid date");
+        let base = Utc
+            .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid date");
         base + Duration::milliseconds(self.int(0, 540 * 24 * 3600 * 1000))
     }
 

@@ -105,7 +105,10 @@ impl Profile for FunnelFox {
             "locale": &locale[..2],
         });
         if f.chance(0.4) {
-            s["experiment_id"] = json!(format!("exp-{}", f.pick(&["pricing-b", "paywall-v2", "onboarding-short"])));
+            s["experiment_id"] = json!(format!(
+                "exp-{}",
+                f.pick(&["pricing-b", "paywall-v2", "onboarding-short"])
+            ));
         }
         s
     }

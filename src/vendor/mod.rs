@@ -144,10 +144,13 @@ pub struct WriteCtx<'a> {
     pub seq: Option<i64>,
     /// The stored document before this write (`None` on create).
     pub prev: Option<&'a Map<String, Value>>,
-    /// What the client sent: the whole document on create/replace, the merge patch on patch.
+    /// What the client sent: the merge patch on patch, the whole document on replace; on create
+    /// only its top-level scalar fields (no rule looks into sent objects or arrays).
     pub input: &'a Map<String, Value>,
     /// Base of derived URLs (SaleSnip `url`).
     pub salesnip_url_base: &'a str,
+    /// Restoring an export: keep server-assigned values (sequence numbers) the document carries.
+    pub restoring: bool,
 }
 
 impl WriteCtx<'_> {
@@ -183,6 +186,10 @@ pub trait Profile: Send + Sync {
     fn uses_sequence(&self) -> bool {
         false
     }
+    /// The sequence number a stored document carries.
+    fn sequence_of(&self, _doc: &Value) -> Option<i64> {
+        None
+    }
 
     /// Fills server-controlled fields (timestamps, defaults, derived fields) and checks invariants
     /// and lifecycle rules. `doc` already has `id` and the tenant field set.
@@ -193,9 +200,10 @@ pub trait Profile: Send + Sync {
         problems: &mut Vec<Violation>,
     );
 
-    /// The document as the public GET returns it (secrets redacted where the vendor does).
-    fn public_view(&self, doc: &Value) -> Value {
-        doc.clone()
+    /// The document as the public GET returns it, when that differs from the stored one (secrets
+    /// redacted where the vendor does); `None`: the stored document is the public one.
+    fn public_view(&self, _doc: &Value) -> Option<Value> {
+        None
     }
 
     /// The vendor's rendering of an error on its public route.
@@ -210,9 +218,12 @@ pub trait Profile: Send + Sync {
     /// The demo tenant's sessions: generated from a fixed seed, so ids (and the printed curl
     /// lines) are the same on every machine.
     fn demo_sessions(&self) -> Vec<Value> {
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(DEMO_SEED + self.api() as u64);
+        let mut rng =
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(DEMO_SEED + self.api() as u64);
         let mut fake = Fake { rng: &mut rng };
-        (0..3).map(|_| self.generate(&mut fake, self.demo_tenant())).collect()
+        (0..3)
+            .map(|_| self.generate(&mut fake, self.demo_tenant()))
+            .collect()
     }
 }
 

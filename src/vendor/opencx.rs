@@ -43,6 +43,10 @@ impl Profile for OpenCx {
         true
     }
 
+    fn sequence_of(&self, doc: &Value) -> Option<i64> {
+        doc.get("ticket_number").and_then(Value::as_i64)
+    }
+
     fn prepare(
         &self,
         doc: &mut Map<String, Value>,
@@ -55,9 +59,10 @@ impl Profile for OpenCx {
         default(doc, "sentiment", Value::Null);
         default(doc, "channel", json!({ "type": "api" }));
         default(doc, "assist_mode", json!(false));
-        let ticket = match ctx.prev {
-            Some(prev) => prev.get("ticket_number").cloned().unwrap_or(Value::Null),
-            None => ctx.seq.map_or(Value::Null, Value::from),
+        let ticket = match (ctx.prev, ctx.sent("ticket_number")) {
+            (Some(prev), _) => prev.get("ticket_number").cloned().unwrap_or(Value::Null),
+            (None, Some(sent)) if ctx.restoring => sent.clone(),
+            (None, _) => ctx.seq.map_or(Value::Null, Value::from),
         };
         derive(doc, ctx, "ticket_number", ticket, problems);
         if let Some(Value::Object(contact)) = doc.get_mut("contact") {

@@ -166,14 +166,54 @@ impl Profile for SaleSnip {
 
     fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {
         const CATALOG: &[(&str, &str, &str, i64)] = &[
-            ("pro-annual", "Pro plan (annual)", "Unlimited negotiations and priority support", 1200),
-            ("team-seat", "Team seat", "One additional seat for a team member", 30),
-            ("onboarding", "Onboarding workshop", "Two-hour live onboarding with a specialist", 500),
-            ("api-credits", "API credits (10k)", "Ten thousand API calls, valid for a year", 90),
-            ("sofa-3", "Three-seat sofa", "Linen, oak legs, 210 cm wide", 1490),
-            ("espresso", "Espresso machine", "Dual boiler, PID temperature control", 899),
-            ("yoga-pass", "Studio pass", "Unlimited classes at any studio", 120),
-            ("insurance", "Travel insurance", "Worldwide cover including winter sports", 240),
+            (
+                "pro-annual",
+                "Pro plan (annual)",
+                "Unlimited negotiations and priority support",
+                1200,
+            ),
+            (
+                "team-seat",
+                "Team seat",
+                "One additional seat for a team member",
+                30,
+            ),
+            (
+                "onboarding",
+                "Onboarding workshop",
+                "Two-hour live onboarding with a specialist",
+                500,
+            ),
+            (
+                "api-credits",
+                "API credits (10k)",
+                "Ten thousand API calls, valid for a year",
+                90,
+            ),
+            (
+                "sofa-3",
+                "Three-seat sofa",
+                "Linen, oak legs, 210 cm wide",
+                1490,
+            ),
+            (
+                "espresso",
+                "Espresso machine",
+                "Dual boiler, PID temperature control",
+                899,
+            ),
+            (
+                "yoga-pass",
+                "Studio pass",
+                "Unlimited classes at any studio",
+                120,
+            ),
+            (
+                "insurance",
+                "Travel insurance",
+                "Worldwide cover including winter sports",
+                240,
+            ),
         ];
         const UNITS: &[&str] = &["DAY", "WEEK", "MONTH", "YEAR"];
         let id = format!("{SESSION_PREFIX}{}", f.alphanumeric(17));

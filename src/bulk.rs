@@ -1,0 +1,387 @@
+//! Bulk data: `seed` (generated sessions), and `export` / `import` as NDJSON.
+//!
+//! Both directions stream: memory stays bounded by one batch whatever the file size. Every imported
+//! or seeded session goes through the same checks as an admin write; a batch is stored whole or
+//! not at all, and a bad line is reported with its line number.
+//!
+//! The NDJSON format, one object per line:
+//! `{"kind":"tenant","api":"anam","id":"…","created_at":"…","seq":0}`
+//! `{"kind":"key","api":"anam","tenant":"…","id":"key_…","hash":"<hex SHA-256>","created_at":"…","revoked":false}`
+//! `{"kind":"session","api":"anam","tenant":"…","session":{…the stored document…}}`
+//! The export holds the stored documents, secrets included (Anam `personaConfig`): treat it like
+//! a database backup. Keys appear only as hashes.
+
+use std::io::{BufRead, Write};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::service::{AdminError, NewSession, Origin, Service};
+use crate::store::{KeyRow, StoreError};
+use crate::vendor::ApiId;
+use crate::vendor::fake::Fake;
+
+/// Sessions per transaction.
+pub const BATCH: usize = 2000;
+
+/// Totals of a bulk run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub tenants: u64,
+    pub keys: u64,
+    pub sessions: u64,
+}
+
+/// Why a bulk run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("line {line}: {message}")]
+    Line { line: u64, message: String },
+    #[error("{0}")]
+    Admin(#[from] AdminError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Generates `count` sessions of `tenant` (created if missing) from `seed`, in batches.
+/// `progress` is called with the number of sessions stored so far.
+pub async fn seed(
+    service: &Service,
+    api: ApiId,
+    tenant: &str,
+    count: u64,
+    seed: u64,
+    progress: &dyn Fn(u64),
+) -> Result<Totals, BulkError> {
+    let mut totals = Totals::default();
+    match service.create_tenant(api, Some(tenant.to_owned())).await {
+        Ok(_) => totals.tenants = 1,
+        Err(AdminError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let profile = api.profile();
+    while totals.sessions < count {
+        let n = (count - totals.sessions).min(BATCH as u64);
+        let items: Vec<NewSession> = (0..n)
+            .map(|_| NewSession {
+                api,
+                tenant: tenant.to_owned(),
+                doc: profile.generate(&mut Fake { rng: &mut rng }, tenant),
+            })
+            .collect();
+        service
+            .create_batch(items, Origin::Client)
+            .await
+            .map_err(|e| BulkError::Line {
+                line: totals.sessions + e.index as u64 + 1,
+                message: format!(
+                    "generated session {}: {}",
+                    totals.sessions + e.index as u64 + 1,
+                    describe(&e.error)
+                ),
+            })?;
+        totals.sessions += n;
+        progress(totals.sessions);
+    }
+    Ok(totals)
+}
+
+/// Writes every tenant, key and session of `apis` as NDJSON.
+pub async fn export(
+    service: &Service,
+    apis: &[ApiId],
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> Result<Totals, BulkError> {
+    let store = service.store();
+    let mut totals = Totals::default();
+    for &api in apis {
+        let tenants = store.list_tenants(api).await.map_err(AdminError::from)?;
+        for t in &tenants {
+            writeln!(
+                out,
+                "{}",
+                json!({ "kind": "tenant", "api": api, "id": t.id, "created_at": t.created_at, "seq": t.seq })
+            )?;
+            totals.tenants += 1;
+            for k in store
+                .list_keys(api, &t.id)
+                .await
+                .map_err(AdminError::from)?
+            {
+                let hash: String = k.hash.iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "kind": "key", "api": api, "tenant": t.id, "id": k.id, "hash": hash, "created_at": k.created_at, "revoked": k.revoked })
+                )?;
+                totals.keys += 1;
+            }
+        }
+        for t in &tenants {
+            let prefix = format!(
+                "{{\"kind\":\"session\",\"api\":\"{api}\",\"tenant\":{},\"session\":",
+                Value::String(t.id.clone())
+            );
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .list_sessions(api, &t.id, cursor, BATCH)
+                    .await
+                    .map_err(AdminError::from)?;
+                for row in &page.rows {
+                    // The stored bytes go out as they are: no parse, no re-serialization.
+                    out.write_all(prefix.as_bytes())?;
+                    out.write_all(row.doc_bytes())?;
+                    out.write_all(b"}\n")?;
+                }
+                totals.sessions += page.rows.len() as u64;
+                progress(totals.sessions);
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(totals)
+}
+
+impl serde::Serialize for ApiId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One NDJSON record. Parsed via [`parse_line`]: an internally tagged serde enum would buffer the
+/// whole (large) session twice.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum Line {
+    Tenant {
+        api: ApiId,
+        id: String,
+        created_at: String,
+        #[serde(default)]
+        seq: i64,
+    },
+    Key {
+        api: ApiId,
+        tenant: String,
+        id: String,
+        hash: String,
+        created_at: String,
+        #[serde(default)]
+        revoked: bool,
+    },
+    Session {
+        api: ApiId,
+        tenant: String,
+        session: Value,
+    },
+}
+
+fn parse_line(text: &str) -> Result<Line, String> {
+    let mut value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if value.get("kind") == Some(&Value::from("session")) {
+        let obj = value.as_object_mut().expect("has a key, so an object");
+        let session = obj.remove("session").ok_or("missing field `session`")?;
+        let api = serde_json::from_value(obj.remove("api").ok_or("missing field `api`")?)
+            .map_err(|e| format!("api: {e}"))?;
+        let tenant = match obj.remove("tenant") {
+            Some(Value::String(t)) => t,
+            _ => return Err("missing or non-string field `tenant`".into()),
+        };
+        obj.remove("kind");
+        if let Some(extra) = obj.keys().next() {
+            return Err(format!("unknown field `{extra}`"));
+        }
+        return Ok(Line::Session {
+            api,
+            tenant,
+            session,
+        });
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn describe(e: &AdminError) -> String {
+    match e {
+        AdminError::Invalid(v) => v
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}: {}",
+                    if v.pointer.is_empty() {
+                        "/"
+                    } else {
+                        &v.pointer
+                    },
+                    v.message
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+/// Reads NDJSON and stores it. Tenants and keys that exist already are kept (a key must then have
+/// the same hash); sessions are created, in batches, as restored documents.
+pub async fn import(
+    service: &Service,
+    input: &mut dyn BufRead,
+    progress: &dyn Fn(u64),
+) -> Result<Totals, BulkError> {
+    let mut totals = Totals::default();
+    let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
+    let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut line_no = 0u64;
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        let eof = input.read_line(&mut buf)? == 0;
+        if !eof {
+            line_no += 1;
+        }
+        let text = buf.trim();
+        let parsed = if eof || text.is_empty() {
+            None
+        } else {
+            Some(parse_line(text).map_err(|e| BulkError::Line {
+                line: line_no,
+                message: format!("not a valid record: {e}"),
+            })?)
+        };
+        // Tenants and keys must be in place before sessions that name them: flush first.
+        let flush = eof
+            || batch.len() >= BATCH
+            || matches!(parsed, Some(Line::Tenant { .. } | Line::Key { .. }));
+        if flush && !batch.is_empty() {
+            let n = batch.len() as u64;
+            service
+                .create_batch(std::mem::take(&mut batch), Origin::Restore)
+                .await
+                .map_err(|e| BulkError::Line {
+                    line: batch_lines[e.index],
+                    message: describe(&e.error),
+                })?;
+            batch_lines.clear();
+            totals.sessions += n;
+            progress(totals.sessions);
+        }
+        match parsed {
+            None if eof => break,
+            None => {}
+            Some(Line::Tenant {
+                api,
+                id,
+                created_at,
+                seq,
+            }) => {
+                let line_err = |message: String| BulkError::Line {
+                    line: line_no,
+                    message,
+                };
+                api.profile().check_tenant_id(&id).map_err(line_err)?;
+                match service.store().create_tenant(api, &id, &created_at).await {
+                    Ok(()) => totals.tenants += 1,
+                    Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(AdminError::from(e).into()),
+                }
+                service
+                    .store()
+                    .raise_seq(api, &id, seq)
+                    .await
+                    .map_err(AdminError::from)?;
+            }
+            Some(Line::Key {
+                api,
+                tenant,
+                id,
+                hash,
+                created_at,
+                revoked,
+            }) => {
+                let line_err = |message: String| BulkError::Line {
+                    line: line_no,
+                    message,
+                };
+                let hash = parse_hash(&hash)
+                    .ok_or_else(|| line_err("hash must be 64 hex digits".into()))?;
+                if !service
+                    .store()
+                    .tenant_exists(api, &tenant)
+                    .await
+                    .map_err(AdminError::from)?
+                {
+                    return Err(line_err(format!(
+                        "key {id} names unknown {api} tenant {tenant}"
+                    )));
+                }
+                let row = KeyRow {
+                    id: id.clone(),
+                    api,
+                    tenant,
+                    hash,
+                    created_at,
+                    revoked,
+                };
+                match service.store().create_key(&row).await {
+                    Ok(()) => totals.keys += 1,
+                    Err(StoreError::Conflict) => match service
+                        .store()
+                        .find_key(&hash)
+                        .await
+                        .map_err(AdminError::from)?
+                    {
+                        Some(k) if k.id == row.id && k.api == row.api && k.tenant == row.tenant => {
+                            if row.revoked && !k.revoked {
+                                service.revoke_key(api, &row.tenant, &row.id).await?;
+                            }
+                        }
+                        _ => {
+                            return Err(line_err(format!("key {id} clashes with an existing key")));
+                        }
+                    },
+                    Err(e) => return Err(AdminError::from(e).into()),
+                }
+            }
+            Some(Line::Session {
+                api,
+                tenant,
+                session,
+            }) => {
+                batch.push(NewSession {
+                    api,
+                    tenant,
+                    doc: session,
+                });
+                batch_lines.push(line_no);
+            }
+        }
+    }
+    Ok(totals)
+}
