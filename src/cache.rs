@@ -7,7 +7,7 @@
 //! cached after it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -87,9 +87,7 @@ impl SessionCache {
     }
 
     fn shard(&self, api: ApiId, id: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        (api, id).hash(&mut h);
-        (h.finish() as usize) % SHARDS
+        (self.hasher.hash_one((api, id)) as usize) % SHARDS
     }
 
     pub fn get(&self, api: ApiId, id: &str) -> Option<CachedSession> {

@@ -48,6 +48,7 @@ impl App {
         let contracts = Contracts::load(config.specs_dir.as_deref())?;
         let store = store::open(config.store.as_deref(), &config.data_dir).await?;
         let service = Arc::new(Service::new(contracts, store, config.service.clone()));
+        service.follow_changes();
         Ok(App { service })
     }
 

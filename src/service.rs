@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{self, Secret};
 use crate::cache::{CachedKey, CachedSession, KeyCache, SessionCache};
 use crate::spec::{Contract, Contracts};
-use crate::store::{KeyRow, SessionRow, Store, StoreError};
+use crate::store::{Change, KeyRow, SessionRow, Store, StoreError};
 use crate::vendor::fake::Fake;
 use crate::vendor::{ApiId, PublicError, Violation, WriteCtx, iso_millis};
 
@@ -124,6 +124,8 @@ fn now() -> DateTime<Utc> {
 const MAX_CAS_RETRIES: usize = 8;
 
 impl Service {
+    /// A service over `store`. Call [`Service::follow_changes`] once the service is shared, so
+    /// writes by other nodes reach its caches.
     pub fn new(contracts: Contracts, store: Arc<dyn Store>, options: ServiceOptions) -> Self {
         Service {
             contracts,
@@ -132,6 +134,22 @@ impl Service {
             sessions: SessionCache::new(options.cache_bytes),
             options,
         }
+    }
+
+    /// Applies the store's change feed (other nodes' writes) to the caches, until the feed ends.
+    pub fn follow_changes(self: &Arc<Self>) {
+        let Some(mut changes) = self.store.changes() else { return };
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let Some(service) = this.upgrade() else { break };
+                match change {
+                    Change::Session { api, id } => service.sessions.invalidate(api, &id),
+                    Change::Key { hash } => service.keys.invalidate(Some(&hash)),
+                    Change::All => service.invalidate_all(),
+                }
+            }
+        });
     }
 
     pub fn contracts(&self) -> &Contracts {

@@ -76,6 +76,15 @@ pub struct KeyRow {
     pub revoked: bool,
 }
 
+/// A write that may have happened on another node sharing the store: caches must forget it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Session { api: ApiId, id: String },
+    Key { hash: [u8; 32] },
+    /// Changes may have been missed (e.g. the notification connection was re-established).
+    All,
+}
+
 /// A page of sessions; `next` is the cursor of the following page.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -125,6 +134,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the backend answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Changes made by other processes sharing this store, for backends that can report them
+    /// (PostgreSQL `LISTEN/NOTIFY`). Called once at start-up; `None`: nothing to report (SQLite:
+    /// one server per file; the offline CLI only adds rows, and key revocations it makes reach
+    /// the server through the key cache's TTL).
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        None
+    }
 }
 
 /// Opens the store named by `dsn` (`sqlite://PATH`), or the SQLite file in `data_dir`.
