@@ -138,7 +138,9 @@ impl Service {
 
     /// Applies the store's change feed (other nodes' writes) to the caches, until the feed ends.
     pub fn follow_changes(self: &Arc<Self>) {
-        let Some(mut changes) = self.store.changes() else { return };
+        let Some(mut changes) = self.store.changes() else {
+            return;
+        };
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(change) = changes.recv().await {
@@ -383,12 +385,17 @@ impl Service {
     ) -> Result<Written, AdminError> {
         let input = into_object(input)?;
         self.require_tenant(api, tenant).await?;
-        let seq = if api.profile().uses_sequence() {
-            Some(self.store.reserve_seq(api, tenant, 1).await?)
-        } else {
-            None
-        };
-        let row = self.new_row(api, tenant, input, origin, seq)?;
+        let mut new = self.prepare_new(api, tenant, input, origin)?;
+        if new.needs_seq {
+            // Numbers are handed out only to documents that passed every check, and not to an
+            // id that is taken, so a rejected create leaves no gap.
+            if self.store.get_session(api, &new.id).await?.is_some() {
+                return Err(AdminError::Conflict(format!("session {} exists", new.id)));
+            }
+            let n = self.store.reserve_seq(api, tenant, 1).await?;
+            api.profile().assign_sequence(&mut new.doc, n);
+        }
+        let row = self.encode(new);
         let stored = self.store.insert_session(&row).await;
         self.sessions.invalidate(api, &row.id);
         match stored {
@@ -411,97 +418,46 @@ impl Service {
         origin: Origin,
     ) -> Result<usize, BatchError> {
         let fail = |index: usize, error: AdminError| BatchError { index, error };
-        // Tenants must exist; sequence numbers are reserved in one block per tenant.
-        let mut seqs: Vec<(ApiId, &str, i64)> = Vec::new();
+        let mut tenants: Vec<(ApiId, &str)> = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            if seqs
-                .iter()
-                .any(|(a, t, _)| *a == item.api && *t == item.tenant)
-            {
-                continue;
-            }
-            self.require_tenant(item.api, &item.tenant)
-                .await
-                .map_err(|e| fail(index, e))?;
-            seqs.push((item.api, &item.tenant, 0));
-        }
-        let mut next: Vec<(ApiId, String, i64)> = Vec::new();
-        for (api, tenant, _) in &seqs {
-            if api.profile().uses_sequence() {
-                // A restored document keeps the number it carries.
-                let count = items
-                    .iter()
-                    .filter(|i| i.api == *api && i.tenant == *tenant)
-                    .filter(|i| {
-                        origin != Origin::Restore || api.profile().sequence_of(&i.doc).is_none()
-                    })
-                    .count() as i64;
-                if count == 0 {
-                    continue;
-                }
-                let first = self
-                    .store
-                    .reserve_seq(*api, tenant, count)
+            if !tenants.contains(&(item.api, item.tenant.as_str())) {
+                self.require_tenant(item.api, &item.tenant)
                     .await
-                    .map_err(|e| fail(0, e.into()))?;
-                next.push((*api, (*tenant).to_owned(), first));
+                    .map_err(|e| fail(index, e))?;
+                tenants.push((item.api, &item.tenant));
             }
         }
-        let mut numbered: Vec<(usize, NewSession, Option<i64>)> = items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| {
-                let keeps_own = origin == Origin::Restore
-                    && item.api.profile().sequence_of(&item.doc).is_some();
-                let seq = next
-                    .iter_mut()
-                    .filter(|_| !keeps_own)
-                    .find(|(a, t, _)| *a == item.api && *t == item.tenant)
-                    .map(|(_, _, n)| {
-                        *n += 1;
-                        *n - 1
-                    });
-                (index, item, seq)
-            })
-            .collect();
-        // Building (defaults, validation, serialization) is CPU work: spread it over the cores.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let chunk = numbered.len().div_ceil(threads).max(1);
-        let mut parts = Vec::with_capacity(threads);
-        while numbered.len() > chunk {
-            let tail = numbered.split_off(numbered.len() - chunk);
-            parts.push(tail);
+        // Check every document (CPU work, spread over the cores), then number, encode, store.
+        let mut prepared = parallel_map(items, |index, item| {
+            into_object(item.doc)
+                .and_then(|doc| self.prepare_new(item.api, &item.tenant, doc, origin))
+                .map_err(|e| fail(index, e))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        let mut blocks: Vec<(ApiId, String, i64, i64)> = Vec::new(); // api, tenant, count, next
+        for p in prepared.iter().filter(|p| p.needs_seq) {
+            match blocks.iter_mut().find(|b| b.0 == p.api && b.1 == p.tenant) {
+                Some(b) => b.2 += 1,
+                None => blocks.push((p.api, p.tenant.clone(), 1, 0)),
+            }
         }
-        parts.push(numbered);
-        parts.reverse();
-        let built: Vec<Result<Vec<SessionRow>, BatchError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.into_iter()
-                            .map(|(index, item, seq)| {
-                                into_object(item.doc)
-                                    .and_then(|doc| {
-                                        self.new_row(item.api, &item.tenant, doc, origin, seq)
-                                    })
-                                    .map_err(|e| fail(index, e))
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("build threads do not panic"))
-                .collect()
-        });
-        let mut rows = Vec::new();
-        for part in built {
-            rows.extend(part?);
+        for b in &mut blocks {
+            b.3 = self
+                .store
+                .reserve_seq(b.0, &b.1, b.2)
+                .await
+                .map_err(|e| fail(0, e.into()))?;
         }
+        for p in prepared.iter_mut().filter(|p| p.needs_seq) {
+            let b = blocks
+                .iter_mut()
+                .find(|b| b.0 == p.api && b.1 == p.tenant)
+                .expect("reserved above");
+            p.api.profile().assign_sequence(&mut p.doc, b.3);
+            b.3 += 1;
+        }
+        let rows = parallel_map(prepared, |_, p| self.encode(p));
         let count = rows.len();
         let ids: Vec<(ApiId, String)> = rows.iter().map(|r| (r.api, r.id.clone())).collect();
         let stored = self.store.insert_sessions(rows.clone()).await;
@@ -579,42 +535,27 @@ impl Service {
         profile.sequence_of(&doc)
     }
 
-    /// The row a create would store (not stored yet).
-    fn new_row(
+    /// A checked new document, not numbered or stored yet.
+    fn prepare_new(
         &self,
         api: ApiId,
         tenant: &str,
         input: Map<String, Value>,
         origin: Origin,
-        seq: Option<i64>,
-    ) -> Result<SessionRow, AdminError> {
+    ) -> Result<Prepared, AdminError> {
         let profile = api.profile();
-        let doc = match origin {
+        let (doc, input) = match origin {
             Origin::Fill => {
                 let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
                 let mut generated = profile.generate(&mut Fake { rng: &mut rng }, tenant);
                 deep_merge(&mut generated, Value::Object(input.clone()));
-                into_object(generated)?
+                (into_object(generated)?, input)
             }
             Origin::Client | Origin::Restore => {
-                let doc = input;
-                let input = scalar_snapshot(&doc);
-                return self.finish_row(api, tenant, doc, &input, origin, seq);
+                let snapshot = scalar_snapshot(&input);
+                (input, snapshot)
             }
         };
-        self.finish_row(api, tenant, doc, &input, origin, seq)
-    }
-
-    fn finish_row(
-        &self,
-        api: ApiId,
-        tenant: &str,
-        doc: Map<String, Value>,
-        input: &Map<String, Value>,
-        origin: Origin,
-        seq: Option<i64>,
-    ) -> Result<SessionRow, AdminError> {
-        let profile = api.profile();
         let id = match doc.get("id") {
             None => profile.new_session_id(),
             Some(Value::String(id)) => {
@@ -630,24 +571,30 @@ impl Service {
                 )]));
             }
         };
-        let (body, stored) = self.build(
-            api,
-            tenant,
-            &id,
-            None,
-            input,
-            doc,
-            seq,
-            origin == Origin::Restore,
-        )?;
-        Ok(SessionRow {
+        let restoring = origin == Origin::Restore;
+        let doc = self.build(api, tenant, &id, None, &input, doc, restoring)?;
+        let needs_seq = profile.uses_sequence()
+            && !(restoring && profile.sequence_of(&doc).is_some_and(|n| n > 0));
+        Ok(Prepared {
             api,
             id,
             tenant: tenant.to_owned(),
+            doc,
+            needs_seq,
+        })
+    }
+
+    /// The row of a prepared document: public body and stored document as bytes.
+    fn encode(&self, p: Prepared) -> SessionRow {
+        let (body, doc) = self.serialize(p.api, &p.doc);
+        SessionRow {
+            api: p.api,
+            id: p.id,
+            tenant: p.tenant,
             version: 1,
             body,
-            doc: stored,
-        })
+            doc,
+        }
     }
 
     /// A session of any tenant.
@@ -709,16 +656,16 @@ impl Service {
             let prev = into_object(
                 serde_json::from_slice(current.doc_bytes()).map_err(StoreError::backend)?,
             )?;
-            let (body, doc) = self.build(
+            let doc = self.build(
                 api,
                 &current.tenant,
                 id,
                 Some(&prev),
                 input,
                 next(&prev),
-                None,
                 false,
             )?;
+            let (body, doc) = self.serialize(api, &doc);
             let row = SessionRow {
                 version: current.version + 1,
                 body,
@@ -786,8 +733,8 @@ impl Service {
         })
     }
 
-    /// Runs the profile and the contract over a document: the public body, and the stored
-    /// document if it differs from the body. Any violation → [`AdminError::Invalid`].
+    /// Runs the profile and the contract over a document and returns it checked. Any violation
+    /// → [`AdminError::Invalid`], listing all of them.
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site per write kind, all named"
@@ -800,9 +747,8 @@ impl Service {
         prev: Option<&Map<String, Value>>,
         input: &Map<String, Value>,
         mut doc: Map<String, Value>,
-        seq: Option<i64>,
         restoring: bool,
-    ) -> Result<(Bytes, Option<Bytes>), AdminError> {
+    ) -> Result<Value, AdminError> {
         let profile = api.profile();
         let contract = self.contract(api);
         let mut problems = Vec::new();
@@ -830,7 +776,6 @@ impl Service {
             tenant,
             id,
             now: now(),
-            seq,
             prev,
             input,
             salesnip_url_base: &self.options.salesnip_url_base,
@@ -845,8 +790,14 @@ impl Service {
             problems.dedup();
             return Err(AdminError::Invalid(problems));
         }
-        let stored = Bytes::from(serde_json::to_vec(&doc).expect("JSON values serialize"));
-        Ok(match profile.public_view(&doc) {
+        Ok(doc)
+    }
+
+    /// The public body, and the stored document if it differs (redacted secrets).
+    fn serialize(&self, api: ApiId, doc: &Value) -> (Bytes, Option<Bytes>) {
+        let profile = api.profile();
+        let stored = Bytes::from(serde_json::to_vec(doc).expect("JSON values serialize"));
+        match profile.public_view(doc) {
             None => (stored, None),
             Some(view) => {
                 let body = Bytes::from(serde_json::to_vec(&view).expect("JSON values serialize"));
@@ -856,8 +807,56 @@ impl Service {
                     (body, Some(stored))
                 }
             }
-        })
+        }
     }
+}
+
+/// A checked new session waiting for its sequence number (if its vendor numbers sessions).
+struct Prepared {
+    api: ApiId,
+    id: String,
+    tenant: String,
+    doc: Value,
+    needs_seq: bool,
+}
+
+/// `f` over `items` on all cores (scoped threads), results in order.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads == 1 || items.len() < 64 {
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let mut parts: Vec<Vec<(usize, T)>> = Vec::with_capacity(threads);
+    let mut current = Vec::with_capacity(chunk);
+    for (i, item) in items.into_iter().enumerate() {
+        current.push((i, item));
+        if current.len() == chunk {
+            parts.push(std::mem::replace(&mut current, Vec::with_capacity(chunk)));
+        }
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || part.into_iter().map(|(i, t)| f(i, t)).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker threads do not panic"))
+            .collect()
+    })
 }
 
 fn written(row: SessionRow) -> Written {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::get;
 
@@ -96,11 +96,25 @@ pub fn combined_router(service: Arc<Service>) -> Router {
     for api in ApiId::ALL {
         app = app.nest(&format!("/{api}"), router(api, service.clone()));
     }
-    app.fallback(|| async {
-        super::error::admin_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route; vendor routes live under /salesnip, /opencx, /funnelfox, /alcamine and /anam",
-        )
+    let errors: Arc<Vec<(ApiId, PublicErrors)>> = Arc::new(
+        ApiId::ALL
+            .into_iter()
+            .map(|api| (api, PublicErrors::new(api)))
+            .collect(),
+    );
+    // Paths the nested routers do not see (`/anam/`, `/anam` + nothing) still belong to an api.
+    app.fallback(move |uri: Uri| {
+        let errors = errors.clone();
+        async move {
+            let first = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+            match errors.iter().find(|(api, _)| api.as_str() == first) {
+                Some((_, e)) => e.response(PublicError::RouteNotFound),
+                None => super::error::admin_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such route; vendor routes live under /salesnip, /opencx, /funnelfox, /alcamine and /anam",
+                ),
+            }
+        }
     })
 }

@@ -79,8 +79,13 @@ pub struct KeyRow {
 /// A write that may have happened on another node sharing the store: caches must forget it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Session { api: ApiId, id: String },
-    Key { hash: [u8; 32] },
+    Session {
+        api: ApiId,
+        id: String,
+    },
+    Key {
+        hash: [u8; 32],
+    },
     /// Changes may have been missed (e.g. the notification connection was re-established).
     All,
 }

@@ -140,8 +140,6 @@ pub struct WriteCtx<'a> {
     pub tenant: &'a str,
     pub id: &'a str,
     pub now: DateTime<Utc>,
-    /// Next value of the tenant's sequence, for vendors that number their sessions.
-    pub seq: Option<i64>,
     /// The stored document before this write (`None` on create).
     pub prev: Option<&'a Map<String, Value>>,
     /// What the client sent: the merge patch on patch, the whole document on replace; on create
@@ -190,6 +188,10 @@ pub trait Profile: Send + Sync {
     fn sequence_of(&self, _doc: &Value) -> Option<i64> {
         None
     }
+    /// Puts the number handed out by the tenant's sequence into a new, checked document. On
+    /// create, `prepare` fills a placeholder the contract accepts; the real number is assigned
+    /// only once every check passed, so a rejected write uses up no number.
+    fn assign_sequence(&self, _doc: &mut Value, _n: i64) {}
 
     /// Fills server-controlled fields (timestamps, defaults, derived fields) and checks invariants
     /// and lifecycle rules. `doc` already has `id` and the tenant field set.

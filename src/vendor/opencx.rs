@@ -47,6 +47,10 @@ impl Profile for OpenCx {
         doc.get("ticket_number").and_then(Value::as_i64)
     }
 
+    fn assign_sequence(&self, doc: &mut Value, n: i64) {
+        doc["ticket_number"] = json!(n);
+    }
+
     fn prepare(
         &self,
         doc: &mut Map<String, Value>,
@@ -59,12 +63,21 @@ impl Profile for OpenCx {
         default(doc, "sentiment", Value::Null);
         default(doc, "channel", json!({ "type": "api" }));
         default(doc, "assist_mode", json!(false));
-        let ticket = match (ctx.prev, ctx.sent("ticket_number")) {
-            (Some(prev), _) => prev.get("ticket_number").cloned().unwrap_or(Value::Null),
-            (None, Some(sent)) if ctx.restoring => sent.clone(),
-            (None, _) => ctx.seq.map_or(Value::Null, Value::from),
-        };
-        derive(doc, ctx, "ticket_number", ticket, problems);
+        match (ctx.prev, ctx.sent("ticket_number")) {
+            (Some(prev), _) => {
+                let ticket = prev.get("ticket_number").cloned().unwrap_or(Value::Null);
+                derive(doc, ctx, "ticket_number", ticket, problems);
+            }
+            (None, Some(_)) if ctx.restoring => {}
+            (None, Some(_)) => problems.push(Violation::new(
+                "/ticket_number",
+                "`ticket_number` is assigned by the server from the tenant's sequence (leave it out)",
+            )),
+            // A placeholder until the document has passed every check: see `assign_sequence`.
+            (None, None) => {
+                doc.insert("ticket_number".into(), json!(0));
+            }
+        }
         if let Some(Value::Object(contact)) = doc.get_mut("contact") {
             default(contact, "id", json!(uuid::Uuid::new_v4().to_string()));
             default(contact, "created_at", now.clone());
