@@ -65,3 +65,22 @@ pub fn curl_line(service: &Service, demo: &Demo, base: &str) -> String {
     };
     format!("curl -s {base}/{}{path} -H '{header}'", demo.api)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::vendor::ApiId;
+
+    /// The README's curl lines name the demo sessions; they must stay the generated ones.
+    #[test]
+    fn readme_names_the_demo_sessions() {
+        let readme = include_str!("../README.md");
+        for api in ApiId::ALL {
+            let first = &api.profile().demo_sessions()[0];
+            let id = first["id"].as_str().unwrap();
+            assert!(
+                readme.contains(id),
+                "README.md lacks the {api} demo session {id}"
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_cuid2, created_timestamp,
-    default, error_message, iso_millis, lifecycle, updated_timestamp,
+    default, error_message, iso_millis, lifecycle, must_be_null, updated_timestamp,
 };
 
 pub struct Alcamine;
@@ -100,6 +100,16 @@ impl Profile for Alcamine {
         if status == "COMPLETED" {
             stamp(doc, "completedAt", &now);
             stamp(doc, "endedAt", &now);
+        }
+        if status == "PENDING" {
+            for key in ["startedAt", "lastHeartbeatAt"] {
+                must_be_null(doc, ctx, key, "while the session is PENDING", problems);
+            }
+        }
+        if status != "COMPLETED" {
+            for key in ["completedAt", "endedAt"] {
+                must_be_null(doc, ctx, key, "until the session is COMPLETED", problems);
+            }
         }
 
         agree(doc, "agentId", "agent", &["id"], problems);

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_uuid, created_timestamp,
-    default, derive, error_message, iso_millis, parse_time, updated_timestamp,
+    default, derive, error_message, iso_millis, must_be_null, parse_time, updated_timestamp,
 };
 
 pub struct Anam;
@@ -114,12 +114,13 @@ impl Profile for Anam {
                     "an ended session cannot become active again",
                 ));
             }
-            if doc.get("exitStatus").is_some_and(|v| !v.is_null()) {
-                problems.push(Violation::new(
-                    "/exitStatus",
-                    "must be null while the session is active (endTime is null)",
-                ));
-            }
+            must_be_null(
+                doc,
+                ctx,
+                "exitStatus",
+                "while the session is active (endTime is null)",
+                problems,
+            );
             Value::Null
         } else {
             match (doc.get("startTime").and_then(parse_time), parse_time(&end)) {
