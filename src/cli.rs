@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Secret;
 use crate::service::ServiceOptions;
+use crate::store::{Dsn, StoreOptions};
 use crate::vendor::ApiId;
 use crate::{App, Config, Listeners};
 
@@ -86,9 +87,14 @@ struct StoreArgs {
     /// Directory of the embedded store and the generated admin token.
     #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
     data_dir: PathBuf,
-    /// Store DSN instead of the data dir's SQLite file (sqlite://PATH).
-    #[arg(long, env = "SESSIOND_STORE")]
+    /// Store DSN instead of the data dir's SQLite file: sqlite://PATH, or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?options=-csearch_path%3DSCHEMA] (no TLS yet).
+    #[arg(long, env = "SESSIOND_STORE", hide_env_values = true)]
     store: Option<String>,
+    /// Bound on each store call in milliseconds (PostgreSQL: pool wait, connect, statement); when
+    /// the database is gone, requests fail with the vendor's 500 after at most about this long.
+    #[arg(long, env = "SESSIOND_STORE_TIMEOUT_MS", default_value_t = 2000)]
+    store_timeout_ms: u64,
     /// Load the vendor contracts from this directory ({api}.yaml) instead of the embedded copies.
     #[arg(long, env = "SESSIOND_SPECS_DIR")]
     specs_dir: Option<PathBuf>,
@@ -193,7 +199,10 @@ fn parse_api_listen(s: &str) -> Result<(ApiId, SocketAddr), String> {
 impl StoreArgs {
     fn config(&self) -> Config {
         let mut c = Config::new(&self.data_dir);
-        c.store = self.store.clone();
+        c.store = self.store.clone().map(Dsn::new);
+        c.store_options = StoreOptions {
+            timeout: std::time::Duration::from_millis(self.store_timeout_ms),
+        };
         c.specs_dir = self.specs_dir.clone();
         c
     }

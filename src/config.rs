@@ -5,14 +5,16 @@ use std::path::PathBuf;
 
 use crate::auth::Secret;
 use crate::service::ServiceOptions;
+use crate::store::{Dsn, StoreOptions};
 
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the SQLite file and the generated admin token live.
     pub data_dir: PathBuf,
-    /// Store DSN (`sqlite://PATH`); `None`: `sessiond.db` in `data_dir`.
-    pub store: Option<String>,
+    /// Store DSN (`sqlite://PATH`, `postgres://…`); `None`: `sessiond.db` in `data_dir`.
+    pub store: Option<Dsn>,
+    pub store_options: StoreOptions,
     /// Read the contracts from here instead of the embedded copies.
     pub specs_dir: Option<PathBuf>,
     /// The admin token; `None`: read or generate `data_dir/admin-token`.
@@ -28,6 +30,7 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             store: None,
+            store_options: StoreOptions::default(),
             specs_dir: None,
             admin_token: None,
             demo: false,
@@ -44,6 +47,10 @@ impl Config {
             self.service.salesnip_url_base.starts_with("http://")
                 || self.service.salesnip_url_base.starts_with("https://"),
             "--salesnip-url-base must be an http(s) URL"
+        );
+        anyhow::ensure!(
+            !self.store_options.timeout.is_zero(),
+            "--store-timeout-ms must be more than 0"
         );
         Ok(())
     }

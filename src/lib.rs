@@ -46,7 +46,12 @@ impl App {
     pub async fn start(config: &Config) -> anyhow::Result<App> {
         config.validate()?;
         let contracts = Contracts::load(config.specs_dir.as_deref())?;
-        let store = store::open(config.store.as_deref(), &config.data_dir).await?;
+        let store = store::open(
+            config.store.as_ref(),
+            &config.data_dir,
+            config.store_options,
+        )
+        .await?;
         let service = Arc::new(Service::new(contracts, store, config.service.clone()));
         service.follow_changes();
         Ok(App { service })

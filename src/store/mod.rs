@@ -1,14 +1,18 @@
 //! Persistence: one [`Store`] trait and one module per backend. The backend is chosen by the DSN at
 //! start-up. Stores hold bytes and ids; they know nothing of vendors' rules or of HTTP.
 
+mod postgres;
 mod sqlite;
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::vendor::ApiId;
@@ -149,13 +153,131 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Opens the store named by `dsn` (`sqlite://PATH`), or the SQLite file in `data_dir`.
-pub async fn open(dsn: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+/// A store DSN: `sqlite://PATH`, or `postgres://…` / `postgresql://…`. `Debug` and `Display` hide
+/// any password it carries; only [`Dsn::expose`] shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Dsn(String);
+
+impl Dsn {
+    pub fn new(dsn: impl Into<String>) -> Dsn {
+        Dsn(dsn.into())
+    }
+
+    /// The DSN as given, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+}
+
+impl From<String> for Dsn {
+    fn from(s: String) -> Dsn {
+        Dsn(s)
+    }
+}
+
+impl From<&str> for Dsn {
+    fn from(s: &str) -> Dsn {
+        Dsn(s.to_owned())
+    }
+}
+
+impl fmt::Display for Dsn {
+    /// The DSN with the password of its user info and any `password=` parameter replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dsn = self.0.as_str();
+        let (scheme, rest) = dsn.split_once("://").unwrap_or(("", dsn));
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !scheme.is_empty() {
+            write!(f, "{scheme}://")?;
+        }
+        // The user info ends at the last `@` before the query (a raw `@` in a password too).
+        match main.rsplit_once('@') {
+            Some((userinfo, host_and_path)) => match userinfo.split_once(':') {
+                Some((user, _)) => write!(f, "{user}:***@{host_and_path}")?,
+                None => write!(f, "{userinfo}@{host_and_path}")?,
+            },
+            None => f.write_str(main)?,
+        }
+        for (i, param) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+            f.write_str(if i == 0 { "?" } else { "&" })?;
+            match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => write!(f, "{key}=***")?,
+                _ => f.write_str(param)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dsn({self})")
+    }
+}
+
+/// How the store talks to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bound on each store call (PostgreSQL: waiting for a pooled connection, connecting, and each
+    /// statement), so that a database that is gone fails requests fast instead of hanging them.
+    pub timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// Opens the store named by `dsn` (`sqlite://PATH`, `postgres://…`), or the SQLite file in
+/// `data_dir`.
+pub async fn open(
+    dsn: Option<&Dsn>,
+    data_dir: &Path,
+    options: StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
     match dsn {
         None => Ok(Arc::new(SqliteStore::open(&data_dir.join("sessiond.db"))?)),
-        Some(dsn) if dsn.starts_with("sqlite://") => Ok(Arc::new(SqliteStore::open(Path::new(
-            &dsn["sqlite://".len()..],
-        ))?)),
-        Some(other) => anyhow::bail!("unsupported store `{other}` (expected sqlite://PATH)"),
+        Some(dsn) if dsn.expose().starts_with("sqlite://") => Ok(Arc::new(SqliteStore::open(
+            Path::new(&dsn.expose()["sqlite://".len()..]),
+        )?)),
+        Some(dsn) if dsn.is_postgres() => Ok(Arc::new(PostgresStore::open(dsn, options).await?)),
+        Some(other) => anyhow::bail!(
+            "unsupported store `{other}` (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dsn;
+
+    #[test]
+    fn dsn_display_hides_passwords() {
+        let cases = [
+            (
+                "postgres://app:s3cr%40t@db.example:5432/sessiond?options=-csearch_path%3Dx",
+                "postgres://app:***@db.example:5432/sessiond?options=-csearch_path%3Dx",
+            ),
+            (
+                "postgresql://app@db/sessiond?password=hunter2&application_name=a",
+                "postgresql://app@db/sessiond?password=***&application_name=a",
+            ),
+            ("postgres://a:b:c@h", "postgres://a:***@h"),
+            ("postgres://a:p@ss/w@h/db", "postgres://a:***@h/db"),
+            ("postgres://h/db", "postgres://h/db"),
+            ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+        ];
+        for (dsn, shown) in cases {
+            let dsn = Dsn::new(dsn);
+            assert_eq!(dsn.to_string(), shown);
+            assert_eq!(format!("{dsn:?}"), format!("Dsn({shown})"));
+        }
     }
 }
