@@ -6,8 +6,9 @@
 //! (on by default): an acknowledged write is on disk, as with SQLite. PostgreSQL group-commits
 //! concurrent transactions by itself, so there is no writer queue here.
 //!
-//! Cache coherence: every write that a cache may hold also runs `pg_notify('sessiond_changes', …)`
-//! inside its transaction, so every node (this one too) hears of it exactly when it commits. A
+//! Cache coherence: every write that a cache may hold also runs `pg_notify` on the schema's channel
+//! (`sessiond_changes:SCHEMA`) inside its transaction, so every node (this one too) hears of it
+//! exactly when it commits. A
 //! dedicated connection `LISTEN`s and turns notifications into [`Change`]s. When that connection is
 //! lost the store reports [`Change::All`] at once and again once it listens anew (reconnecting with
 //! backoff), so a notification missed meanwhile cannot leave a stale entry behind; until then
@@ -40,8 +41,19 @@ use crate::vendor::ApiId;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
 
-/// The channel writes notify and every node listens on.
-pub const CHANNEL: &str = "sessiond_changes";
+/// The notification channel of a schema: writes notify it, every node using the schema listens on
+/// it. Per schema, so that deployments (and tests) sharing a database do not hear each other.
+pub fn channel(schema: &str) -> String {
+    let channel = format!("sessiond_changes:{schema}");
+    // Longer names are refused by `pg_notify` (and cut short by `LISTEN`).
+    const MAX_IDENTIFIER: usize = 63;
+    if channel.len() <= MAX_IDENTIFIER {
+        return channel;
+    }
+    let digest = Sha256::digest(schema.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sessiond_changes:{hex}")
+}
 
 /// How often the listening connection proves it is alive (a silent network partition does not
 /// close it).
@@ -52,6 +64,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from
 pub struct PostgresStore {
     pool: Pool,
     timeout: Duration,
+    /// See [`channel`].
+    channel: String,
     /// Whether the notification connection is up (else caches may miss changes: not ready).
     listening: Arc<AtomicBool>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
@@ -128,6 +142,11 @@ async fn connect(
         .context("connecting")
 }
 
+/// `name` as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The advisory lock that serializes migrations of one schema across nodes.
 fn migration_lock(schema: &str) -> i64 {
     let digest = Sha256::digest(format!("sessiond migrations of {schema}"));
@@ -136,7 +155,8 @@ fn migration_lock(schema: &str) -> i64 {
 
 /// Brings the schema up to date: one transaction under an advisory lock, so nodes starting at
 /// once apply each migration exactly once, and the others wait and then find nothing to do.
-async fn migrate(config: &tokio_postgres::Config, timeout: Duration) -> anyhow::Result<()> {
+/// Returns the schema's name.
+async fn migrate(config: &tokio_postgres::Config, timeout: Duration) -> anyhow::Result<String> {
     let (mut client, connection) = connect(config, timeout).await?;
     let _driver = AbortOnDrop(tokio::spawn(connection));
     let tx = client.transaction().await?;
@@ -189,7 +209,7 @@ async fn migrate(config: &tokio_postgres::Config, timeout: Duration) -> anyhow::
         tracing::info!(schema, version, "applied a PostgreSQL migration");
     }
     tx.commit().await?;
-    Ok(())
+    Ok(schema)
 }
 
 impl PostgresStore {
@@ -198,9 +218,10 @@ impl PostgresStore {
         let timeout = options.timeout;
         let config = connect_config(dsn, timeout)
             .with_context(|| format!("invalid PostgreSQL DSN {dsn}"))?;
-        migrate(&config, timeout)
+        let schema = migrate(&config, timeout)
             .await
             .with_context(|| format!("preparing the schema at {dsn}"))?;
+        let channel = channel(&schema);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -216,7 +237,7 @@ impl PostgresStore {
             .build()
             .context("building the connection pool")?;
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-        let listener = Listener::connect(&config, timeout, changes_tx.clone())
+        let listener = Listener::connect(&config, timeout, &channel, changes_tx.clone())
             .await
             .with_context(|| format!("listening for changes at {dsn}"))?;
         let listening = Arc::new(AtomicBool::new(true));
@@ -224,15 +245,17 @@ impl PostgresStore {
         tokio::spawn(follow(
             config,
             timeout,
+            channel.clone(),
             changes_tx,
             listening.clone(),
             stopped,
             listener,
         ));
-        tracing::info!(store = %dsn, "using PostgreSQL");
+        tracing::info!(store = %dsn, schema, "using PostgreSQL");
         Ok(PostgresStore {
             pool,
             timeout,
+            channel,
             listening,
             changes: Mutex::new(Some(changes_rx)),
             _stop: stop,
@@ -401,7 +424,7 @@ impl Store for PostgresStore {
                 &&key.hash[..],
                 &key.created_at,
                 &key.revoked,
-                &CHANNEL,
+                &self.channel,
                 &payload::key(&key.hash),
             ],
         )
@@ -433,7 +456,7 @@ impl Store for PostgresStore {
                 .prepare_cached("SELECT pg_notify($1, $2)")
                 .await
                 .map_err(classify)?;
-            tx.execute(&notify, &[&CHANNEL, &payload::key(&hash)])
+            tx.execute(&notify, &[&self.channel, &payload::key(&hash)])
                 .await
                 .map_err(classify)?;
             tx.commit().await.map_err(classify)?;
@@ -482,7 +505,7 @@ impl Store for PostgresStore {
                 &row.version,
                 &&row.body[..],
                 &row.doc.as_deref(),
-                &CHANNEL,
+                &self.channel,
                 &payload::session(row.api, &row.id),
             ],
         )
@@ -514,7 +537,14 @@ impl Store for PostgresStore {
              )
              SELECT pg_notify($7, note) FROM unnest($8::text[]) AS note",
             &[
-                &apis, &ids, &tenants, &versions, &bodies, &docs, &CHANNEL, &notes,
+                &apis,
+                &ids,
+                &tenants,
+                &versions,
+                &bodies,
+                &docs,
+                &self.channel,
+                &notes,
             ],
         )
         .await
@@ -525,8 +555,8 @@ impl Store for PostgresStore {
         let updated = self
             .query(
                 "WITH updated AS (
-                     UPDATE sessions SET version = $3, body = $4, doc = $5
-                     WHERE api = $1 AND id = $2 AND version = $3 - 1
+                     UPDATE sessions SET version = $3::bigint, body = $4, doc = $5
+                     WHERE api = $1 AND id = $2 AND version = $3::bigint - 1
                      RETURNING 1
                  )
                  SELECT pg_notify($6, $7) FROM updated",
@@ -536,7 +566,7 @@ impl Store for PostgresStore {
                     &row.version,
                     &&row.body[..],
                     &row.doc.as_deref(),
-                    &CHANNEL,
+                    &self.channel,
                     &payload::session(row.api, &row.id),
                 ],
             )
@@ -562,7 +592,12 @@ impl Store for PostgresStore {
         self.query_opt(
             "WITH deleted AS (DELETE FROM sessions WHERE api = $1 AND id = $2 RETURNING 1)
              SELECT pg_notify($3, $4) FROM deleted",
-            &[&api.as_str(), &id, &CHANNEL, &payload::session(api, id)],
+            &[
+                &api.as_str(),
+                &id,
+                &self.channel,
+                &payload::session(api, id),
+            ],
         )
         .await?
         .map(drop)
@@ -639,13 +674,15 @@ impl Listener {
     async fn connect(
         config: &tokio_postgres::Config,
         timeout: Duration,
+        channel: &str,
         changes: mpsc::UnboundedSender<Change>,
     ) -> anyhow::Result<Listener> {
         let (client, mut connection) = connect(config, timeout).await?;
+        let ours = channel.to_owned();
         let driver = tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
+                    Some(Ok(AsyncMessage::Notification(n))) if n.channel() == ours => {
                         for change in payload::parse(n.payload()) {
                             let _ = changes.send(change);
                         }
@@ -662,7 +699,9 @@ impl Listener {
         };
         tokio::time::timeout(
             timeout,
-            listener.client.batch_execute(&format!("LISTEN {CHANNEL}")),
+            listener
+                .client
+                .batch_execute(&format!("LISTEN {}", quoted(channel))),
         )
         .await
         .map_err(|_| Failure::TimedOut(timeout))?
@@ -698,6 +737,7 @@ impl Listener {
 async fn follow(
     config: tokio_postgres::Config,
     timeout: Duration,
+    channel: String,
     changes: mpsc::UnboundedSender<Change>,
     listening: Arc<AtomicBool>,
     mut stop: watch::Receiver<()>,
@@ -717,7 +757,7 @@ async fn follow(
             return;
         }
         listener = tokio::select! {
-            listener = listen_again(&config, timeout, &changes) => listener,
+            listener = listen_again(&config, timeout, &channel, &changes) => listener,
             _ = stop.changed() => return,
         };
         tracing::info!("listening for PostgreSQL notifications again");
@@ -731,12 +771,13 @@ async fn follow(
 async fn listen_again(
     config: &tokio_postgres::Config,
     timeout: Duration,
+    channel: &str,
     changes: &mpsc::UnboundedSender<Change>,
 ) -> Listener {
     let mut pause = BACKOFF.0;
     loop {
         tokio::time::sleep(pause).await;
-        match Listener::connect(config, timeout, changes.clone()).await {
+        match Listener::connect(config, timeout, channel, changes.clone()).await {
             Ok(listener) => return listener,
             Err(e) => tracing::debug!(error = format!("{e:#}"), "cannot listen yet"),
         }
@@ -823,6 +864,15 @@ mod payload {
     mod tests {
         use super::*;
         use crate::vendor::ApiId;
+
+        #[test]
+        fn channels_are_per_schema_and_fit_an_identifier() {
+            assert_eq!(super::super::channel("public"), "sessiond_changes:public");
+            let long = "s".repeat(63);
+            let channel = super::super::channel(&long);
+            assert!(channel.len() <= 63, "{channel}");
+            assert_ne!(channel, super::super::channel(&"t".repeat(63)));
+        }
 
         #[test]
         fn lines_round_trip() {

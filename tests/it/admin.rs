@@ -18,6 +18,14 @@ per_api!(
     pagination_walks_every_session_once,
 );
 
+per_backend!(
+    patch_is_an_rfc_7396_merge_patch,
+    admin_token_is_required_and_health_is_open,
+    every_documented_operation_exists,
+    racing_conditional_patches_have_one_winner,
+    sessions_belong_to_their_api,
+);
+
 const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/admin-openapi.json");
 
 fn etag(reply: &Reply) -> String {
@@ -50,7 +58,6 @@ impl Conditional<'_> {
     }
 }
 
-#[tokio::test]
 async fn patch_is_an_rfc_7396_merge_patch() {
     let api = ApiId::Salesnip;
     let server = TestServer::start().await;
@@ -300,7 +307,6 @@ async fn pagination_walks_every_session_once(api: ApiId) {
     }
 }
 
-#[tokio::test]
 async fn admin_token_is_required_and_health_is_open() {
     let server = TestServer::start().await;
     let tenant = server.create_tenant(ApiId::Anam).await;
@@ -385,7 +391,6 @@ async fn concrete_path(server: &Client, template: &str) -> String {
         .replace("{id}", &id)
 }
 
-#[tokio::test]
 async fn every_documented_operation_exists() {
     let server = TestServer::start().await;
     let doc = served_openapi(&server).await;
@@ -428,7 +433,6 @@ async fn openapi_document_matches_the_committed_snapshot() {
 }
 
 /// Conditional patches racing with the same ETag: exactly one wins, the others get 412.
-#[tokio::test]
 async fn racing_conditional_patches_have_one_winner() {
     let api = ApiId::Anam;
     let (server, session) = TestServer::with_one_session(api).await;
@@ -471,7 +475,6 @@ async fn racing_conditional_patches_have_one_winner() {
 }
 
 /// Session ids live in their api's namespace: a uuid of OpenCX is unknown to Anam's admin routes.
-#[tokio::test]
 async fn sessions_belong_to_their_api() {
     let (server, session) = TestServer::with_one_session(ApiId::Opencx).await;
     for method in [Method::GET, Method::DELETE] {

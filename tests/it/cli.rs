@@ -5,8 +5,10 @@ use reqwest::Method;
 use serde_json::Value;
 use sessiond::ApiId;
 
-use crate::common::TestServer;
 use crate::common::process::{cli, cli_ok};
+use crate::common::{Storage, TestServer};
+
+per_backend!(keys_made_and_revoked_by_the_cli_work_on_the_server,);
 
 /// Every (sub)command, as the words that name it.
 const COMMANDS: [&[&str]; 10] = [
@@ -42,13 +44,15 @@ fn parse_key(out: &str) -> (String, String) {
     (field("id:"), field("key:"))
 }
 
-#[tokio::test]
 async fn keys_made_and_revoked_by_the_cli_work_on_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let base = ["--api", "anam", "--data-dir", data];
+    let storage = Storage::new().await;
+    let store = storage.args();
+    let base: Vec<&str> = ["--api", "anam"]
+        .into_iter()
+        .chain(store.iter().map(String::as_str))
+        .collect();
 
-    let tenant = cli_ok(&[&["tenants", "create"][..], &base].concat())
+    let tenant = cli_ok(&[&["tenants", "create"][..], &base[..]].concat())
         .await
         .trim()
         .to_owned();
@@ -56,7 +60,7 @@ async fn keys_made_and_revoked_by_the_cli_work_on_the_server() {
         !tenant.is_empty() && !tenant.contains(char::is_whitespace),
         "{tenant:?}"
     );
-    let listed = cli_ok(&[&["tenants", "list"][..], &base].concat()).await;
+    let listed = cli_ok(&[&["tenants", "list"][..], &base[..]].concat()).await;
     assert!(
         listed
             .lines()
@@ -93,7 +97,7 @@ async fn keys_made_and_revoked_by_the_cli_work_on_the_server() {
     assert!(status_of(&live_id).ends_with("active"), "{keys}");
     assert!(status_of(&dead_id).ends_with("revoked"), "{keys}");
 
-    let server = TestServer::start_in(dir).await;
+    let server = TestServer::start_in(storage).await;
     let (id, _) = server
         .new_session(ApiId::Anam, &tenant, &serde_json::json!({}))
         .await;

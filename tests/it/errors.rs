@@ -23,14 +23,14 @@ per_api!(
 );
 
 /// One vendor's error answers: `(status, exact body)`.
-struct Table {
+pub(crate) struct Table {
     missing_credential: (u16, &'static str),
     invalid_credential: (u16, &'static str),
     not_found: (u16, &'static str),
     malformed_id: (u16, &'static str),
     method_not_allowed: &'static str,
     route_not_found: &'static str,
-    internal: &'static str,
+    pub(crate) internal: &'static str,
 }
 
 /// Alcamine and Anam share the `{"error", "message"}` shape and most of the texts.
@@ -52,7 +52,7 @@ fn error_message_table(
     }
 }
 
-fn table(api: ApiId) -> Table {
+pub(crate) fn table(api: ApiId) -> Table {
     match api {
         ApiId::Salesnip => Table {
             missing_credential: (401, r#"{"error":"X-Api-Key header not specified"}"#),
@@ -277,7 +277,7 @@ async fn storage_fault_gives_the_vendors_500(api: ApiId) {
         .await
         .expect(200);
 
-    server.backend().break_store(server.data_dir());
+    server.storage().break_store().await;
 
     // The session lookup fails (key seen before), and the key lookup fails (key never seen).
     for key in [&used_key, &fresh_key] {

@@ -10,6 +10,8 @@ use sessiond::ApiId;
 
 use crate::common::{Reply, TestServer, fixtures};
 
+per_backend!(every_key_reads_exactly_its_own_tenants_sessions,);
+
 const TENANTS: usize = 6;
 const KEYS: usize = 2;
 const SESSIONS: usize = 4;
@@ -37,7 +39,6 @@ async fn unknown_answer(server: &TestServer, tenants: &[Tenant], api: ApiId) -> 
         .await
 }
 
-#[tokio::test]
 async fn every_key_reads_exactly_its_own_tenants_sessions() {
     let mut rng = StdRng::seed_from_u64(seed());
     let server = TestServer::start().await;

@@ -1,6 +1,7 @@
 //! Integration tests of sessiond: the in-process server (`sessiond::run` on ephemeral ports) and
 //! the real binary, driven over HTTP. Every response of a vendor route is checked against the
-//! vendor's contract by the harness in `common`.
+//! vendor's contract by the harness in `common`. Store-facing tests run once per store backend
+//! (SQLite always; PostgreSQL when `SESSIOND_TEST_POSTGRES_URL` is set, see `common::postgres`).
 
 #[macro_use]
 mod common;
@@ -11,6 +12,9 @@ mod cli;
 mod contract;
 mod errors;
 mod isolation;
+mod multi_node;
+mod outage;
 mod persistence;
 mod profiles;
+mod store;
 mod validation;

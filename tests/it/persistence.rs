@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 use sessiond::ApiId;
 
 use crate::common::process::ProcessServer;
-use crate::common::{Client, TestServer, fixtures};
+use crate::common::{Client, Storage, TestServer, fixtures};
+
+per_backend!(
+    clean_restart_keeps_tenants_keys_revocations_and_sessions,
+    acknowledged_writes_survive_kill_9,
+);
 
 /// What one api's data looked like when it was acknowledged.
 struct Acknowledged {
@@ -119,7 +124,6 @@ async fn tenants_and_keys(server: &Client, ack: &Acknowledged) -> (Value, Value)
     (tenants, keys)
 }
 
-#[tokio::test]
 async fn clean_restart_keeps_tenants_keys_revocations_and_sessions() {
     let server = TestServer::start().await;
     let mut acks = Vec::new();
@@ -129,9 +133,9 @@ async fn clean_restart_keeps_tenants_keys_revocations_and_sessions() {
         before.push(tenants_and_keys(&server, &ack).await);
         acks.push(ack);
     }
-    let dir = server.stop().await;
+    let storage = server.stop().await;
 
-    let server = TestServer::start_in(dir).await;
+    let server = TestServer::start_in(storage).await;
     for (ack, before) in acks.iter().zip(before) {
         assert_survived(&server, ack).await;
         assert_eq!(tenants_and_keys(&server, ack).await, before, "{}", ack.api);
@@ -146,17 +150,16 @@ async fn clean_restart_keeps_tenants_keys_revocations_and_sessions() {
     assert_eq!(next["ticket_number"], 4, "{next}");
 }
 
-#[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ProcessServer::spawn(dir.path()).await;
+    let storage = Storage::new().await;
+    let server = ProcessServer::spawn(&storage).await;
     let mut acks = Vec::new();
     for api in ApiId::ALL {
         acks.push(write_everything(&server, api).await);
     }
     server.kill9().await;
 
-    let server = ProcessServer::spawn(dir.path()).await;
+    let server = ProcessServer::spawn(&storage).await;
     for ack in &acks {
         assert_survived(&server, ack).await;
     }

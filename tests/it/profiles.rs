@@ -8,6 +8,22 @@ use sessiond::ApiId;
 
 use crate::common::{TestServer, fixtures};
 
+per_backend!(
+    salesnip_ids_project_url_and_defaults,
+    salesnip_invariants_are_422_with_pointers,
+    salesnip_status_goes_from_active_to_complete_only,
+    opencx_ids_and_documented_defaults,
+    opencx_ticket_numbers_count_per_tenant,
+    opencx_racing_creates_get_distinct_ticket_numbers,
+    opencx_ticket_number_is_the_servers,
+    opencx_rejects_nested_custom_data_and_unknown_fields,
+    funnelfox_ulid_ids_and_unix_created_at,
+    alcamine_cuid2_ids_and_workspace,
+    alcamine_lifecycle_sets_timestamps_and_never_goes_back,
+    anam_active_session_and_derived_length,
+    anam_persona_secrets_are_redacted_everywhere_and_kept,
+);
+
 /// One session of a fresh tenant, created through the admin API and read back through the vendor
 /// route, on a server of its own.
 struct Subject {
@@ -105,7 +121,6 @@ fn is_uuid(s: &str) -> bool {
 
 // ---- SaleSnip -----------------------------------------------------------------------------------
 
-#[tokio::test]
 async fn salesnip_ids_project_url_and_defaults() {
     let doc = json!({
         "currency": "USD",
@@ -148,7 +163,6 @@ async fn salesnip_ids_project_url_and_defaults() {
     assert_eq!(p[2]["recurring"]["count"], 2);
 }
 
-#[tokio::test]
 async fn salesnip_invariants_are_422_with_pointers() {
     let api = ApiId::Salesnip;
     let server = TestServer::start().await;
@@ -198,7 +212,6 @@ async fn salesnip_invariants_are_422_with_pointers() {
     assert!(server.list_all(api, &tenant, 10).await.is_empty());
 }
 
-#[tokio::test]
 async fn salesnip_status_goes_from_active_to_complete_only() {
     let s = Subject::create(ApiId::Salesnip, fixtures::minimal(ApiId::Salesnip)).await;
     assert_eq!(s.body["status"], "ACTIVE");
@@ -211,7 +224,6 @@ async fn salesnip_status_goes_from_active_to_complete_only() {
 
 // ---- OpenCX -------------------------------------------------------------------------------------
 
-#[tokio::test]
 async fn opencx_ids_and_documented_defaults() {
     let s = Subject::create(ApiId::Opencx, json!({})).await;
     assert!(is_uuid(&s.id), "{}", s.id);
@@ -226,7 +238,6 @@ async fn opencx_ids_and_documented_defaults() {
     assert_timestamp(&s.body, "updated_at");
 }
 
-#[tokio::test]
 async fn opencx_ticket_numbers_count_per_tenant() {
     let api = ApiId::Opencx;
     let server = TestServer::start().await;
@@ -249,7 +260,6 @@ async fn opencx_ticket_numbers_count_per_tenant() {
 }
 
 /// Creates racing in one tenant still get the numbers 1..=N, each once.
-#[tokio::test]
 async fn opencx_racing_creates_get_distinct_ticket_numbers() {
     const N: u64 = 24;
     let api = ApiId::Opencx;
@@ -270,7 +280,6 @@ async fn opencx_racing_creates_get_distinct_ticket_numbers() {
     assert_eq!(numbers, (1..=N).collect::<Vec<_>>());
 }
 
-#[tokio::test]
 async fn opencx_ticket_number_is_the_servers() {
     let s = Subject::create(ApiId::Opencx, json!({})).await;
     assert_eq!(
@@ -281,7 +290,6 @@ async fn opencx_ticket_number_is_the_servers() {
         .await;
 }
 
-#[tokio::test]
 async fn opencx_rejects_nested_custom_data_and_unknown_fields() {
     let api = ApiId::Opencx;
     let server = TestServer::start().await;
@@ -307,7 +315,6 @@ async fn opencx_rejects_nested_custom_data_and_unknown_fields() {
 
 // ---- FunnelFox ----------------------------------------------------------------------------------
 
-#[tokio::test]
 async fn funnelfox_ulid_ids_and_unix_created_at() {
     let api = ApiId::Funnelfox;
     let before = Utc::now().timestamp();
@@ -342,7 +349,6 @@ async fn funnelfox_ulid_ids_and_unix_created_at() {
 
 // ---- Alcamine -----------------------------------------------------------------------------------
 
-#[tokio::test]
 async fn alcamine_cuid2_ids_and_workspace() {
     let s = Subject::create(ApiId::Alcamine, fixtures::minimal(ApiId::Alcamine)).await;
     let id = &s.id;
@@ -374,7 +380,6 @@ async fn alcamine_cuid2_ids_and_workspace() {
     }
 }
 
-#[tokio::test]
 async fn alcamine_lifecycle_sets_timestamps_and_never_goes_back() {
     let s = Subject::create(ApiId::Alcamine, fixtures::minimal(ApiId::Alcamine)).await;
     let running = s.patch(json!({ "status": "IN_PROGRESS" })).await;
@@ -398,7 +403,6 @@ async fn alcamine_lifecycle_sets_timestamps_and_never_goes_back() {
 
 // ---- Anam ---------------------------------------------------------------------------------------
 
-#[tokio::test]
 async fn anam_active_session_and_derived_length() {
     let s = Subject::create(ApiId::Anam, json!({})).await;
     assert!(is_uuid(&s.id), "{}", s.id);
@@ -477,7 +481,6 @@ fn assert_redacted(body: &Value) {
     }
 }
 
-#[tokio::test]
 async fn anam_persona_secrets_are_redacted_everywhere_and_kept() {
     let api = ApiId::Anam;
     let s = Subject::create(api, json!({ "personaConfig": persona_with_secrets() })).await;
@@ -497,8 +500,9 @@ async fn anam_persona_secrets_are_redacted_everywhere_and_kept() {
     }
     let stored = s
         .server
-        .backend()
-        .stored_document(s.server.data_dir(), api, &s.id)
+        .storage()
+        .stored_document(api, &s.id)
+        .await
         .expect("the session is stored");
     assert_eq!(
         stored["personaConfig"],

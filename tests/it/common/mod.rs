@@ -6,7 +6,9 @@
 #![allow(dead_code, reason = "not every test module uses every helper")]
 
 pub mod fixtures;
+pub mod postgres;
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -30,90 +32,176 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub static CONTRACTS: LazyLock<Contracts> =
     LazyLock::new(|| Contracts::load(None).expect("the embedded contracts load"));
 
-/// Generates one `#[tokio::test]` per api, each calling `check(api)`; the tests are named
-/// `<module>::<check>::<api>`.
+/// Generates, for each `async fn check(api: ApiId)`, one `#[tokio::test]` per store backend and
+/// api, named `<module>::<check>::<backend>::<api>` (so `cargo test postgres` selects PostgreSQL).
 macro_rules! per_api {
     ($($check:ident),+ $(,)?) => {$(
         mod $check {
+            per_api!(@backend $check, sqlite, Sqlite);
+            per_api!(@backend $check, postgres, Postgres);
+        }
+    )+};
+    (@backend $check:ident, $name:ident, $backend:ident) => {
+        mod $name {
             use sessiond::ApiId;
+            use $crate::common::Backend;
             #[tokio::test]
-            async fn salesnip() { super::$check(ApiId::Salesnip).await }
+            async fn salesnip() { Backend::$backend.run(super::super::$check(ApiId::Salesnip)).await }
             #[tokio::test]
-            async fn opencx() { super::$check(ApiId::Opencx).await }
+            async fn opencx() { Backend::$backend.run(super::super::$check(ApiId::Opencx)).await }
             #[tokio::test]
-            async fn funnelfox() { super::$check(ApiId::Funnelfox).await }
+            async fn funnelfox() { Backend::$backend.run(super::super::$check(ApiId::Funnelfox)).await }
             #[tokio::test]
-            async fn alcamine() { super::$check(ApiId::Alcamine).await }
+            async fn alcamine() { Backend::$backend.run(super::super::$check(ApiId::Alcamine)).await }
             #[tokio::test]
-            async fn anam() { super::$check(ApiId::Anam).await }
+            async fn anam() { Backend::$backend.run(super::super::$check(ApiId::Anam)).await }
+        }
+    };
+}
+
+/// Generates, for each `async fn check()`, one `#[tokio::test]` per store backend, named
+/// `<module>::<check>::<backend>`.
+macro_rules! per_backend {
+    ($($check:ident),+ $(,)?) => {$(
+        mod $check {
+            use $crate::common::Backend;
+            #[tokio::test]
+            async fn sqlite() { Backend::Sqlite.run(super::$check()).await }
+            #[tokio::test]
+            async fn postgres() { Backend::Postgres.run(super::$check()).await }
         }
     )+};
 }
 
 // ---- store backends -----------------------------------------------------------------------------
 
-/// Where the server under test keeps its data. Only SQLite today; PostgreSQL (a DSN in
-/// `config.store`) is meant to be added here, and every test then runs against it unchanged.
+/// Where the servers of a test keep their data. Tests written with [`per_api!`] or
+/// [`per_backend!`] run once per backend; everything they start ([`TestServer`], [`Storage`])
+/// uses the backend of the run. Other tests use SQLite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// The embedded store: `sessiond.db` in the server's data dir.
     Sqlite,
+    /// A schema of its own in the server named by `SESSIOND_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
 }
 
 impl Backend {
-    /// The backend the suite runs against (`SESSIOND_TEST_BACKEND`, default `sqlite`).
-    pub fn from_env() -> Backend {
-        match std::env::var("SESSIOND_TEST_BACKEND").as_deref() {
-            Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
-            Ok(other) => panic!("unknown SESSIOND_TEST_BACKEND `{other}` (known: sqlite)"),
+    /// The backend of the running test.
+    pub fn current() -> Backend {
+        BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
+    }
+
+    /// Runs a test on this backend. Without `SESSIOND_TEST_POSTGRES_URL` a PostgreSQL test is
+    /// skipped (it passes and says so), except under CI, where it fails.
+    pub async fn run(self, test: impl Future<Output = ()>) {
+        if self == Backend::Postgres && postgres::url().is_none() {
+            let name = std::thread::current().name().unwrap_or("a test").to_owned();
+            postgres::skip(&name);
+            return;
+        }
+        BACKEND.scope(self, test).await
+    }
+}
+
+/// The data of one store: a data dir (admin token; the SQLite file) and, on PostgreSQL, a schema
+/// of its own. Dropping it deletes both.
+pub struct Storage {
+    dir: TempDir,
+    schema: Option<postgres::Schema>,
+}
+
+impl Storage {
+    /// Fresh, empty storage on the current backend.
+    pub async fn new() -> Storage {
+        let schema = match Backend::current() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::Schema::create().await),
+        };
+        Storage {
+            dir: tempfile::tempdir().unwrap(),
+            schema,
         }
     }
 
-    /// Points `config` at this backend's store for data dir `dir`.
-    fn configure(self, config: &mut sessiond::Config) {
-        match self {
-            Backend::Sqlite => config.store = None,
+    pub fn backend(&self) -> Backend {
+        match self.schema {
+            None => Backend::Sqlite,
+            Some(_) => Backend::Postgres,
         }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The store DSN (`None`: the data dir's SQLite file).
+    pub fn dsn(&self) -> Option<String> {
+        self.schema.as_ref().map(postgres::Schema::dsn)
+    }
+
+    /// The PostgreSQL schema; panics on SQLite.
+    pub fn schema(&self) -> &postgres::Schema {
+        self.schema
+            .as_ref()
+            .expect("a PostgreSQL test (this storage is SQLite)")
+    }
+
+    /// The command-line options that point the binary at this storage.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            self.data_dir()
+                .to_str()
+                .expect("a UTF-8 temp dir")
+                .to_owned(),
+        ];
+        if let Some(dsn) = self.dsn() {
+            args.extend(["--store".to_owned(), dsn]);
+        }
+        args
     }
 
     /// The document the store keeps for a session (with secrets, unlike any API response), read
     /// behind the server's back.
-    pub fn stored_document(self, dir: &Path, api: ApiId, id: &str) -> Option<Value> {
-        match self {
-            Backend::Sqlite => {
-                let conn = rusqlite::Connection::open(dir.join("sessiond.db")).unwrap();
-                let bytes: Option<Vec<u8>> = conn
-                    .query_row(
-                        "SELECT COALESCE(doc, body) FROM sessions WHERE api = ?1 AND id = ?2",
-                        [api.as_str(), id],
-                        |r| r.get(0),
-                    )
-                    .ok();
-                bytes.map(|b| serde_json::from_slice(&b).expect("the stored document is JSON"))
-            }
+    pub async fn stored_document(&self, api: ApiId, id: &str) -> Option<Value> {
+        if let Some(schema) = &self.schema {
+            return schema.stored_document(api, id).await;
         }
+        let conn = rusqlite::Connection::open(self.data_dir().join("sessiond.db")).unwrap();
+        let bytes: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT COALESCE(doc, body) FROM sessions WHERE api = ?1 AND id = ?2",
+                [api.as_str(), id],
+                |r| r.get(0),
+            )
+            .ok();
+        bytes.map(|b| serde_json::from_slice(&b).expect("the stored document is JSON"))
     }
 
-    /// Makes the store of data dir `dir` fail every query from now on while the server keeps
-    /// running: the tables are dropped behind the server's back, through a connection of our own.
-    pub fn break_store(self, dir: &Path) {
-        match self {
-            Backend::Sqlite => {
-                let conn = rusqlite::Connection::open(dir.join("sessiond.db")).unwrap();
-                conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
-                let tables: Vec<String> = conn
-                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    .unwrap()
-                    .query_map([], |r| r.get(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-                assert!(!tables.is_empty(), "the store has no tables to break");
-                for table in tables {
-                    conn.execute_batch(&format!("DROP TABLE \"{table}\""))
-                        .unwrap();
-                }
-            }
+    /// Makes the store fail every query from now on while the server keeps running: the tables
+    /// are dropped behind the server's back, through a connection of our own.
+    pub async fn break_store(&self) {
+        if let Some(schema) = &self.schema {
+            return schema.drop_tables().await;
+        }
+        let conn = rusqlite::Connection::open(self.data_dir().join("sessiond.db")).unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!tables.is_empty(), "the store has no tables to break");
+        for table in tables {
+            conn.execute_batch(&format!("DROP TABLE \"{table}\""))
+                .unwrap();
         }
     }
 }
@@ -489,12 +577,11 @@ pub struct Options {
     pub api_listeners: Vec<ApiId>,
 }
 
-/// `sessiond::run` in a task of the test's runtime, on ephemeral ports, with its own data dir.
+/// `sessiond::run` in a task of the test's runtime, on ephemeral ports, with its own storage.
 pub struct TestServer {
     client: Client,
     /// `None` only after `stop` handed it back.
-    dir: Option<TempDir>,
-    backend: Backend,
+    storage: Option<Storage>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -518,18 +605,17 @@ impl TestServer {
     }
 
     pub async fn start_with(options: Options) -> TestServer {
-        TestServer::launch(tempfile::tempdir().unwrap(), options).await
+        TestServer::launch(Storage::new().await, options).await
     }
 
-    /// Starts on an existing data dir (a restart, or a dir prepared by the CLI).
-    pub async fn start_in(dir: TempDir) -> TestServer {
-        TestServer::launch(dir, Options::default()).await
+    /// Starts on existing storage (a restart, or storage prepared by the CLI).
+    pub async fn start_in(storage: Storage) -> TestServer {
+        TestServer::launch(storage, Options::default()).await
     }
 
-    async fn launch(dir: TempDir, options: Options) -> TestServer {
-        let backend = Backend::from_env();
-        let mut config = sessiond::Config::new(dir.path());
-        backend.configure(&mut config);
+    async fn launch(storage: Storage, options: Options) -> TestServer {
+        let mut config = sessiond::Config::new(storage.data_dir());
+        config.store = storage.dsn().map(sessiond::store::Dsn::new);
         config.admin_token = Some(sessiond::auth::Secret::new(ADMIN_TOKEN));
 
         let public = bind_ephemeral().await;
@@ -556,8 +642,7 @@ impl TestServer {
         }));
         TestServer {
             client,
-            dir: Some(dir),
-            backend,
+            storage: Some(storage),
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -587,16 +672,12 @@ impl TestServer {
         (server, session)
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.dir.as_ref().expect("the data dir").path()
+    pub fn storage(&self) -> &Storage {
+        self.storage.as_ref().expect("the storage")
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// Shuts the server down, waits for it to finish, and hands back its data dir.
-    pub async fn stop(mut self) -> TempDir {
+    /// Shuts the server down, waits for it to finish, and hands back its storage.
+    pub async fn stop(mut self) -> Storage {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -604,7 +685,7 @@ impl TestServer {
         task.await
             .expect("the server task panicked")
             .expect("the server failed");
-        self.dir.take().expect("the data dir")
+        self.storage.take().expect("the storage")
     }
 }
 

@@ -2,20 +2,20 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::path::Path;
 use std::process::{Output, Stdio};
 
 use tempfile::NamedTempFile;
 use tokio::process::{Child, Command};
 
-use super::{ADMIN_TOKEN, Client};
+use super::{ADMIN_TOKEN, Client, Storage};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sessiond");
 
 /// Settings the binary reads from the environment; the children of the tests see none of ours.
-const ENV: [&str; 8] = [
+const ENV: [&str; 9] = [
     "SESSIOND_DATA_DIR",
     "SESSIOND_STORE",
+    "SESSIOND_STORE_TIMEOUT_MS",
     "SESSIOND_SPECS_DIR",
     "SESSIOND_LISTEN",
     "SESSIOND_ADMIN_LISTEN",
@@ -81,15 +81,20 @@ const READY_ATTEMPTS: usize = 600;
 const READY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl ProcessServer {
-    /// Starts `sessiond serve` on `data_dir` and waits (bounded) until `/healthz` answers.
-    pub async fn spawn(data_dir: &Path) -> ProcessServer {
+    /// Starts `sessiond serve` on `storage` and waits (bounded) until `/healthz` answers.
+    pub async fn spawn(storage: &Storage) -> ProcessServer {
+        ProcessServer::spawn_with(&storage.args()).await
+    }
+
+    /// Starts `sessiond serve ARGS` (`ARGS` name the storage: see [`Storage::args`]) and waits
+    /// (bounded) until `/healthz` answers.
+    pub async fn spawn_with(args: &[String]) -> ProcessServer {
         let (public, admin) = (free_addr(), free_addr());
         let log = NamedTempFile::new().unwrap();
         let child = command()
             .args(["serve", "--listen", &public.to_string()])
             .args(["--admin-listen", &admin.to_string()])
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(args)
             .env("SESSIOND_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -105,7 +110,8 @@ impl ProcessServer {
         server
     }
 
-    fn log(&self) -> String {
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
@@ -126,6 +132,13 @@ impl ProcessServer {
             "sessiond did not answer /healthz after {READY_ATTEMPTS} attempts; log:\n{}",
             self.log()
         );
+    }
+
+    /// Panics (showing the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("sessiond exited ({status}); its log:\n{}", self.log());
+        }
     }
 
     /// `kill -9` the process and reap it.
