@@ -248,33 +248,86 @@ fn describe(e: &AdminError) -> String {
     }
 }
 
+/// Parsed records in chunks: `(line, None)` marks the end of the input.
+type Chunk = Vec<(u64, Option<Line>)>;
+
+/// Reads and parses lines on a thread of its own; blank lines are skipped.
+fn spawn_reader(
+    mut input: Box<dyn BufRead + Send>,
+) -> tokio::sync::mpsc::Receiver<Result<Chunk, BulkError>> {
+    const CHUNK: usize = 256;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        let mut buf = String::new();
+        let mut line_no = 0u64;
+        let mut chunk: Chunk = Vec::with_capacity(CHUNK);
+        loop {
+            buf.clear();
+            let read = match input.read_line(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            if read == 0 {
+                chunk.push((line_no, None));
+                let _ = tx.blocking_send(Ok(chunk));
+                return;
+            }
+            line_no += 1;
+            let text = buf.trim();
+            if text.is_empty() {
+                continue;
+            }
+            match parse_line(text) {
+                Ok(line) => chunk.push((line_no, Some(line))),
+                Err(e) => {
+                    let _ = tx.blocking_send(Ok(std::mem::take(&mut chunk)));
+                    let _ = tx.blocking_send(Err(BulkError::Line {
+                        line: line_no,
+                        message: format!("not a valid record: {e}"),
+                    }));
+                    return;
+                }
+            }
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                if tx.blocking_send(Ok(full)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// Reads NDJSON and stores it. Tenants and keys that exist already are kept (a key must then have
 /// the same hash); sessions are created, in batches, as restored documents.
 pub async fn import(
     service: &Service,
-    input: &mut dyn BufRead,
+    input: Box<dyn BufRead + Send>,
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
     let mut totals = Totals::default();
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
-    let mut line_no = 0u64;
-    let mut buf = String::new();
+    // Reading and parsing run on their own thread, ahead of checking and storing.
+    let mut records = spawn_reader(input);
+    let mut chunk = std::collections::VecDeque::new();
     loop {
-        buf.clear();
-        let eof = input.read_line(&mut buf)? == 0;
-        if !eof {
-            line_no += 1;
+        if chunk.is_empty() {
+            match records.recv().await {
+                Some(next) => chunk = next?.into(),
+                None => {
+                    return Err(BulkError::Io(std::io::Error::other(
+                        "the reader thread stopped",
+                    )));
+                }
+            }
         }
-        let text = buf.trim();
-        let parsed = if eof || text.is_empty() {
-            None
-        } else {
-            Some(parse_line(text).map_err(|e| BulkError::Line {
-                line: line_no,
-                message: format!("not a valid record: {e}"),
-            })?)
-        };
+        let (line_no, parsed) = chunk.pop_front().expect("refilled above");
+        let eof = parsed.is_none();
         // Tenants and keys must be in place before sessions that name them: flush first.
         let flush = eof
             || batch.len() >= BATCH
@@ -293,8 +346,7 @@ pub async fn import(
             progress(totals.sessions);
         }
         match parsed {
-            None if eof => break,
-            None => {}
+            None => break,
             Some(Line::Tenant {
                 api,
                 id,

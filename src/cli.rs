@@ -442,17 +442,14 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let app = offline(&args.store).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "importing");
-    let mut input: Box<dyn std::io::BufRead> = if args.input.as_os_str() == "-" {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            std::io::stdin().lock(),
-        ))
+    let input: Box<dyn std::io::BufRead + Send> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
         let f = std::fs::File::open(&args.input)
             .with_context(|| format!("opening {}", args.input.display()))?;
         Box::new(std::io::BufReader::with_capacity(1 << 20, f))
     };
-    let totals = crate::bulk::import(&app.service, &mut input, &|n| bar.set_position(n)).await;
+    let totals = crate::bulk::import(&app.service, input, &|n| bar.set_position(n)).await;
     bar.finish_and_clear();
     summary("imported", totals?, started);
     Ok(())

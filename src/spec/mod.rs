@@ -61,6 +61,47 @@ pub struct Contract {
     error_validators: BTreeMap<u16, Validator>,
     /// Every status code the get-session operation declares.
     pub declared_statuses: Vec<u16>,
+    null_plan: NullPlan,
+}
+
+/// Where required properties that admit `null` live in a document, precomputed from a schema.
+#[derive(Debug, Default)]
+struct NullPlan {
+    /// Required properties (of the object here) whose schema admits null.
+    nulls: Vec<String>,
+    /// Plans for properties holding objects or arrays.
+    props: Vec<(String, NullPlan)>,
+    /// Plan for the items of an array here.
+    items: Option<Box<NullPlan>>,
+}
+
+impl NullPlan {
+    fn is_empty(&self) -> bool {
+        self.nulls.is_empty() && self.props.is_empty() && self.items.is_none()
+    }
+
+    fn apply(&self, doc: &mut Value) {
+        match doc {
+            Value::Object(map) => {
+                for name in &self.nulls {
+                    if !map.contains_key(name) {
+                        map.insert(name.clone(), Value::Null);
+                    }
+                }
+                for (name, plan) in &self.props {
+                    if let Some(child) = map.get_mut(name) {
+                        plan.apply(child);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(plan) = &self.items {
+                    items.iter_mut().for_each(|item| plan.apply(item));
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for Contract {
@@ -193,7 +234,7 @@ impl Contract {
             }
         }
 
-        Ok(Contract {
+        let mut contract = Contract {
             api,
             openapi,
             operations,
@@ -206,7 +247,10 @@ impl Contract {
             validator,
             error_validators,
             declared_statuses,
-        })
+            null_plan: NullPlan::default(),
+        };
+        contract.null_plan = contract.plan_nulls(&contract.session_schema, 0);
+        Ok(contract)
     }
 
     /// The full vendor path template, e.g. `/public/v1/sessions/{session_id}`.
@@ -264,45 +308,43 @@ impl Contract {
     /// Inserts `null` for every absent required property whose schema admits null, in the document
     /// and in every object inside it the schema describes.
     pub fn fill_required_nulls(&self, doc: &mut Value) {
-        self.fill_nulls_at(&self.session_schema, doc, 0);
+        self.null_plan.apply(doc);
     }
 
-    fn fill_nulls_at(&self, schema: &Value, doc: &mut Value, depth: usize) {
+    /// Walks the 200 schema once (at load) to find where required-but-nullable fields are.
+    fn plan_nulls(&self, schema: &Value, depth: usize) -> NullPlan {
+        let mut plan = NullPlan::default();
         if depth > 32 {
-            return;
+            return plan;
         }
         let schema = self.resolve(schema);
-        match doc {
-            Value::Object(map) => {
-                for branch in schema_branches(schema) {
-                    let branch = self.resolve(branch);
-                    let Some(props) = branch.get("properties").and_then(Value::as_object) else {
-                        continue;
-                    };
-                    for req in branch["required"].as_array().into_iter().flatten() {
-                        if let Some(name) = req.as_str()
-                            && !map.contains_key(name)
-                            && props.get(name).is_some_and(|p| self.admits_null(p))
-                        {
-                            map.insert(name.to_owned(), Value::Null);
-                        }
-                    }
-                    for (name, prop) in props {
-                        if let Some(child) = map.get_mut(name) {
-                            self.fill_nulls_at(prop, child, depth + 1);
-                        }
-                    }
+        for branch in schema_branches(schema) {
+            let branch = self.resolve(branch);
+            if let Some(items) = branch.get("items") {
+                let p = self.plan_nulls(items, depth + 1);
+                if !p.is_empty() {
+                    plan.items = Some(Box::new(p));
                 }
             }
-            Value::Array(items) => {
-                if let Some(item_schema) = schema.get("items") {
-                    for item in items {
-                        self.fill_nulls_at(item_schema, item, depth + 1);
-                    }
+            let Some(props) = branch.get("properties").and_then(Value::as_object) else {
+                continue;
+            };
+            for req in branch["required"].as_array().into_iter().flatten() {
+                if let Some(name) = req.as_str()
+                    && props.get(name).is_some_and(|p| self.admits_null(p))
+                    && !plan.nulls.iter().any(|n| n == name)
+                {
+                    plan.nulls.push(name.to_owned());
                 }
             }
-            _ => {}
+            for (name, prop) in props {
+                let p = self.plan_nulls(prop, depth + 1);
+                if !p.is_empty() {
+                    plan.props.push((name.clone(), p));
+                }
+            }
         }
+        plan
     }
 
     fn admits_null(&self, schema: &Value) -> bool {
