@@ -15,17 +15,18 @@ use axum::response::Response;
 /// One log line per request: method, route template (never the raw path: it may carry ids), status,
 /// latency. Headers, and with them any key, are never logged.
 pub async fn log_request(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(target: "sessiond::request", tracing::Level::INFO) {
+        // Logging off (e.g. SESSIOND_LOG=warn): no clock reads, no copies.
+        return next.run(request).await;
+    }
     let start = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     tracing::info!(
         target: "sessiond::request",
         %method,
-        route = route.as_deref().unwrap_or("<unmatched>"),
+        route = route.as_ref().map_or("<unmatched>", MatchedPath::as_str),
         status = response.status().as_u16(),
         latency_us = start.elapsed().as_micros() as u64,
     );
