@@ -16,5 +16,6 @@ mod multi_node;
 mod outage;
 mod persistence;
 mod profiles;
+mod routes;
 mod store;
 mod validation;
