@@ -103,7 +103,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log "starting sessiond on 127.0.0.1:$PORT (admin 127.0.0.1:$ADMIN_PORT)"
-"$BIN" serve --demo --data-dir "$DATA_DIR/data" \
+ADMIN_TOKEN="clients-test-$RANDOM$RANDOM"
+SESSIOND_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" serve --demo --data-dir "$DATA_DIR/data" \
     --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
@@ -136,7 +137,8 @@ fi
 
 # ---- run the test -----------------------------------------------------------------------------
 status=0
-SESSIOND_URL="http://127.0.0.1:$PORT" "$VENV/bin/python" "$ROOT/tests/clients/test_generated_clients.py" || status=$?
+SESSIOND_URL="http://127.0.0.1:$PORT" SESSIOND_ADMIN_URL="http://127.0.0.1:$ADMIN_PORT" \
+    SESSIOND_ADMIN_TOKEN="$ADMIN_TOKEN" "$VENV/bin/python" "$ROOT/tests/clients/test_generated_clients.py" || status=$?
 if [[ $status -ne 0 ]]; then
     log "client test failed (exit $status); sessiond log tail:"
     tail -n 40 "$SERVER_LOG" >&2 || true

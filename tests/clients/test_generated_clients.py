@@ -34,14 +34,24 @@ def demo_key(api: str) -> str:
 
 WRONG_KEY = "sk_wrong_key_0000000000000000"
 
-# Demo data seeded by `sessiond serve --demo` (src/vendor/*.rs `demo_tenant`/`demo_sessions`).
-SALESNIP_PROJECT = "project_demo00000000000000000"
-OPENCX_SESSIONS = ("5d3c2a10-8f4e-4b6a-9c1d-0e2f3a4b5c61", "9e8d7c6b-5a49-4837-a625-140f3e2d1c0b")
-FUNNELFOX_SESSIONS = ("ses_01JDEMQ3K8W4Z2X9V7T5R3P1N0", "ses_01JDEMQ3K8W4Z2X9V7T5R3P1N1")
-ALCAMINE_WORKSPACE = "h1demo0workspace00000000"
-ALCAMINE_SESSIONS = ("h1demo0session0000000001", "h1demo0session0000000002")
-ANAM_ORGANIZATION = "3f1c9b1e-2a7d-4c55-8e0f-6b4d2c1a9e00"
-ANAM_SESSIONS = ("8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e01", "8d2e4f60-1b3a-4c5d-9e7f-0a1b2c3d4e02")
+ADMIN = os.environ.get("SESSIOND_ADMIN_URL", "http://127.0.0.1:8081").rstrip("/")
+ADMIN_TOKEN = os.environ.get("SESSIOND_ADMIN_TOKEN", "")
+
+
+def demo_data(api: str) -> tuple[str, list[dict[str, Any]]]:
+    """The demo tenant of `api` and its sessions, as sessiond stores them — read through the admin
+    API (plain httpx, not a generated client), so the expectations follow the seeded demo data."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    tenants = httpx.get(f"{ADMIN}/admin/v1/{api}/tenants", headers=headers).json()["items"]
+    if len(tenants) != 1:
+        raise AssertionError(f"{api}: expected only the demo tenant, found {tenants!r}")
+    tenant = tenants[0]["id"]
+    page = httpx.get(f"{ADMIN}/admin/v1/{api}/tenants/{tenant}/sessions", headers=headers).json()
+    if len(page["items"]) < 2:
+        raise AssertionError(f"{api}: expected at least two demo sessions, got {len(page['items'])}")
+    return tenant, page["items"]
 
 
 # ---- tiny runner ---------------------------------------------------------------------------------
@@ -126,46 +136,36 @@ def salesnip() -> None:
     from salesnip_client.api.sessions import get_v_1_sessions_session_id as op
     from salesnip_client.models import (
         GetV1SessionsSessionIdResponse200 as Session,
-        GetV1SessionsSessionIdResponse200Currency as Currency,
-        GetV1SessionsSessionIdResponse200Status as Status,
         GetV1SessionsSessionIdResponse401 as Err401,
         GetV1SessionsSessionIdResponse401Error as Err401Error,
     )
 
     base = f"{BASE}/salesnip"
+    project, sessions = demo_data("salesnip")
 
     def client(key: str) -> AuthenticatedClient:
         return AuthenticatedClient(base_url=base, token=key, prefix="", auth_header_name="X-Api-Key")
 
-    def first() -> str:
-        resp = op.sync_detailed("session_demo0000000001", client=client(demo_key("salesnip")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("project", s.project, SALESNIP_PROJECT)
-        eq("project vs body", s.project, raw["project"])
-        eq("id", s.id, "session_demo0000000001")
-        eq("status", s.status, Status.ACTIVE)
-        eq("currency", s.currency, Currency.USD)
-        eq("url vs body", s.url, raw["url"])
-        eq("products[0].id", s.products[0].id, "pro-annual")
-        eq("products[0].price.current", s.products[0].price.current, 1080)
-        eq("metadata", s.metadata.additional_properties, {"customer": "acme-co"})
-        expect_complete(raw, s)
-        return f"{type(s).__name__}(project={s.project!r}, status={s.status.value})"
+    def get(want: dict[str, Any]) -> Callable[[], str]:
+        def run() -> str:
+            resp = op.sync_detailed(want["id"], client=client(demo_key("salesnip")))
+            raw = expect_model(resp, Session)
+            eq("body", raw, want)
+            s = resp.parsed
+            eq("project", s.project, project)
+            eq("id", s.id, want["id"])
+            eq("status", s.status.value, want["status"])
+            eq("currency", s.currency.value, want["currency"])
+            eq("url", s.url, want["url"])
+            eq("products", [p.id for p in s.products], [p["id"] for p in want["products"]])
+            eq("price.current", s.products[0].price.current, want["products"][0]["price"]["current"])
+            expect_complete(raw, s)
+            return f"{type(s).__name__}(project={s.project!r}, status={s.status.value})"
 
-    def second() -> str:
-        resp = op.sync_detailed("session_demo0000000002", client=client(demo_key("salesnip")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("status", s.status, Status.COMPLETE)
-        eq("currency", s.currency, Currency.EUR)
-        eq("products", [p.id for p in s.products], ["seat", "onboarding"])
-        eq("products[0].quantity.current", s.products[0].quantity.current, 8)
-        expect_complete(raw, s)
-        return f"status={s.status.value}, {len(s.products)} products"
+        return run
 
     def wrong_key() -> str:
-        resp = op.sync_detailed("session_demo0000000001", client=client(WRONG_KEY))
+        resp = op.sync_detailed(sessions[0]["id"], client=client(WRONG_KEY))
         out = expect_401(resp, "wrong X-Api-Key")
         if not isinstance(resp.parsed, Err401):
             raise AssertionError(f"401 body not parsed as {Err401.__name__}: {resp.content!r}")
@@ -173,15 +173,15 @@ def salesnip() -> None:
         return out
 
     def missing_key() -> str:
-        resp = op.sync_detailed("session_demo0000000001", client=Client(base_url=base))
+        resp = op.sync_detailed(sessions[0]["id"], client=Client(base_url=base))
         out = expect_401(resp, "no X-Api-Key")
         if not isinstance(resp.parsed, Err401):
             raise AssertionError(f"401 body not parsed as {Err401.__name__}: {resp.content!r}")
         eq("error", resp.parsed.error, Err401Error.X_API_KEY_HEADER_NOT_SPECIFIED)
         return out
 
-    check("salesnip: get session_demo0000000001", first)
-    check("salesnip: get session_demo0000000002", second)
+    for want in sessions:
+        check(f"salesnip: get {want['id']}", get(want))
     check("salesnip: wrong X-Api-Key -> 401 Invalid Api-Key", wrong_key)
     check("salesnip: no X-Api-Key -> 401 header not specified", missing_key)
 
@@ -192,58 +192,41 @@ def salesnip() -> None:
 def opencx() -> None:
     from opencx_client import AuthenticatedClient, Client
     from opencx_client.api.default import get_chat_session as op
-    from opencx_client.models import (
-        GetChatSessionOutput as Session,
-        GetChatSessionOutputAiClosureTypeType0 as Closure,
-        GetChatSessionOutputStatus as Status,
-        GetChatSessionOutputTicketingSystemName as Ticketing,
-        SessionChannel,
-    )
+    from opencx_client.models import GetChatSessionOutput as Session
 
     base = f"{BASE}/opencx"
+    _, sessions = demo_data("opencx")
 
-    def first() -> str:
-        sid = OPENCX_SESSIONS[0]
-        resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("opencx")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("id", s.id, uuid.UUID(sid))
-        eq("status", s.status, Status.OPEN)
-        eq("status vs body", s.status.value, raw["status"])
-        eq("ai_closure_type", s.ai_closure_type, None)
-        eq("channel.type", s.channel.type_, SessionChannel.WEB)
-        eq("contact.email", s.contact.email, "jane.doe@example.com")
-        eq("language", s.language, "en")
-        eq("ticket_number vs body", s.ticket_number, raw["ticket_number"])
-        if not (isinstance(s.created_at, datetime.datetime) and s.created_at.tzinfo):
-            raise AssertionError(f"created_at not an aware datetime: {s.created_at!r}")
-        expect_complete(raw, s)
-        return f"{type(s).__name__}(status={s.status.value}, channel={s.channel.type_.value})"
+    def get(want: dict[str, Any]) -> Callable[[], str]:
+        def run() -> str:
+            resp = op.sync_detailed(want["id"], client=AuthenticatedClient(base_url=base, token=demo_key("opencx")))
+            raw = expect_model(resp, Session)
+            eq("body", raw, want)
+            s = resp.parsed
+            eq("id", s.id, uuid.UUID(want["id"]))
+            eq("status", s.status.value, want["status"])
+            eq("ai_closure_type", getattr(s.ai_closure_type, "value", s.ai_closure_type), want["ai_closure_type"])
+            eq("channel.type", s.channel.type_.value, want["channel"]["type"])
+            eq("ticket_number", s.ticket_number, want["ticket_number"])
+            if "contact" in want:
+                eq("contact.email", s.contact.email, want["contact"]["email"])
+            if not (isinstance(s.created_at, datetime.datetime) and s.created_at.tzinfo):
+                raise AssertionError(f"created_at not an aware datetime: {s.created_at!r}")
+            expect_complete(raw, s)
+            return f"{type(s).__name__}(status={s.status.value}, channel={s.channel.type_.value})"
 
-    def second() -> str:
-        sid = OPENCX_SESSIONS[1]
-        resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("opencx")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("status", s.status, Status.CLOSED_RESOLVED)
-        eq("ai_closure_type", s.ai_closure_type, Closure.RESOLVED)
-        eq("ticketing_system.name", s.ticketing_system.name, Ticketing.ZENDESK)
-        eq("handoff.summary vs body", s.handoff.summary, raw["handoff"]["summary"])
-        expect_complete(raw, s)
-        return f"status={s.status.value}, ai_closure_type={s.ai_closure_type.value}"
+        return run
 
     def wrong_key() -> str:
-        resp = op.sync_detailed(
-            OPENCX_SESSIONS[0], client=AuthenticatedClient(base_url=base, token=WRONG_KEY)
-        )
+        resp = op.sync_detailed(sessions[0]["id"], client=AuthenticatedClient(base_url=base, token=WRONG_KEY))
         return expect_401(resp, "wrong bearer token")
 
     def missing_key() -> str:
-        resp = op.sync_detailed(OPENCX_SESSIONS[0], client=Client(base_url=base))
+        resp = op.sync_detailed(sessions[0]["id"], client=Client(base_url=base))
         return expect_401(resp, "no bearer token")
 
-    check(f"opencx: get {OPENCX_SESSIONS[0]}", first)
-    check(f"opencx: get {OPENCX_SESSIONS[1]}", second)
+    for want in sessions:
+        check(f"opencx: get {want['id']}", get(want))
     check("opencx: wrong bearer token -> 401", wrong_key)
     check("opencx: no bearer token -> 401", missing_key)
 
@@ -258,42 +241,36 @@ def funnelfox() -> None:
     from funnelfox_client.types import Unset
 
     client = Client(base_url=f"{BASE}/funnelfox/public/v1")
+    _, sessions = demo_data("funnelfox")
 
-    def first() -> str:
-        sid = FUNNELFOX_SESSIONS[0]
-        resp = op.sync_detailed(sid, client=client, fox_secret=demo_key("funnelfox"))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("id", s.id, sid)
-        eq("funnel_id", s.funnel_id, "01JDEMF0NNE1000000000000AA")
-        eq("profile_id", s.profile_id, "01JDEMPR0F11E0000000000000")
-        eq("attributes.country", s.attributes.country, "GB")
-        eq("replies values", [r.value for r in s.replies], ["lose-weight", 34])
-        eq("query_params", s.query_params.additional_properties, raw["query_params"])
-        eq("created_at vs body", s.created_at, raw["created_at"])
-        if not isinstance(s.created_at, int):
-            raise AssertionError(f"created_at is {type(s.created_at).__name__}, want int")
-        expect_complete(raw, s)
-        return f"{type(s).__name__}(funnel_id={s.funnel_id!r}, {len(s.replies)} replies)"
+    def get(want: dict[str, Any]) -> Callable[[], str]:
+        def run() -> str:
+            resp = op.sync_detailed(want["id"], client=client, fox_secret=demo_key("funnelfox"))
+            raw = expect_model(resp, Session)
+            eq("body", raw, want)
+            s = resp.parsed
+            eq("id", s.id, want["id"])
+            eq("funnel_id", s.funnel_id, want["funnel_id"])
+            eq("profile_id", s.profile_id, want["profile_id"])
+            eq("attributes.country", s.attributes.country, want["attributes"]["country"])
+            eq("replies values", [r.value for r in s.replies], [r["value"] for r in want["replies"]])
+            eq("query_params", s.query_params.additional_properties, want["query_params"])
+            if not isinstance(s.created_at, int):
+                raise AssertionError(f"created_at is {type(s.created_at).__name__}, want int")
+            eq("created_at", s.created_at, want["created_at"])
+            if "experiment_id" not in want and not isinstance(s.experiment_id, Unset):
+                raise AssertionError(f"experiment_id should be absent, got {s.experiment_id!r}")
+            expect_complete(raw, s)
+            return f"{type(s).__name__}(funnel_id={s.funnel_id!r}, {len(s.replies)} replies)"
 
-    def second() -> str:
-        sid = FUNNELFOX_SESSIONS[1]
-        resp = op.sync_detailed(sid, client=client, fox_secret=demo_key("funnelfox"))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("profile_id", s.profile_id, "01JDEMPR0F11E0000000000001")
-        eq("replies", s.replies, [])
-        if not isinstance(s.experiment_id, Unset):
-            raise AssertionError(f"experiment_id should be absent, got {s.experiment_id!r}")
-        expect_complete(raw, s)
-        return "required fields present, optional ones absent"
+        return run
 
     def wrong_secret() -> str:
-        resp = op.sync_detailed(FUNNELFOX_SESSIONS[0], client=client, fox_secret=WRONG_KEY)
+        resp = op.sync_detailed(sessions[0]["id"], client=client, fox_secret=WRONG_KEY)
         return expect_401(resp, "wrong Fox-Secret")
 
-    check(f"funnelfox: get {FUNNELFOX_SESSIONS[0]}", first)
-    check(f"funnelfox: get {FUNNELFOX_SESSIONS[1]}", second)
+    for want in sessions:
+        check(f"funnelfox: get {want['id']}", get(want))
     check("funnelfox: wrong Fox-Secret -> 401", wrong_secret)
 
 
@@ -303,50 +280,42 @@ def funnelfox() -> None:
 def alcamine() -> None:
     from alcamine_client import AuthenticatedClient, Client
     from alcamine_client.api.sessions import get_sessions_id as op
-    from alcamine_client.models import Session, SessionStatus
+    from alcamine_client.models import Session
 
     base = f"{BASE}/alcamine"
+    workspace, sessions = demo_data("alcamine")
 
-    def first() -> str:
-        sid = ALCAMINE_SESSIONS[0]
-        resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("alcamine")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("id", s.id, sid)
-        eq("workspace_id", s.workspace_id, ALCAMINE_WORKSPACE)
-        eq("status", s.status, SessionStatus.COMPLETED)
-        eq("agent.name", s.agent.name, "Customer discovery interviewer")
-        eq("agent.version.version", s.agent.version.version, 3)
-        eq("person.email", s.person.email, "sam@example.com")
-        eq("completed_meta.trace_id", s.completed_meta.trace_id, "trace-7f3a9c")
-        # The spec's dates are anyOf[{format: date}, {string}]: a timestamp lands in the string arm.
-        eq("created_at vs body", s.created_at, raw["createdAt"])
-        expect_complete(raw, s)
-        return f"{type(s).__name__}(workspace_id={s.workspace_id!r}, status={s.status.value})"
+    def get(want: dict[str, Any]) -> Callable[[], str]:
+        def run() -> str:
+            resp = op.sync_detailed(want["id"], client=AuthenticatedClient(base_url=base, token=demo_key("alcamine")))
+            raw = expect_model(resp, Session)
+            eq("body", raw, want)
+            s = resp.parsed
+            eq("id", s.id, want["id"])
+            eq("workspace_id", s.workspace_id, workspace)
+            eq("status", s.status.value, want["status"])
+            eq("agent.name", s.agent.name, want["agent"]["name"])
+            eq("agent.version.version", s.agent.version.version, want["agent"]["version"]["version"])
+            eq("person.email", s.person.email, want["person"]["email"])
+            eq("completed_at", s.completed_at, want["completedAt"])
+            eq("ledger", s.ledger, None)
+            # The spec's dates are anyOf[{format: date}, {string}]: a timestamp lands in the string arm.
+            eq("created_at", s.created_at, want["createdAt"])
+            expect_complete(raw, s)
+            return f"{type(s).__name__}(workspace_id={s.workspace_id!r}, status={s.status.value})"
 
-    def second() -> str:
-        sid = ALCAMINE_SESSIONS[1]
-        resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("alcamine")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("status", s.status, SessionStatus.PENDING)
-        eq("completed_at", s.completed_at, None)
-        eq("ledger", s.ledger, None)
-        expect_complete(raw, s)
-        return f"status={s.status.value}, completed_at=None"
+        return run
 
     def wrong_key() -> str:
-        resp = op.sync_detailed(
-            ALCAMINE_SESSIONS[0], client=AuthenticatedClient(base_url=base, token=WRONG_KEY)
-        )
+        resp = op.sync_detailed(sessions[0]["id"], client=AuthenticatedClient(base_url=base, token=WRONG_KEY))
         return expect_401(resp, "wrong bearer token")
 
     def missing_key() -> str:
-        resp = op.sync_detailed(ALCAMINE_SESSIONS[0], client=Client(base_url=base))
+        resp = op.sync_detailed(sessions[0]["id"], client=Client(base_url=base))
         return expect_401(resp, "no bearer token")
 
-    check(f"alcamine: get {ALCAMINE_SESSIONS[0]}", first)
-    check(f"alcamine: get {ALCAMINE_SESSIONS[1]}", second)
+    for want in sessions:
+        check(f"alcamine: get {want['id']}", get(want))
     check("alcamine: wrong bearer token -> 401", wrong_key)
     check("alcamine: no bearer token -> 401", missing_key)
 
@@ -360,55 +329,50 @@ def anam() -> None:
     from anam_client.models import Session
 
     base = f"{BASE}/anam"
+    organization, sessions = demo_data("anam")
 
-    def first() -> str:
-        sid = uuid.UUID(ANAM_SESSIONS[0])
-        resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("anam")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("id", s.id, sid)
-        eq("organization_id", s.organization_id, ANAM_ORGANIZATION)
-        eq("organization_id vs body", s.organization_id, raw["organizationId"])
-        eq("persona_id", s.persona_id, None)
-        eq("client_label", s.client_label, "checkout-bot")
-        eq("exit_status", s.exit_status, "NORMAL_EXIT")
-        eq("start_time", s.start_time, datetime.datetime(2026, 1, 5, 10, 0, tzinfo=datetime.timezone.utc))
-        eq("end_time", s.end_time, datetime.datetime(2026, 1, 5, 10, 3, tzinfo=datetime.timezone.utc))
-        eq("session_length_ms vs body", s.session_length_ms, raw["sessionLengthMs"])
-        eq("persona_config.name", s.persona_config.additional_properties.get("name"), "Cara")
-        expect_complete(raw, s)
-        return f"{type(s).__name__}(organization_id={s.organization_id!r})"
+    def when(text: str | None) -> datetime.datetime | None:
+        return None if text is None else datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
-    def second() -> str:
-        sid = uuid.UUID(ANAM_SESSIONS[1])
-        resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("anam")))
-        raw = expect_model(resp, Session)
-        s = resp.parsed
-        eq("persona_id", s.persona_id, uuid.UUID("a7cf662c-2ace-4de1-a21e-ef0fbf144bb7"))
-        eq("end_time", s.end_time, None)
-        eq("client_label", s.client_label, "support-avatar")
-        expect_complete(raw, s)
-        return f"persona_id={s.persona_id}, end_time=None"
+    def get(want: dict[str, Any]) -> Callable[[], str]:
+        def run() -> str:
+            sid = uuid.UUID(want["id"])
+            resp = op.sync_detailed(sid, client=AuthenticatedClient(base_url=base, token=demo_key("anam")))
+            raw = expect_model(resp, Session)
+            eq("body", raw, want)
+            s = resp.parsed
+            eq("id", s.id, sid)
+            eq("organization_id", s.organization_id, organization)
+            eq("persona_id", s.persona_id, None if want["personaId"] is None else uuid.UUID(want["personaId"]))
+            eq("client_label", s.client_label, want["clientLabel"])
+            eq("exit_status", s.exit_status, want["exitStatus"])
+            eq("start_time", s.start_time, when(want["startTime"]))
+            eq("end_time", s.end_time, when(want["endTime"]))
+            eq("session_length_ms", s.session_length_ms, want["sessionLengthMs"])
+            secrets = s.persona_config.additional_properties["llmConfig"]
+            eq("persona_config secrets", (secrets["secret_iv"], secrets["encrypted_secret"]), ("[REDACTED]", "[REDACTED]"))
+            expect_complete(raw, s)
+            return f"{type(s).__name__}(organization_id={s.organization_id!r})"
+
+        return run
 
     def convenience() -> str:
         # The non-detailed variant returns the model directly (None on any non-200).
-        s = op.sync(uuid.UUID(ANAM_SESSIONS[0]), client=AuthenticatedClient(base_url=base, token=demo_key("anam")))
+        s = op.sync(uuid.UUID(sessions[0]["id"]), client=AuthenticatedClient(base_url=base, token=demo_key("anam")))
         if not isinstance(s, Session):
             raise AssertionError(f"sync() returned {s!r}, want a {Session.__name__}")
         return f"sync() -> {type(s).__name__}"
 
     def wrong_key() -> str:
-        resp = op.sync_detailed(
-            uuid.UUID(ANAM_SESSIONS[0]), client=AuthenticatedClient(base_url=base, token=WRONG_KEY)
-        )
+        resp = op.sync_detailed(uuid.UUID(sessions[0]["id"]), client=AuthenticatedClient(base_url=base, token=WRONG_KEY))
         return expect_401(resp, "wrong bearer token")
 
     def missing_key() -> str:
-        resp = op.sync_detailed(uuid.UUID(ANAM_SESSIONS[0]), client=Client(base_url=base))
+        resp = op.sync_detailed(uuid.UUID(sessions[0]["id"]), client=Client(base_url=base))
         return expect_401(resp, "no bearer token")
 
-    check(f"anam: get {ANAM_SESSIONS[0]}", first)
-    check(f"anam: get {ANAM_SESSIONS[1]}", second)
+    for want in sessions:
+        check(f"anam: get {want['id']}", get(want))
     check("anam: sync() returns the model", convenience)
     check("anam: wrong bearer token -> 401", wrong_key)
     check("anam: no bearer token -> 401", missing_key)
