@@ -8,11 +8,11 @@
 //!
 //! Cache coherence: every write that a cache may hold also runs `pg_notify` on the schema's channel
 //! (`sessiond_changes:SCHEMA`) inside its transaction, so every node (this one too) hears of it
-//! exactly when it commits. A
-//! dedicated connection `LISTEN`s and turns notifications into [`Change`]s. When that connection is
-//! lost the store reports [`Change::All`] at once and again once it listens anew (reconnecting with
-//! backoff), so a notification missed meanwhile cannot leave a stale entry behind; until then
-//! `ping` fails, so `/readyz` takes the node out of rotation.
+//! exactly when it commits. A dedicated connection `LISTEN`s and turns notifications into
+//! [`Change`]s. When that connection is lost the store reports [`Change::All`] at once and again
+//! once it listens anew (reconnecting with backoff), so a notification missed meanwhile cannot
+//! leave a stale entry behind; until then `ping` fails, so `/readyz` takes the node out of
+//! rotation.
 //!
 //! Every call is bounded by [`StoreOptions::timeout`] (pool wait, connect, server-side
 //! `statement_timeout`, and the call as a whole), so a database that is gone fails requests fast.
@@ -43,7 +43,7 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.
 
 /// The notification channel of a schema: writes notify it, every node using the schema listens on
 /// it. Per schema, so that deployments (and tests) sharing a database do not hear each other.
-pub fn channel(schema: &str) -> String {
+fn channel(schema: &str) -> String {
     let channel = format!("sessiond_changes:{schema}");
     // Longer names are refused by `pg_notify` (and cut short by `LISTEN`).
     const MAX_IDENTIFIER: usize = 63;
@@ -324,8 +324,6 @@ fn hash_of(bytes: &[u8]) -> StoreResult<[u8; 32]> {
         .map_err(|_| StoreError::backend(Failure::BadHash))
 }
 
-const SESSION_COLUMNS: &str = "api, id, tenant, version, body, doc";
-
 fn session_from(row: &Row) -> StoreResult<SessionRow> {
     Ok(SessionRow {
         api: api_of(row)?,
@@ -336,8 +334,6 @@ fn session_from(row: &Row) -> StoreResult<SessionRow> {
         doc: col::<Option<Vec<u8>>>(row, "doc")?.map(Bytes::from),
     })
 }
-
-const KEY_COLUMNS: &str = "id, api, tenant, hash, created_at, revoked_at";
 
 fn key_from(row: &Row) -> StoreResult<KeyRow> {
     Ok(KeyRow {
@@ -467,7 +463,7 @@ impl Store for PostgresStore {
 
     async fn find_key(&self, hash: &[u8; 32]) -> StoreResult<Option<KeyRow>> {
         self.query_opt(
-            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1"),
+            "SELECT id, api, tenant, hash, created_at, revoked_at FROM api_keys WHERE hash = $1",
             &[&&hash[..]],
         )
         .await?
@@ -478,10 +474,8 @@ impl Store for PostgresStore {
 
     async fn list_keys(&self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
         self.query(
-            &format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys WHERE api = $1 AND tenant = $2
-                 ORDER BY created_at, id"
-            ),
+            "SELECT id, api, tenant, hash, created_at, revoked_at FROM api_keys
+             WHERE api = $1 AND tenant = $2 ORDER BY created_at, id",
             &[&api.as_str(), &tenant],
         )
         .await?
@@ -606,7 +600,7 @@ impl Store for PostgresStore {
 
     async fn get_session(&self, api: ApiId, id: &str) -> StoreResult<Option<SessionRow>> {
         self.query_opt(
-            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE api = $1 AND id = $2"),
+            "SELECT api, id, tenant, version, body, doc FROM sessions WHERE api = $1 AND id = $2",
             &[&api.as_str(), &id],
         )
         .await?
@@ -624,10 +618,8 @@ impl Store for PostgresStore {
     ) -> StoreResult<Page> {
         let rows = self
             .query(
-                &format!(
-                    "SELECT pk, {SESSION_COLUMNS} FROM sessions
-                     WHERE api = $1 AND tenant = $2 AND pk > $3 ORDER BY pk LIMIT $4"
-                ),
+                "SELECT pk, api, id, tenant, version, body, doc FROM sessions
+                 WHERE api = $1 AND tenant = $2 AND pk > $3 ORDER BY pk LIMIT $4",
                 &[
                     &api.as_str(),
                     &tenant,
