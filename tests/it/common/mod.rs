@@ -2,6 +2,10 @@
 //! ([`process::ProcessServer`]), and one HTTP client ([`Client`]) that knows the admin API and every
 //! vendor's route and credential header. Every response of a vendor route that passes through the
 //! client is checked against the vendor's contract (see [`Client::vendor_call`]).
+//!
+//! Store backends: [`per_api!`] and [`per_backend!`] run a test once on SQLite and once on
+//! PostgreSQL ([`Backend`]); the servers a test starts keep their data in [`Storage`] of that
+//! backend (a temp dir, plus a schema of its own on PostgreSQL: see [`postgres`]).
 
 #![allow(dead_code, reason = "not every test module uses every helper")]
 
