@@ -18,7 +18,9 @@ use rand::rngs::StdRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{AdminError, NewSession, Origin, Service};
+use std::sync::Arc;
+
+use crate::service::{AdminError, BatchError, NewSession, Origin, Service};
 use crate::store::{KeyRow, StoreError};
 use crate::vendor::ApiId;
 use crate::vendor::fake::Fake;
@@ -248,6 +250,9 @@ fn describe(e: &AdminError) -> String {
     }
 }
 
+/// A batch being stored, and the input line of each of its sessions.
+type Storing = (tokio::task::JoinHandle<Result<usize, BatchError>>, Vec<u64>);
+
 /// Parsed records in chunks: `(line, None)` marks the end of the input.
 type Chunk = Vec<(u64, Option<Line>)>;
 
@@ -305,10 +310,27 @@ fn spawn_reader(
 /// Reads NDJSON and stores it. Tenants and keys that exist already are kept (a key must then have
 /// the same hash); sessions are created, in batches, as restored documents.
 pub async fn import(
-    service: &Service,
+    service: &Arc<Service>,
     input: Box<dyn BufRead + Send>,
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
+    // Batch N is stored (on the store's writer) while batch N+1 is read and checked.
+    let mut storing: Option<Storing> = None;
+    let settle =
+        async |storing: &mut Option<Storing>, totals: &mut Totals| -> Result<(), BulkError> {
+            if let Some((task, lines)) = storing.take() {
+                let stored = task
+                    .await
+                    .map_err(|e| BulkError::Io(std::io::Error::other(e)))?
+                    .map_err(|e| BulkError::Line {
+                        line: lines[e.index],
+                        message: describe(&e.error),
+                    })?;
+                totals.sessions += stored as u64;
+                progress(totals.sessions);
+            }
+            Ok(())
+        };
     let mut totals = Totals::default();
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
@@ -333,17 +355,26 @@ pub async fn import(
             || batch.len() >= BATCH
             || matches!(parsed, Some(Line::Tenant { .. } | Line::Key { .. }));
         if flush && !batch.is_empty() {
-            let n = batch.len() as u64;
-            service
-                .create_batch(std::mem::take(&mut batch), Origin::Restore)
+            let lines = std::mem::replace(&mut batch_lines, Vec::with_capacity(BATCH));
+            let prepared = service
+                .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
                 .await
                 .map_err(|e| BulkError::Line {
-                    line: batch_lines[e.index],
+                    line: lines[e.index],
                     message: describe(&e.error),
-                })?;
-            batch_lines.clear();
-            totals.sessions += n;
-            progress(totals.sessions);
+                });
+            // The previous batch first: its error, if any, is the earlier line.
+            settle(&mut storing, &mut totals).await?;
+            let prepared = prepared?;
+            let service = service.clone();
+            storing = Some((
+                tokio::spawn(async move { service.store_batch(prepared).await }),
+                lines,
+            ));
+        }
+        if flush {
+            // Tenants, keys and the end of the input wait for every session before them.
+            settle(&mut storing, &mut totals).await?;
         }
         match parsed {
             None => break,

@@ -58,6 +58,23 @@ pub struct NewSession {
     pub doc: Value,
 }
 
+/// A checked batch, ready to store.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    rows: Vec<SessionRow>,
+    origin: Origin,
+}
+
+impl PreparedBatch {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
 /// A failed batch: which item, and why. Nothing of the batch was stored.
 #[derive(Debug, thiserror::Error)]
 #[error("item {index}: {error}")]
@@ -417,6 +434,18 @@ impl Service {
         items: Vec<NewSession>,
         origin: Origin,
     ) -> Result<usize, BatchError> {
+        let batch = self.prepare_batch(items, origin).await?;
+        self.store_batch(batch).await
+    }
+
+    /// The checking half of [`Service::create_batch`]: every document checked, numbered and
+    /// encoded; nothing stored yet (sequence numbers are reserved, so storing can overlap the
+    /// preparation of the next batch).
+    pub async fn prepare_batch(
+        &self,
+        items: Vec<NewSession>,
+        origin: Origin,
+    ) -> Result<PreparedBatch, BatchError> {
         let fail = |index: usize, error: AdminError| BatchError { index, error };
         let mut tenants: Vec<(ApiId, &str)> = Vec::new();
         for (index, item) in items.iter().enumerate() {
@@ -458,6 +487,13 @@ impl Service {
             b.3 += 1;
         }
         let rows = parallel_map(prepared, |_, p| self.encode(p));
+        Ok(PreparedBatch { rows, origin })
+    }
+
+    /// The storing half of [`Service::create_batch`]: one transaction, all or nothing.
+    pub async fn store_batch(&self, batch: PreparedBatch) -> Result<usize, BatchError> {
+        let fail = |index: usize, error: AdminError| BatchError { index, error };
+        let PreparedBatch { rows, origin } = batch;
         let count = rows.len();
         let ids: Vec<(ApiId, String)> = rows.iter().map(|r| (r.api, r.id.clone())).collect();
         let stored = self.store.insert_sessions(rows.clone()).await;
