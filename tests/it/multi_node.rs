@@ -12,7 +12,7 @@ use serde_json::json;
 use sessiond::ApiId;
 
 use crate::common::process::ProcessServer;
-use crate::common::{Backend, Client, Storage, fixtures};
+use crate::common::{Backend, CONTRACTS, Client, Storage, fixtures};
 
 /// How long a change may take to reach the other node before the test fails.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -37,9 +37,11 @@ pub async fn poll<T, F: Future<Output = Option<T>>>(
     }
 }
 
-/// Two nodes on `storage`, started concurrently, each with a pooled connection open (so that the
-/// times printed are about propagation, not about connecting).
+/// Two nodes on `storage`, started concurrently, each with a pooled connection open, and the
+/// contracts the client checks answers against loaded (so that the times printed are about
+/// propagation, not about connecting or loading).
 async fn two_nodes(storage: &Storage) -> (ProcessServer, ProcessServer) {
+    std::sync::LazyLock::force(&CONTRACTS);
     let nodes = tokio::join!(ProcessServer::spawn(storage), ProcessServer::spawn(storage));
     for node in [&nodes.0, &nodes.1] {
         Client::send(node.http().get(node.admin_url("/readyz")))
