@@ -1,0 +1,1051 @@
+#!/usr/bin/env bash
+# bench/run.sh: the benchmark harness of sessiond (issue 3).
+#
+# Builds release, starts sessiond on seeded data and a bare hyper baseline (examples/baseline.rs)
+# that returns the same bytes, drives both with the same load generator (server on one core,
+# generator on the other, runs alternated), and writes docs/BENCHMARKS.md from its own output.
+# Run `bench/run.sh --help` for the modes. Every number in the report comes from this script.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+usage() {
+    cat <<'EOF'
+usage: bench/run.sh [--quick] [--scale [N]] [--no-build] [--no-prism] [--no-perf] [--keep] [--out FILE]
+
+  (default)    full run, about 10 minutes: cached GET of every api vs the baseline (3 alternated
+               runs x 8 s, medians), latency at 50 % of the baseline's maximum rate, durable
+               creates, import rate, startup time, cache-miss GETs, Prism, a perf profile.
+               Writes docs/BENCHMARKS.md (keeping its scale section).
+  --quick      smoke run: 1 x 3 s per case; writes target/bench/BENCHMARKS-quick.md.
+  --scale [N]  the scale run (long: 30+ minutes, tens of GB of disk): N sessions (default
+               10000000) mixed across the apis, a 64 MiB cache, random-id GETs against it and
+               against a 10 000-session store. Replaces only the scale section of docs/BENCHMARKS.md.
+  --no-build   use the binaries already in target/release.
+  --no-prism   skip the Prism comparison (it needs npm and the npm registry).
+  --no-perf    skip the perf profile of sessiond under load.
+  --keep       keep the temporary data dirs (printed at the end).
+  --out FILE   write the report there instead.
+
+Environment: SERVER_CORE (0), LOAD_CORE (1), WORKERS (tokio worker threads of both servers, 1),
+CONNS (GET connections, 64), WRITE_CONNS (concurrent writers, 256), QUIET_MAX (seconds to wait
+before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 0), QUIET_PCT (25),
+BENCH_TMP (parent of the temporary data dirs; $TMPDIR or /tmp).
+EOF
+}
+
+MODE=default
+OUT=""
+BUILD=1
+PRISM=1
+PERF=1
+KEEP=0
+SCALE_N=10000000
+while (($#)); do
+    case $1 in
+    --quick) MODE=quick ;;
+    --scale)
+        MODE=scale
+        if [[ ${2:-} =~ ^[0-9]+$ ]]; then
+            SCALE_N=$2
+            shift
+        fi
+        ;;
+    --no-build) BUILD=0 ;;
+    --no-prism) PRISM=0 ;;
+    --no-perf) PERF=0 ;;
+    --keep) KEEP=1 ;;
+    --out)
+        OUT=$2
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "bench/run.sh: unknown argument $1" >&2
+        usage >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+SERVER_CORE=${SERVER_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+WORKERS=${WORKERS:-1}
+CONNS=${CONNS:-64}
+WRITE_CONNS=${WRITE_CONNS:-256}
+QUIET_PCT=${QUIET_PCT:-25}
+PORT_PUB=18080
+PORT_ADMIN=18081
+PORT_BASE=18090
+PORT_PRISM=18095
+APIS=(salesnip opencx funnelfox alcamine anam)
+MISS_API=anam
+
+case $MODE in
+quick)
+    RUNS=1 DUR=3 WARM=1 FIXED_RUNS=1 FIXED_DUR=3 WRITE_DUR=2 SEED_PER_API=2000 STARTS=1 MISS_DUR=3
+    QUIET_MAX=${QUIET_MAX:-0}
+    PRISM_DUR=3 PERF_DUR=3
+    OUT=${OUT:-target/bench/BENCHMARKS-quick.md}
+    ;;
+default)
+    RUNS=3 DUR=8 WARM=3 FIXED_RUNS=2 FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6
+    QUIET_MAX=${QUIET_MAX:-60}
+    PRISM_DUR=8 PERF_DUR=5
+    OUT=${OUT:-docs/BENCHMARKS.md}
+    ;;
+scale)
+    WARM=5 DUR=15 MISS_DUR=10 SMALL_PER_API=2000 SCALE_CACHE_MB=64 SAMPLE=1000000
+    QUIET_MAX=${QUIET_MAX:-60}
+    OUT=${OUT:-docs/BENCHMARKS.md}
+    ;;
+esac
+RERUN="bench/run.sh"
+[[ $MODE == quick ]] && RERUN="bench/run.sh --quick"
+[[ $MODE == scale ]] && RERUN="bench/run.sh --scale $SCALE_N"
+
+BIN=$ROOT/target/release/sessiond
+BASELINE=$ROOT/target/release/examples/baseline
+LOADGEN_WRITES=$ROOT/target/release/examples/loadgen_writes
+CLK_TCK=$(getconf CLK_TCK)
+ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+mkdir -p target/bench
+WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/sessiond-bench.XXXXXX")
+REPORT=$WORK/report.md
+: >"$REPORT"
+STARTED_AT=$(date +%s)
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+# Appends to the report and prints to stdout.
+emit() { printf '%s\n' "$*" | tee -a "$REPORT"; }
+# calc FORMAT EXPR: floating-point arithmetic through awk.
+calc() { awk "BEGIN { printf \"$1\", ($2) }"; }
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# kv KEY LINE: the value of `KEY=value` in a `RESULT k=v ...` line.
+kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
+# Process CPU time (utime + stime of all threads) in clock ticks.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# core_jiffies N: "total idle" jiffies of core N.
+core_jiffies() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat
+}
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+declare -A R=()
+# add KEY VALUE: one more measurement of KEY.
+add() { R[$1]="${R[$1]:-} $2"; }
+med() {
+    # shellcheck disable=SC2086
+    median ${R[$1]:-}
+}
+
+# busy_pct SECONDS: % of all cores busy over SECONDS (nothing of ours runs between phases).
+busy_pct() {
+    local a b
+    a=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
+    sleep "$1"
+    b=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]
+        printf "%.0f", (d > 0) ? 100 * (d - (y[2] - x[2])) / d : 0 }'
+}
+
+LOADS=()
+# phase NAME: logs, waits up to QUIET_MAX s for the machine to be quiet (other processes using
+# < QUIET_PCT % of the cores), and records how busy it was.
+phase() {
+    local busy waited=0
+    busy=$(busy_pct 1)
+    while ((busy >= QUIET_PCT && waited < QUIET_MAX)); do
+        ((waited == 0)) && log "machine busy ($busy % of the cores used by other processes); waiting up to $QUIET_MAX s"
+        busy=$(busy_pct 5)
+        waited=$((waited + 5))
+    done
+    log "== $1 (load average $(loadavg); other processes $busy % of the cores; waited $waited s)"
+    LOADS+=("$1|$(loadavg)|$busy|$waited")
+}
+
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    if ((KEEP)); then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+stop_pid() {
+    local pid=$1 p keep=()
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$pid" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# http_status PORT PATH HEADER: the status code of one GET over bash's /dev/tcp (no fork, so it
+# can poll every millisecond); empty when nothing listens.
+http_status() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 0
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\nConnection: close\r\n\r\n' "$2" "$3" >&3
+    IFS= read -r line <&3 || true
+    exec 3<&- 3>&-
+    line=${line#HTTP/1.1 }
+    printf '%s' "${line%% *}"
+}
+
+# wait_200 PORT PATH HEADER TIMEOUT_S: polls until a GET answers 200.
+wait_200() {
+    local deadline=$((SECONDS + $4)) s
+    while ((SECONDS < deadline)); do
+        s=$(http_status "$1" "$2" "$3" 2>/dev/null || true)
+        [[ $s == 200 ]] && return 0
+        sleep 0.001
+    done
+    return 1
+}
+
+now_ns() { date +%s%N; }
+
+# start_sessiond DATA_DIR [serve args...]: starts sessiond pinned to SERVER_CORE; sets SD_PID.
+start_sessiond() {
+    local dir=$1
+    shift
+    port_free "$PORT_PUB" || die "port $PORT_PUB is still in use"
+    SESSIOND_LOG=warn TOKIO_WORKER_THREADS=$WORKERS SESSIOND_ADMIN_TOKEN=$ADMIN_TOKEN \
+        taskset -c "$SERVER_CORE" "$BIN" serve --data-dir "$dir" \
+        --listen "127.0.0.1:$PORT_PUB" --admin-listen "127.0.0.1:$PORT_ADMIN" "$@" \
+        >>"$WORK/sessiond.log" 2>&1 &
+    SD_PID=$!
+    PIDS+=("$SD_PID")
+}
+
+# timed_start DATA_DIR PATH HEADER [serve args...]: starts sessiond (SD_PID) and sets STARTUP_MS
+# to the ms from the start of the process to its first 200 answer for PATH.
+timed_start() {
+    local dir=$1 path=$2 header=$3 t0 t1
+    shift 3
+    port_free "$PORT_PUB" || die "port $PORT_PUB is still in use"
+    t0=$(now_ns)
+    start_sessiond "$dir" "$@"
+    wait_200 "$PORT_PUB" "$path" "$header" 120 || die "sessiond did not answer 200 for $path (see $WORK/sessiond.log)"
+    t1=$(now_ns)
+    STARTUP_MS=$(calc '%.1f' "($t1 - $t0) / 1e6")
+}
+
+# wrk_measure PID WRK-ARGS...: one wrk run (generator on LOAD_CORE) against the server PID.
+# Sets M_RPS M_P50 M_P99 M_P999 (ms) M_CPU_US (server CPU µs per request) M_BUSY0 M_BUSY1 (% of
+# the server's and the generator's core) M_OTHER0 (% of the server's core used by other processes)
+# M_REQS M_BAD (errors + non-2xx).
+wrk_measure() {
+    local pid=$1 c0 c1 a0 i0 a1 i1 b0 j0 b1 j1 out line
+    shift
+    c0=$(cpu_ticks "$pid")
+    read -r a0 i0 < <(core_jiffies "$SERVER_CORE")
+    read -r b0 j0 < <(core_jiffies "$LOAD_CORE")
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" --timeout 5s "$@" 2>&1) || die "wrk failed: $out"
+    c1=$(cpu_ticks "$pid")
+    read -r a1 i1 < <(core_jiffies "$SERVER_CORE")
+    read -r b1 j1 < <(core_jiffies "$LOAD_CORE")
+    line=$(grep '^RESULT' <<<"$out") || die "wrk printed no result: $out"
+    M_REQS=$(kv requests "$line")
+    M_RPS=$(calc '%.0f' "$M_REQS / ($(kv duration_us "$line") / 1e6)")
+    M_P50=$(calc '%.3f' "$(kv p50_us "$line") / 1000")
+    M_P99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
+    M_P999=$(calc '%.3f' "$(kv p999_us "$line") / 1000")
+    M_BAD=$(($(kv errors "$line") + $(kv non2xx "$line")))
+    M_CPU_US=$(calc '%.2f' "($c1 - $c0) * 1e6 / $CLK_TCK / ($M_REQS > 0 ? $M_REQS : 1)")
+    M_BUSY0=$(calc '%.0f' "100 * (($a1 - $a0) - ($i1 - $i0)) / (($a1 - $a0) > 0 ? ($a1 - $a0) : 1)")
+    M_BUSY1=$(calc '%.0f' "100 * (($b1 - $b0) - ($j1 - $j0)) / (($b1 - $b0) > 0 ? ($b1 - $b0) : 1)")
+    # CPU on the server's core not used by the server: other processes of the shared machine.
+    M_OTHER0=$(calc '%.0f' "100 * (($a1 - $a0) - ($i1 - $i0) - ($c1 - $c0)) / (($a1 - $a0) > 0 ? ($a1 - $a0) : 1)")
+    ((M_OTHER0 >= 0)) || M_OTHER0=0
+}
+
+# oha_fixed PID RATE SECONDS HEADER URL: constant-rate run (latency corrected for coordinated
+# omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD.
+oha_fixed() {
+    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 c0 c1 json ok
+    c0=$(cpu_ticks "$pid")
+    json=$(taskset -c "$LOAD_CORE" oha --no-tui --output-format json -z "${secs}s" -c "$CONNS" \
+        -q "$rate" --latency-correction -H "$header" "$url") || die "oha failed"
+    c1=$(cpu_ticks "$pid")
+    F_RPS=$(jq -r '.summary.requestsPerSec | floor' <<<"$json")
+    F_P50=$(jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' <<<"$json")
+    F_P99=$(jq -r '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' <<<"$json")
+    F_P999=$(jq -r '.latencyPercentiles["p99.9"] * 1000 | . * 1000 | round / 1000' <<<"$json")
+    ok=$(jq -r '[.statusCodeDistribution | to_entries[] | select(.key == "200") | .value] | add // 0' <<<"$json")
+    local total
+    total=$(jq -r '[.statusCodeDistribution | to_entries[] | .value] | add // 0' <<<"$json")
+    F_BAD=$((total - ok))
+    F_CPU_US=$(calc '%.2f' "($c1 - $c0) * 1e6 / $CLK_TCK / ($total > 0 ? $total : 1)")
+}
+
+# perf_profile PID URL HEADER TAG: profiles PID for PERF_DUR s under wrk load; writes
+# $WORK/perf.TAG.txt (top symbols) and $WORK/perf-dso.TAG.txt (by binary).
+perf_profile() {
+    local pid=$1 url=$2 hdr=$3 tag=$4 perf_pid
+    taskset -c "$LOAD_CORE" perf record -F 999 -g -o "$WORK/perf.$tag.data" -p "$pid" -- sleep "$PERF_DUR" \
+        >/dev/null 2>>"$WORK/perf.log" &
+    perf_pid=$!
+    sleep 0.3
+    taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${PERF_DUR}s" -H "$hdr" "$url" >/dev/null 2>&1 || true
+    wait "$perf_pid" || true
+    [[ -s $WORK/perf.$tag.data ]] || return 1
+    perf report -i "$WORK/perf.$tag.data" --no-children -g none --sort dso,symbol --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -30 >"$WORK/perf.$tag.txt" || true
+    perf report -i "$WORK/perf.$tag.data" --no-children -g none --sort dso --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -6 | sed 's/ *$//' >"$WORK/perf-dso.$tag.txt" || true
+    rm -f "$WORK/perf.$tag.data"
+    [[ -s $WORK/perf.$tag.txt ]]
+}
+
+mib() { calc '%.1f' "$1 / 1024"; }
+# status_of RATIO OP LIMIT: "met" / "NOT met".
+verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN {
+    ok = (op == ">=") ? (r >= l) : (r <= l); print (ok ? "met" : "**NOT met**") }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+install_tools() {
+    if ! command -v wrk >/dev/null; then
+        [[ $(id -u) == 0 ]] || die "wrk is missing: install it (Debian: apt-get install wrk)"
+        log "installing wrk (apt-get)"
+        apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    fi
+    if ! command -v jq >/dev/null; then
+        [[ $(id -u) == 0 ]] || die "jq is missing: install it (Debian: apt-get install jq)"
+        log "installing jq (apt-get)"
+        apt-get install -y -qq jq >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+    fi
+    if ! command -v oha >/dev/null && [[ $MODE != scale ]]; then
+        log "installing oha (cargo install oha --locked; a few minutes, once)"
+        cargo install oha --locked >"$WORK/oha-install.log" 2>&1 || die "cargo install oha failed (see $WORK/oha-install.log)"
+    fi
+}
+
+build() {
+    if ((BUILD)); then
+        log "building release (cargo build --release; --example baseline --example loadgen_writes)"
+        cargo build --release --quiet
+        cargo build --release --quiet --example baseline --example loadgen_writes
+    fi
+    [[ -x $BIN && -x $BASELINE && -x $LOADGEN_WRITES ]] || die "binaries missing in target/release"
+    # Run copies: a rebuild of target/release during the run must not change (or delete) what runs.
+    mkdir -p "$WORK/bin"
+    cp "$BIN" "$BASELINE" "$LOADGEN_WRITES" "$WORK/bin/"
+    BIN=$WORK/bin/sessiond
+    BASELINE=$WORK/bin/baseline
+    LOADGEN_WRITES=$WORK/bin/loadgen_writes
+}
+
+# ---------------------------------------------------------------------------------------------
+# Per-api facts
+
+declare -A VPATH=(
+    [salesnip]=/salesnip/v1/sessions/
+    [opencx]=/opencx/chat/sessions/
+    [funnelfox]=/funnelfox/public/v1/sessions/
+    [alcamine]=/alcamine/sessions/
+    [anam]=/anam/v1/sessions/
+)
+declare -A HNAME=([salesnip]=X-Api-Key [opencx]=Authorization [funnelfox]=Fox-Secret
+    [alcamine]=Authorization [anam]=Authorization)
+declare -A TENANT=() KEY=() SID=() SEED_RATE=()
+
+# The credential header line of API for its key.
+cred() {
+    if [[ ${HNAME[$1]} == Authorization ]]; then
+        printf 'Authorization: Bearer %s' "${KEY[$1]}"
+    else
+        printf '%s: %s' "${HNAME[$1]}" "${KEY[$1]}"
+    fi
+}
+cred_value() {
+    if [[ ${HNAME[$1]} == Authorization ]]; then printf 'Bearer %s' "${KEY[$1]}"; else printf '%s' "${KEY[$1]}"; fi
+}
+
+# seed_store DIR PER_API: one tenant, one key and PER_API sessions per api.
+seed_store() {
+    local dir=$1 n=$2 api out
+    for api in "${APIS[@]}"; do
+        TENANT[$api]=$("$BIN" tenants create --api "$api" --data-dir "$dir")
+        out=$("$BIN" seed --api "$api" --tenant "${TENANT[$api]}" --count "$n" --data-dir "$dir" 2>&1) ||
+            die "seed $api failed: $out"
+        SEED_RATE[$api]=$(sed -n 's/.*(\([0-9]*\) sessions\/s).*/\1/p' <<<"$out")
+        KEY[$api]=$("$BIN" keys create --api "$api" --tenant "${TENANT[$api]}" --data-dir "$dir" |
+            sed -n 's/^key: *//p')
+        [[ -n ${KEY[$api]} ]] || die "no key for $api"
+        log "seeded $n $api sessions (${SEED_RATE[$api]} sessions/s)"
+    done
+}
+
+# ids_of NDJSON: "api<TAB>id" of every session in an export.
+ids_of() {
+    sed -n 's/^{"kind":"session","api":"\([a-z]*\)","tenant":"[^"]*","session":{"id":"\([^"]*\)".*/\1\t\2/p' "$1"
+}
+
+# request_list IDS_FILE > LIST: "path<TAB>header<TAB>value" lines for bench/random_ids.lua.
+request_list() {
+    local api
+    local -a args=()
+    for api in "${APIS[@]}"; do
+        args+=(-v "p_$api=${VPATH[$api]}" -v "h_$api=${HNAME[$api]}" -v "v_$api=$(cred_value "$api")")
+    done
+    awk -F'\t' "${args[@]}" 'BEGIN { OFS = "\t" }
+        { p["salesnip"] = p_salesnip; p["opencx"] = p_opencx; p["funnelfox"] = p_funnelfox; p["alcamine"] = p_alcamine; p["anam"] = p_anam
+          h["salesnip"] = h_salesnip; h["opencx"] = h_opencx; h["funnelfox"] = h_funnelfox; h["alcamine"] = h_alcamine; h["anam"] = h_anam
+          v["salesnip"] = v_salesnip; v["opencx"] = v_opencx; v["funnelfox"] = v_funnelfox; v["alcamine"] = v_alcamine; v["anam"] = v_anam
+          print p[$1] $2, h[$1], v[$1] }' "$1"
+}
+
+machine_section() {
+    local cpu mem os
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    os=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")
+    emit "## Machine"
+    emit ""
+    emit "| | |"
+    emit "|---|---|"
+    emit "| date (UTC) | $(date -u '+%Y-%m-%d %H:%M') |"
+    emit "| cores (nproc) | $(nproc) |"
+    emit "| CPU | $cpu |"
+    emit "| memory | $mem |"
+    emit "| OS, kernel | $os, $(uname -r) |"
+    emit "| rustc | $(rustc --version 2>/dev/null || echo '?') |"
+    emit "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)$(command -v oha >/dev/null && echo ", $(oha --version 2>/dev/null | head -1) (fixed-rate runs)") |"
+    emit "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml') |"
+    emit "| load average at start (1/5/15 min) | $(loadavg) |"
+    emit ""
+}
+
+# loads_section HEADING
+loads_section() {
+    local l
+    emit "$1"
+    emit ""
+    emit "When each phase started: load average (1/5/15 min) and the share of both cores used by other"
+    emit "processes over 1 s (the script waits up to $QUIET_MAX s for that share to drop below $QUIET_PCT %). The machine is"
+    emit "shared (other work may build while the benchmark runs); runs are alternated and medians taken to spread such"
+    emit "noise evenly, and the GET table shows how much of the server's core other processes took during the runs."
+    emit ""
+    emit "| phase | load average | other processes % of the cores | waited s |"
+    emit "|---|---|---:|---:|"
+    local f
+    for l in "${LOADS[@]}"; do
+        IFS='|' read -r -a f <<<"$l"
+        emit "| ${f[0]} | ${f[1]} | ${f[2]} | ${f[3]} |"
+    done
+    emit ""
+}
+
+write_out() {
+    # Keeps the other mode's section: the scale section lives between these markers.
+    local begin='<!-- scale:begin -->' end='<!-- scale:end -->' dest=$OUT
+    mkdir -p "$(dirname "$dest")"
+    if [[ $MODE == scale ]]; then
+        {
+            if [[ -f $dest ]] && grep -q "$begin" "$dest"; then
+                sed "/$begin/,\$d" "$dest"
+            elif [[ -f $dest ]]; then
+                cat "$dest"
+                echo
+            else
+                echo "# sessiond benchmarks"
+                echo
+            fi
+            echo "$begin"
+            cat "$REPORT"
+            echo "$end"
+            [[ -f $dest ]] && grep -q "$end" "$dest" && sed "1,/$end/d" "$dest"
+        } >"$WORK/out.md"
+    else
+        {
+            cat "$REPORT"
+            if [[ -f $dest ]] && grep -q "$begin" "$dest"; then
+                echo
+                sed -n "/$begin/,/$end/p" "$dest"
+            else
+                echo
+                echo "$begin"
+                echo "## Scale (10 M sessions)"
+                echo
+                echo "Not run yet: \`bench/run.sh --scale\` (long) fills this section."
+                echo "$end"
+            fi
+        } >"$WORK/out.md"
+    fi
+    cp "$WORK/out.md" "$dest"
+    log "wrote $dest"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The default and quick runs
+
+main_run() {
+    local api path hdr r order s rate body_bytes
+    for p in $PORT_PUB $PORT_ADMIN $PORT_BASE $PORT_PRISM; do
+        port_free "$p" || die "port $p is in use"
+    done
+
+    emit "# sessiond benchmarks"
+    emit ""
+    emit "Generated by \`$RERUN\` (from the repository root); do not edit by hand, re-run it."
+    emit "Every number below is printed by that script in the same run."
+    emit ""
+    machine_section
+
+    phase "seed"
+    local DATA=$WORK/data
+    mkdir -p "$DATA"
+    seed_store "$DATA" "$SEED_PER_API"
+    "$BIN" export --data-dir "$DATA" -o "$WORK/export.ndjson" 2>/dev/null
+    ids_of "$WORK/export.ndjson" >"$WORK/ids.tsv"
+    for api in "${APIS[@]}"; do
+        SID[$api]=$(awk -F'\t' -v a="$api" '$1 == a { print $2; exit }' "$WORK/ids.tsv")
+        [[ -n ${SID[$api]} ]] || die "no session id for $api"
+    done
+
+    emit "## Method"
+    emit ""
+    emit "- Data: $SEED_PER_API seeded sessions per api (\`sessiond seed\`), one tenant and one key per api, SQLite store in a temporary dir."
+    emit "- sessiond: \`sessiond serve\` with \`SESSIOND_LOG=warn\` (the per-request info log line is off, as it would be in a"
+    emit "  throughput-minded deployment), \`TOKIO_WORKER_THREADS=$WORKERS\`, default cache (256 MiB), pinned with \`taskset -c $SERVER_CORE\`."
+    emit "- Baseline: \`examples/baseline.rs\`, a bare hyper 1.x http1 server answering every request with the exact bytes sessiond"
+    emit "  returns for the benchmarked session (fetched from sessiond with curl first), \`content-type: application/json\`, no auth, no"
+    emit "  lookup; the same tokio multi-thread runtime, \`TOKIO_WORKER_THREADS=$WORKERS\`, the same core ($SERVER_CORE)."
+    emit "- Load: \`wrk -t1 -c$CONNS\` on core $LOAD_CORE, same URL and credential header for both servers. Per api: ${WARM} s warm-up"
+    emit "  of each, then $RUNS alternated runs of ${DUR} s each (B,S then S,B ...); the tables show medians."
+    emit "- Server CPU per request: utime+stime of the server process (all threads, \`/proc/PID/stat\`) over the run"
+    emit "  ÷ requests completed. Core busy %: from \`/proc/stat\` of the server's and the generator's core. Near 100 k req/s"
+    emit "  the generator's core is saturated, so req/s then measures wrk as much as the server: CPU per request is the fairer cost."
+    emit "- RSS: \`VmRSS\` of the server after its runs."
+    emit ""
+
+    phase "cached GET: start"
+    start_sessiond "$DATA"
+    wait_200 "$PORT_PUB" "${VPATH[anam]}${SID[anam]}" "$(cred anam)" 60 || die "sessiond did not start (see $WORK/sessiond.log)"
+
+    local -A BODY_BYTES=() RESP_SD=() RESP_BASE=()
+    for api in "${APIS[@]}"; do
+        phase "cached GET: $api"
+        path="${VPATH[$api]}${SID[$api]}"
+        hdr=$(cred "$api")
+        s=$(curl -sS -o "$WORK/body.$api.json" -w '%{http_code} %{size_header}' -H "$hdr" "http://127.0.0.1:$PORT_PUB$path")
+        [[ ${s%% *} == 200 ]] || die "sessiond answered ${s%% *} for $api $path"
+        BODY_BYTES[$api]=$(stat -c %s "$WORK/body.$api.json")
+        RESP_SD[$api]=$((${s#* } + BODY_BYTES[$api]))
+        TOKIO_WORKER_THREADS=$WORKERS taskset -c "$SERVER_CORE" "$BASELINE" \
+            --listen "127.0.0.1:$PORT_BASE" --body "$WORK/body.$api.json" 2>>"$WORK/baseline.log" &
+        local BASE_PID=$!
+        PIDS+=("$BASE_PID")
+        wait_200 "$PORT_BASE" "$path" "$hdr" 30 || die "baseline did not start"
+        s=$(curl -sS -o "$WORK/body.$api.base.json" -w '%{size_header}' -H "$hdr" "http://127.0.0.1:$PORT_BASE$path")
+        cmp -s "$WORK/body.$api.json" "$WORK/body.$api.base.json" || die "baseline body differs for $api"
+        RESP_BASE[$api]=$((s + BODY_BYTES[$api]))
+
+        wrk_measure "$BASE_PID" -d"${WARM}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+        wrk_measure "$SD_PID" -d"${WARM}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+        for ((r = 1; r <= RUNS; r++)); do
+            if ((r % 2)); then order="base sd"; else order="sd base"; fi
+            for s in $order; do
+                if [[ $s == base ]]; then
+                    wrk_measure "$BASE_PID" -d"${DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+                else
+                    wrk_measure "$SD_PID" -d"${DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+                fi
+                ((M_BAD == 0)) || die "$s run of $api had $M_BAD errors or non-2xx answers"
+                add "$api.$s.rps" "$M_RPS"
+                add "$api.$s.p50" "$M_P50"
+                add "$api.$s.p99" "$M_P99"
+                add "$api.$s.p999" "$M_P999"
+                add "$api.$s.cpu" "$M_CPU_US"
+                add "$api.$s.busy0" "$M_BUSY0"
+                add "$api.$s.busy1" "$M_BUSY1"
+                add "$api.$s.other0" "$M_OTHER0"
+                log "$api $s run $r: $M_RPS req/s, p50 $M_P50 ms, p99 $M_P99 ms, p99.9 $M_P999 ms, $M_CPU_US µs CPU/req, cores $M_BUSY0/$M_BUSY1 % (other on server core $M_OTHER0 %)"
+            done
+        done
+        add "$api.base.rss" "$(rss_kb "$BASE_PID")"
+        add "$api.sd.rss" "$(rss_kb "$SD_PID")"
+
+        # Latency at a fixed rate: half of the baseline's maximum.
+        rate=$(calc '%.0f' "$(med "$api.base.rps") / 2")
+        add "$api.rate" "$rate"
+        for ((r = 1; r <= FIXED_RUNS; r++)); do
+            if ((r % 2)); then order="base sd"; else order="sd base"; fi
+            for s in $order; do
+                if [[ $s == base ]]; then
+                    oha_fixed "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+                else
+                    oha_fixed "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+                fi
+                ((F_BAD == 0)) || die "fixed-rate $s run of $api had $F_BAD non-200 answers"
+                add "$api.$s.frps" "$F_RPS"
+                add "$api.$s.fp50" "$F_P50"
+                add "$api.$s.fp99" "$F_P99"
+                add "$api.$s.fp999" "$F_P999"
+                add "$api.$s.fcpu" "$F_CPU_US"
+                log "$api $s at $rate req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms"
+            done
+        done
+        stop_pid "$BASE_PID"
+    done
+
+    # Tables: cached GET.
+    emit "## Cached GET: sessiond vs baseline (same bytes, same core, same generator)"
+    emit ""
+    emit "| api | body B | response B (S / B) | server | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS MiB | server core busy % | of which other processes % | wrk core busy % |"
+    emit "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for api in "${APIS[@]}"; do
+        for s in base sd; do
+            local name=baseline
+            [[ $s == sd ]] && name=sessiond
+            emit "| $api | ${BODY_BYTES[$api]} | ${RESP_SD[$api]} / ${RESP_BASE[$api]} | $name | $(med "$api.$s.rps") | $(med "$api.$s.p50") | $(med "$api.$s.p99") | $(med "$api.$s.p999") | $(med "$api.$s.cpu") | $(mib "$(med "$api.$s.rss")") | $(med "$api.$s.busy0") | $(med "$api.$s.other0") | $(med "$api.$s.busy1") |"
+        done
+    done
+    emit ""
+    emit "## Latency at a fixed rate (50 % of the baseline's maximum; oha, latency corrected for coordinated omission)"
+    emit ""
+    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req |"
+    emit "|---|---:|---|---:|---:|---:|---:|---:|"
+    for api in "${APIS[@]}"; do
+        for s in base sd; do
+            local name=baseline
+            [[ $s == sd ]] && name=sessiond
+            emit "| $api | $(med "$api.rate") | $name | $(med "$api.$s.frps") | $(med "$api.$s.fp50") | $(med "$api.$s.fp99") | $(med "$api.$s.fp999") | $(med "$api.$s.fcpu") |"
+        done
+    done
+    emit ""
+
+    # Profile of sessiond (and of the baseline, for comparison) under load.
+    if ((PERF)) && command -v perf >/dev/null; then
+        phase "perf profile"
+        path="${VPATH[anam]}${SID[anam]}"
+        hdr=$(cred anam)
+        TOKIO_WORKER_THREADS=$WORKERS taskset -c "$SERVER_CORE" "$BASELINE" \
+            --listen "127.0.0.1:$PORT_BASE" --body "$WORK/body.anam.json" 2>>"$WORK/baseline.log" &
+        local BASE_PID=$!
+        PIDS+=("$BASE_PID")
+        wait_200 "$PORT_BASE" "$path" "$hdr" 30 || die "baseline did not start"
+        if perf_profile "$SD_PID" "http://127.0.0.1:$PORT_PUB$path" "$hdr" sessiond &&
+            perf_profile "$BASE_PID" "http://127.0.0.1:$PORT_BASE$path" "$hdr" baseline; then
+            emit "## Where the CPU goes (cached anam GET under wrk load, \`perf record -F 999 -g\`, ${PERF_DUR} s each)"
+            emit ""
+            emit "Self time by binary/library, sessiond then the baseline:"
+            emit ""
+            emit '```'
+            emit "sessiond:"
+            emit "$(cat "$WORK/perf-dso.sessiond.txt")"
+            emit "baseline:"
+            emit "$(cat "$WORK/perf-dso.baseline.txt")"
+            emit '```'
+            emit ""
+            emit "sessiond, top symbols (self time):"
+            emit ""
+            emit '```'
+            emit "$(head -30 "$WORK/perf.sessiond.txt" | cut -c1-160 | sed 's/ *$//')"
+            emit '```'
+            emit ""
+            emit "baseline, top symbols (self time):"
+            emit ""
+            emit '```'
+            emit "$(head -15 "$WORK/perf.baseline.txt" | cut -c1-160 | sed 's/ *$//')"
+            emit '```'
+            emit ""
+        else
+            log "perf profile unavailable (see $WORK/perf.log)"
+        fi
+        stop_pid "$BASE_PID"
+    fi
+
+    # Durable creates.
+    phase "durable creates"
+    emit "## Durable creates (admin API, acknowledged after the group commit)"
+    emit ""
+    emit "\`examples/loadgen_writes.rs\` on core $LOAD_CORE: $WRITE_CONNS concurrent clients POST \`{}\` to"
+    emit "\`/admin/v1/{api}/tenants/{tenant}/sessions?fill=true\` for ${WRITE_DUR} s; a create counts once its 201 has arrived"
+    emit "(sessiond answers after the commit, \`synchronous = FULL\`, WAL)."
+    emit ""
+    emit "| api | acknowledged creates/s | ack p50 ms | ack p99 ms | non-201 | server CPU µs/create |"
+    emit "|---|---:|---:|---:|---:|---:|"
+    for api in "${APIS[@]}"; do
+        local c0 c1 line cps
+        c0=$(cpu_ticks "$SD_PID")
+        line=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CORE" "$LOADGEN_WRITES" \
+            --url "http://127.0.0.1:$PORT_ADMIN/admin/v1/$api/tenants/${TENANT[$api]}/sessions?fill=true" \
+            --token "$ADMIN_TOKEN" --body '{}' --concurrency "$WRITE_CONNS" --seconds "$WRITE_DUR" 2>>"$WORK/loadgen.log")
+        c1=$(cpu_ticks "$SD_PID")
+        cps=$(calc '%.1f' "($c1 - $c0) * 1e6 / $CLK_TCK / ($(kv created "$line") > 0 ? $(kv created "$line") : 1)")
+        add "$api.wrate" "$(kv rate "$line")"
+        log "$api creates: $line"
+        emit "| $api | $(kv rate "$line") | $(kv p50_ms "$line") | $(kv p99_ms "$line") | $(kv errors "$line") | $cps |"
+    done
+    emit ""
+    stop_pid "$SD_PID"
+
+    # Startup time.
+    phase "startup"
+    local sessions_now ms
+    for ((r = 1; r <= STARTS; r++)); do
+        timed_start "$DATA" "${VPATH[anam]}${SID[anam]}" "$(cred anam)"
+        ms=$STARTUP_MS
+        add "startup" "$ms"
+        add "startup.rss" "$(rss_kb "$SD_PID")"
+        stop_pid "$SD_PID"
+        log "startup $r: $ms ms"
+    done
+    sessions_now=$(($(wc -l <"$WORK/ids.tsv")))
+    emit "## Startup"
+    emit ""
+    emit "From starting the process to the first answered GET (200) of a stored session, polled every ~1 ms over"
+    emit "a raw socket; store of $(du -sh "$DATA" | cut -f1) ($sessions_now seeded sessions plus the creates above);"
+    emit "median of $STARTS."
+    emit ""
+    emit "| startup to first 200 ms | RSS right after MiB |"
+    emit "|---:|---:|"
+    emit "| $(med startup) | $(mib "$(med startup.rss)") |"
+    emit ""
+
+    # Cache miss: the same random-id workload, cache disabled and cache warm.
+    phase "cache miss"
+    awk -F'\t' -v a="$MISS_API" '$1 == a' "$WORK/ids.tsv" >"$WORK/miss-ids.tsv"
+    request_list "$WORK/miss-ids.tsv" >"$WORK/miss-reqs.tsv"
+    local n_miss
+    n_miss=$(wc -l <"$WORK/miss-reqs.tsv")
+    emit "## Cache miss ($MISS_API, random ids out of $n_miss, \`bench/random_ids.lua\`)"
+    emit ""
+    emit "The same random-id workload against sessiond with \`--cache-mb 0\` (every GET reads SQLite) and with the"
+    emit "default cache after a warm-up pass. Building requests in Lua costs wrk about 40 % of its throughput, so"
+    emit "compare these rows only with each other."
+    emit ""
+    emit "| cache | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS MiB |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|"
+    local cache
+    for cache in 0 256; do
+        start_sessiond "$DATA" --cache-mb "$cache"
+        wait_200 "$PORT_PUB" "${VPATH[anam]}${SID[anam]}" "$(cred anam)" 60 || die "sessiond did not start"
+        if [[ $cache != 0 ]]; then
+            wrk_measure "$SD_PID" -d"${WARM}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$WORK/miss-reqs.tsv"
+        fi
+        local c
+        for c in "$CONNS" 1; do
+            CONNS_SAVE=$CONNS
+            CONNS=$c
+            wrk_measure "$SD_PID" -d"${MISS_DUR}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$WORK/miss-reqs.tsv"
+            CONNS=$CONNS_SAVE
+            ((M_BAD == 0)) || die "cache-miss run had $M_BAD errors or non-2xx"
+            emit "| $cache MiB | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") |"
+            [[ $cache == 0 && $c == 1 ]] && add miss.c1.p99 "$M_P99"
+            [[ $cache == 0 && $c == 1 ]] && add miss.c1.p50 "$M_P50"
+        done
+        stop_pid "$SD_PID"
+    done
+    emit ""
+
+    # Import.
+    phase "import"
+    local line secs wall0 wall1 isess
+    wall0=$(now_ns)
+    line=$("$BIN" import --data-dir "$WORK/import" -i "$WORK/export.ndjson" 2>&1 | grep '^imported') || die "import failed"
+    wall1=$(now_ns)
+    isess=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' <<<"$line")
+    add import.rate "$(sed -n 's/.*(\([0-9]*\) sessions\/s).*/\1/p' <<<"$line")"
+    emit "## Import"
+    emit ""
+    emit "\`sessiond export\` of the seeded store ($(du -h "$WORK/export.ndjson" | cut -f1) of NDJSON), then \`sessiond import\` into an empty"
+    emit "data dir (not pinned; it validates every document and stores in atomic batches of 2000)."
+    emit ""
+    emit "| sessions | import says | wall time incl. process start s | sessions/s (import's own figure) |"
+    emit "|---:|---|---:|---:|"
+    emit "| $isess | \`$line\` | $(calc '%.2f' "($wall1 - $wall0) / 1e9") | $(med import.rate) |"
+    emit ""
+
+    # Prism.
+    if ((PRISM)); then
+        phase "prism"
+        prism_run
+    fi
+
+    # Summary of targets.
+    emit "## Targets (issue 3)"
+    emit ""
+    emit "| target | measured | verdict |"
+    emit "|---|---|---|"
+    for api in "${APIS[@]}"; do
+        local rr cr pr
+        rr=$(calc '%.3f' "$(med "$api.sd.rps") / $(med "$api.base.rps")")
+        cr=$(calc '%.3f' "$(med "$api.sd.cpu") / $(med "$api.base.cpu")")
+        pr=$(calc '%.2f' "$(med "$api.sd.fp99") / $(med "$api.base.fp99")")
+        emit "| $api: cached GET req/s ≥ 0.90 × baseline | $rr × | $(verdict "$rr" '>=' 0.90) |"
+        emit "| $api: server CPU per request ≤ 1.15 × baseline | $cr × ($(med "$api.sd.cpu") vs $(med "$api.base.cpu") µs) | $(verdict "$cr" '<=' 1.15) |"
+        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(med "$api.sd.fp99") vs $(med "$api.base.fp99") ms) | $(verdict "$pr" '<=' 2) |"
+    done
+    local wmin
+    wmin=$(printf '%s\n' ${R[anam.wrate]} ${R[salesnip.wrate]} ${R[opencx.wrate]} ${R[funnelfox.wrate]} ${R[alcamine.wrate]} | sort -g | head -1)
+    emit "| durable creates ≥ 10 000/s (slowest api) | $wmin/s | $(verdict "$wmin" '>=' 10000) |"
+    emit "| import ≥ 100 000 sessions/s | $(med import.rate)/s | $(verdict "$(med import.rate)" '>=' 100000) |"
+    emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection, cache off) | $(med miss.c1.p99) ms (p50 $(med miss.c1.p50) ms) | $(verdict "$(med miss.c1.p99)" '<=' 0.5) |"
+    if [[ -n ${R[prism.ratio]:-} ]]; then
+        emit "| > 30 × Prism (anam req/s) | $(med prism.ratio) × | $(verdict "$(med prism.ratio)" '>=' 30) |"
+    fi
+    emit ""
+    loads_section "## How busy the machine was"
+    emit "Total run time: $(($(date +%s) - STARTED_AT)) s."
+    emit ""
+}
+
+prism_run() {
+    local dir=$ROOT/target/bench/prism bin path hdr line
+    bin=$dir/node_modules/.bin/prism
+    emit "## Prism (@stoplight/prism-cli, the mock server most users would pick instead)"
+    emit ""
+    if [[ ! -x $bin ]]; then
+        if command -v npm >/dev/null; then
+            log "installing @stoplight/prism-cli@5 into $dir (npm)"
+            mkdir -p "$dir"
+            (cd "$dir" && npm install --no-audit --no-fund --loglevel=error @stoplight/prism-cli@5 >"$WORK/prism-install.log" 2>&1) || true
+        fi
+    fi
+    if [[ ! -x $bin ]]; then
+        emit "Not measured: Prism could not be installed here (npm missing or the install failed)."
+        emit ""
+        return 0
+    fi
+    taskset -c "$SERVER_CORE" "$bin" mock -p "$PORT_PRISM" -v warn "$ROOT/specs/anam.yaml" >"$WORK/prism.log" 2>&1 &
+    local PRISM_PID=$!
+    PIDS+=("$PRISM_PID")
+    path="/v1/sessions/${SID[anam]}"
+    hdr=$(cred anam)
+    if ! wait_200 "$PORT_PRISM" "$path" "$hdr" 60; then
+        emit "Not measured: Prism did not answer 200 within 60 s (see its log)."
+        emit ""
+        stop_pid "$PRISM_PID"
+        return 0
+    fi
+    # Prism runs node; its CPU is in the node process (and its children, if any).
+    wrk_measure "$PRISM_PID" -d"${WARM}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PRISM$path"
+    wrk_measure "$PRISM_PID" -d"${PRISM_DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PRISM$path"
+    local prss
+    prss=$(rss_kb "$PRISM_PID")
+    stop_pid "$PRISM_PID"
+    local ratio
+    ratio=$(calc '%.1f' "$(med anam.sd.rps) / ($M_RPS > 0 ? $M_RPS : 1)")
+    add prism.ratio "$ratio"
+    emit "\`prism mock -v warn specs/anam.yaml\` (version $("$bin" --version 2>/dev/null | head -1)) on core $SERVER_CORE, the same wrk settings"
+    emit "(${PRISM_DUR} s after a ${WARM} s warm-up), GET of the anam session route with a bearer token (Prism answers its static example)."
+    emit ""
+    emit "| server | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS MiB | errors+non-2xx |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|"
+    emit "| Prism | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$prss") | $M_BAD |"
+    emit "| sessiond (cached GET table above, median) | $(med anam.sd.rps) | $(med anam.sd.p50) | $(med anam.sd.p99) | $(med anam.sd.p999) | $(med anam.sd.cpu) | $(mib "$(med anam.sd.rss)") | 0 |"
+    emit ""
+    emit "sessiond / Prism: **${ratio} ×** the requests per second."
+    emit ""
+}
+
+# ---------------------------------------------------------------------------------------------
+# The scale run
+
+scale_run() {
+    local api per line t0 t1 bps need avail n_eff
+    for p in $PORT_PUB $PORT_ADMIN; do
+        port_free "$p" || die "port $p is in use"
+    done
+    emit "## Scale ($SCALE_N sessions requested)"
+    emit ""
+    emit "Generated by \`$RERUN\` on $(date -u '+%Y-%m-%d %H:%M') UTC ($(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo),"
+    emit "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, sessiond $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'),"
+    emit "load average at start $(loadavg)). Do not edit by hand."
+    emit ""
+
+    # The small store (also gives the bytes per session to plan the disk).
+    phase "scale: small store"
+    local SMALL=$WORK/small
+    mkdir -p "$SMALL"
+    seed_store "$SMALL" "$SMALL_PER_API"
+    "$BIN" export --data-dir "$SMALL" -o "$WORK/small.ndjson" 2>/dev/null
+    local -A SMALL_KEY=()
+    for api in "${APIS[@]}"; do SMALL_KEY[$api]=${KEY[$api]}; done
+    ids_of "$WORK/small.ndjson" >"$WORK/small-ids.tsv"
+    request_list "$WORK/small-ids.tsv" >"$WORK/small-reqs.tsv"
+    bps=$(calc '%.0f' "$(du -sb "$SMALL" | cut -f1) / ($SMALL_PER_API * ${#APIS[@]})")
+    local ndjson_bps
+    ndjson_bps=$(calc '%.0f' "$(stat -c %s "$WORK/small.ndjson") / ($SMALL_PER_API * ${#APIS[@]})")
+
+    # Disk: the run wants 3 × the store's size free. At its peak it holds the seeded store and its
+    # export together (then the export and the imported store).
+    avail=$(df -B1 --output=avail "$WORK" | tail -1 | tr -d ' ')
+    need=$(calc '%.0f' "$SCALE_N * $bps")
+    n_eff=$SCALE_N
+    if (($(calc '%d' "$avail < 3 * $need"))); then
+        n_eff=$(calc '%d' "int($avail / 3 / $bps / 500000) * 500000")
+        ((n_eff >= 500000)) || die "not enough disk for a scale run ($(numfmt --to=iec "$avail") free)"
+        log "scaling down to $n_eff sessions: $(numfmt --to=iec "$avail") free, a store of $SCALE_N needs ~$(numfmt --to=iec "$need")"
+        emit "**Scaled down to $n_eff sessions**: $(numfmt --to=iec "$avail") free on the disk, and a store of $SCALE_N sessions"
+        emit "(~$bps B per session on disk) needs ~$(numfmt --to=iec "$need"); the run wants 3 × the store's size free."
+        emit ""
+    fi
+    log "disk: $(numfmt --to=iec "$avail") free; store ~$bps B/session, export ~$ndjson_bps B/session; peak use ~$(numfmt --to=iec "$(calc '%.0f' "$n_eff * ($bps + $ndjson_bps)")")"
+    per=$((n_eff / ${#APIS[@]}))
+
+    phase "scale: seed"
+    local BIG=$WORK/big
+    mkdir -p "$BIG"
+    t0=$(now_ns)
+    seed_store "$BIG" "$per"
+    t1=$(now_ns)
+    local seed_s
+    seed_s=$(calc '%.1f' "($t1 - $t0) / 1e9")
+    local -A BIG_KEY=()
+    for api in "${APIS[@]}"; do BIG_KEY[$api]=${KEY[$api]}; done
+
+    phase "scale: export"
+    t0=$(now_ns)
+    "$BIN" export --data-dir "$BIG" -o "$WORK/big.ndjson" 2>/dev/null
+    t1=$(now_ns)
+    local export_s seeded_size
+    export_s=$(calc '%.1f' "($t1 - $t0) / 1e9")
+    seeded_size=$(du -sh "$BIG" | cut -f1)
+    ids_of "$WORK/big.ndjson" | shuf -n "$SAMPLE" >"$WORK/big-ids.tsv"
+    rm -rf "$BIG"
+
+    phase "scale: import"
+    local STORE=$WORK/store
+    t0=$(now_ns)
+    line=$("$BIN" import --data-dir "$STORE" -i "$WORK/big.ndjson" 2>&1 | grep '^imported') || die "import failed"
+    t1=$(now_ns)
+    local import_s ndjson_size
+    import_s=$(calc '%.1f' "($t1 - $t0) / 1e9")
+    ndjson_size=$(du -h "$WORK/big.ndjson" | cut -f1)
+    rm -f "$WORK/big.ndjson"
+    local isess irate
+    isess=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' <<<"$line")
+    irate=$(sed -n 's/.*(\([0-9]*\) sessions\/s).*/\1/p' <<<"$line")
+    for api in "${APIS[@]}"; do KEY[$api]=${BIG_KEY[$api]}; done
+    request_list "$WORK/big-ids.tsv" >"$WORK/big-reqs.tsv"
+
+    emit "### Building the store"
+    emit ""
+    emit "| sessions | seed (\`sessiond seed\`, 5 apis) s | export s | NDJSON | \`sessiond import\` into an empty dir | import s (wall) | import sessions/s | store on disk |"
+    emit "|---:|---:|---:|---:|---|---:|---:|---:|"
+    emit "| $isess | $seed_s | $export_s | $ndjson_size | \`$line\` | $import_s | $irate | $(du -sh "$STORE" | cut -f1) (seeded store: $seeded_size) |"
+    emit ""
+
+    # Serving: the big store with a cache smaller than the data, then the small store, same settings.
+    phase "scale: serve big store"
+    local dropped="no (not permitted)"
+    if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropped="yes"; fi
+    local probe_path probe_hdr
+    probe_path=$(head -1 "$WORK/big-reqs.tsv" | cut -f1)
+    probe_hdr="$(head -1 "$WORK/big-reqs.tsv" | cut -f2): $(head -1 "$WORK/big-reqs.tsv" | cut -f3)"
+    local big_start big_rss0
+    timed_start "$STORE" "$probe_path" "$probe_hdr" --cache-mb "$SCALE_CACHE_MB"
+    big_start=$STARTUP_MS
+    big_rss0=$(rss_kb "$SD_PID")
+    emit "### Serving (\`--cache-mb $SCALE_CACHE_MB\`, random ids, mixed apis, \`bench/random_ids.lua\`)"
+    emit ""
+    emit "Random GETs over $(wc -l <"$WORK/big-reqs.tsv") ids sampled from the big store (mostly cache misses: the data is far larger"
+    emit "than the cache), and over all ids of a $((SMALL_PER_API * ${#APIS[@]}))-session store (fits the cache) with the same settings."
+    emit "OS page cache dropped before starting the big store: $dropped. Lua request building costs wrk ~40 % of its"
+    emit "throughput: compare these rows only with each other. sessiond on core $SERVER_CORE, wrk on core $LOAD_CORE."
+    emit ""
+    emit "| store | startup to first 200 ms | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS after MiB (peak) |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    scale_serve "$isess sessions" "$big_start" "$WORK/big-reqs.tsv" big
+    stop_pid "$SD_PID"
+
+    phase "scale: serve small store"
+    for api in "${APIS[@]}"; do KEY[$api]=${SMALL_KEY[$api]}; done
+    probe_path=$(head -1 "$WORK/small-reqs.tsv" | cut -f1)
+    probe_hdr="$(head -1 "$WORK/small-reqs.tsv" | cut -f2): $(head -1 "$WORK/small-reqs.tsv" | cut -f3)"
+    local small_start
+    timed_start "$SMALL" "$probe_path" "$probe_hdr" --cache-mb "$SCALE_CACHE_MB"
+    small_start=$STARTUP_MS
+    scale_serve "$((SMALL_PER_API * ${#APIS[@]})) sessions" "$small_start" "$WORK/small-reqs.tsv" small
+    stop_pid "$SD_PID"
+    emit ""
+    emit "Big store RSS right after start: $(mib "$big_rss0") MiB."
+    emit ""
+    emit "| target | measured | verdict |"
+    emit "|---|---|---|"
+    local r64 r1
+    r64=$(calc '%.2f' "$(med big.c$CONNS.p99) / $(med small.c$CONNS.p99)")
+    r1=$(calc '%.2f' "$(med big.c1.p99) / $(med small.c1.p99)")
+    emit "| GET p99 within 2 × of the small store ($CONNS connections) | $r64 × | $(verdict "$r64" '<=' 2) |"
+    emit "| GET p99 within 2 × of the small store (1 connection) | $r1 × | $(verdict "$r1" '<=' 2) |"
+    emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection) | $(med big.c1.p99) ms (p50 $(med big.c1.p50) ms) | $(verdict "$(med big.c1.p99)" '<=' 0.5) |"
+    emit "| import ≥ 100 000 sessions/s | $irate/s | $(verdict "$irate" '>=' 100000) |"
+    emit "| memory bounded by the cache setting ($SCALE_CACHE_MB MiB) | peak RSS $(mib "$(med big.hwm)") MiB | (judge: RSS − cache = fixed overhead) |"
+    emit ""
+    loads_section "### How busy the machine was (scale run)"
+    emit "Scale run time: $(($(date +%s) - STARTED_AT)) s."
+    emit ""
+}
+
+# scale_serve LABEL STARTUP_MS REQS_FILE TAG
+scale_serve() {
+    local label=$1 start=$2 reqs=$3 tag=$4 c
+    wrk_measure "$SD_PID" -d"${WARM}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
+    for c in "$CONNS" 1; do
+        local save=$CONNS
+        CONNS=$c
+        local d=$DUR
+        [[ $c == 1 ]] && d=$MISS_DUR
+        wrk_measure "$SD_PID" -d"${d}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
+        CONNS=$save
+        ((M_BAD == 0)) || die "scale run had $M_BAD errors or non-2xx"
+        add "$tag.c$c.p99" "$M_P99"
+        add "$tag.c$c.p50" "$M_P50"
+        emit "| $label | $start | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") ($(mib "$(hwm_kb "$SD_PID")")) |"
+    done
+    add "$tag.hwm" "$(hwm_kb "$SD_PID")"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+install_tools
+build
+log "mode $MODE, work dir $WORK, report $OUT"
+if [[ $MODE == scale ]]; then
+    scale_run
+else
+    main_run
+fi
+write_out
