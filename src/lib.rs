@@ -58,18 +58,25 @@ impl App {
     }
 
     pub fn public_router(&self) -> axum::Router {
-        http::public::combined_router(self.service.clone())
-            .layer(axum::middleware::from_fn(http::log_request))
+        with_request_log(http::public::combined_router(self.service.clone()))
     }
 
     pub fn api_router(&self, api: ApiId) -> axum::Router {
-        http::public::router(api, self.service.clone())
-            .layer(axum::middleware::from_fn(http::log_request))
+        with_request_log(http::public::router(api, self.service.clone()))
     }
 
     pub fn admin_router(&self, token: &Secret) -> axum::Router {
-        http::admin::router(self.service.clone(), token)
-            .layer(axum::middleware::from_fn(http::log_request))
+        with_request_log(http::admin::router(self.service.clone(), token))
+    }
+}
+
+/// Adds the per-request log line, unless the log filter (fixed at start-up) drops it anyway:
+/// then the layer would only cost time on the read path.
+fn with_request_log(router: axum::Router) -> axum::Router {
+    if tracing::enabled!(target: "sessiond::request", tracing::Level::INFO) {
+        router.layer(axum::middleware::from_fn(http::log_request))
+    } else {
+        router
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::get;
@@ -46,9 +46,10 @@ fn credential<'h>(rule: &Credential, headers: &'h HeaderMap) -> Option<&'h str> 
 async fn get_session(
     State(st): State<Arc<PublicApi>>,
     id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    // The request itself rather than a `HeaderMap` extractor, which would copy every header.
+    request: Request,
 ) -> Response {
-    let key = credential(&st.credential, &headers);
+    let key = credential(&st.credential, request.headers());
     let Ok(Path(id)) = id else {
         // An id that is not valid UTF-8 after percent-decoding cannot name a session.
         return st.errors.response(match key {
