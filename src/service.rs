@@ -989,17 +989,14 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// Top-level keys in the order the contract lists them (what the vendor's serializer does), then
 /// any others in the order given.
-fn order_like_schema(contract: &Contract, mut doc: Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::with_capacity(doc.len());
-    if let Some(props) = contract.session_property_names() {
-        for name in props {
-            if let Some(v) = doc.remove(name) {
-                out.insert(name.clone(), v);
-            }
-        }
+fn order_like_schema(contract: &Contract, doc: Map<String, Value>) -> Map<String, Value> {
+    let ranks: Vec<usize> = doc.keys().map(|k| contract.property_rank(k)).collect();
+    if ranks.is_sorted() {
+        return doc; // the usual case: documents this server wrote or generated
     }
-    out.extend(doc);
-    out
+    let mut entries: Vec<(usize, (String, Value))> = ranks.into_iter().zip(doc).collect();
+    entries.sort_by_key(|(rank, _)| *rank); // stable: unknown fields keep their order
+    entries.into_iter().map(|(_, kv)| kv).collect()
 }
 
 #[cfg(test)]
@@ -1027,6 +1024,18 @@ mod tests {
             merge_patch(&mut target, &patch);
             assert_eq!(target, expected);
         }
+    }
+
+    #[test]
+    fn fields_follow_the_contract_order_and_extras_keep_theirs() {
+        let contracts = Contracts::load(None).unwrap();
+        let anam = contracts.get(ApiId::Anam);
+        let doc = json!({"zeta": 1, "updatedAt": "u", "alpha": 2, "id": "i", "createdAt": "c"});
+        let Value::Object(doc) = doc else {
+            unreachable!()
+        };
+        let ordered: Vec<String> = order_like_schema(anam, doc).keys().cloned().collect();
+        assert_eq!(ordered, ["id", "createdAt", "updatedAt", "zeta", "alpha"]);
     }
 
     #[test]

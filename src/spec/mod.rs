@@ -62,6 +62,7 @@ pub struct Contract {
     /// Every status code the get-session operation declares.
     pub declared_statuses: Vec<u16>,
     null_plan: NullPlan,
+    property_ranks: std::collections::HashMap<String, usize>,
 }
 
 /// Where required properties that admit `null` live in a document, precomputed from a schema.
@@ -248,7 +249,14 @@ impl Contract {
             error_validators,
             declared_statuses,
             null_plan: NullPlan::default(),
+            property_ranks: Default::default(),
         };
+        contract.property_ranks = contract
+            .resolve(&contract.session_schema)
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect())
+            .unwrap_or_default();
         contract.null_plan = contract.plan_nulls(&contract.session_schema, 0);
         Ok(contract)
     }
@@ -282,12 +290,10 @@ impl Contract {
         Some(v.validate(body).map_err(|e| e.to_string()))
     }
 
-    /// Names of the 200 schema's top-level properties, in the contract's order.
-    pub fn session_property_names(&self) -> Option<impl Iterator<Item = &String>> {
-        self.resolve(&self.session_schema)
-            .get("properties")
-            .and_then(Value::as_object)
-            .map(|p| p.keys())
+    /// Position of a top-level property in the 200 schema (`usize::MAX` for one it does not name):
+    /// bodies list their fields in this order, as the vendor's serializer would.
+    pub fn property_rank(&self, name: &str) -> usize {
+        self.property_ranks.get(name).copied().unwrap_or(usize::MAX)
     }
 
     /// Follows `$ref`s (local ones only, as in the vendors' documents).
