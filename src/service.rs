@@ -233,7 +233,14 @@ impl Service {
             });
         }
         let session = match self.sessions.get(api, id) {
-            Some(s) => s,
+            Some(s) if *s.tenant == *tenant => s,
+            Some(_) => {
+                // Another tenant's session. Answer as slowly as for an unknown id (which always
+                // reads the store: there is no negative cache), so that the time to answer does
+                // not tell whether the id exists.
+                let _ = self.store.get_session(api, id).await;
+                return Err(PublicError::NotFound);
+            }
             None => {
                 let ticket = self.sessions.ticket(api, id);
                 match self.store.get_session(api, id).await {
