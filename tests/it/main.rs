@@ -8,6 +8,7 @@ mod common;
 
 mod admin;
 mod api_listen;
+mod bulk;
 mod cli;
 mod contract;
 mod errors;

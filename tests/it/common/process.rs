@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::process::{Output, Stdio};
 
 use tempfile::NamedTempFile;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 use super::{ADMIN_TOKEN, Client, Storage};
@@ -40,6 +41,32 @@ pub async fn cli(args: &[&str]) -> Output {
         .output()
         .await
         .expect("running the sessiond binary")
+}
+
+/// Runs `sessiond ARGS` to completion with `input` on its stdin.
+pub async fn cli_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the sessiond binary");
+    let mut stdin = child.stdin.take().expect("a piped stdin");
+    let input = input.to_vec();
+    // Fed while the output is read, so that neither side waits for the other; dropping the pipe
+    // ends the input.
+    let feed = tokio::spawn(async move { stdin.write_all(&input).await });
+    let out = child
+        .wait_with_output()
+        .await
+        .expect("waiting for the sessiond binary");
+    match feed.await.expect("the stdin writer panicked") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            panic!("writing to sessiond's stdin: {e}")
+        }
+        _ => out,
+    }
 }
 
 /// Runs `sessiond ARGS`, which must succeed; its stdout.

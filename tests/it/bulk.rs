@@ -1,0 +1,652 @@
+//! Bulk data through the real binary: `seed` (valid, deterministic sessions), `export` → `import`
+//! (a byte-for-byte round trip that carries key hashes and OpenCX ticket numbers), import errors
+//! (the bad line is named and nothing of its batch is stored), stdin and stdout; and the admin
+//! API's `?fill=true`, which generates what a partial document leaves out.
+
+use std::collections::BTreeSet;
+use std::process::Output;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use sessiond::ApiId;
+use sessiond::bulk::BATCH;
+
+use crate::common::process::{cli, cli_with_input};
+use crate::common::{Client, Reply, Storage, TestServer, fixtures};
+
+per_api!(
+    seed_creates_the_tenant_and_contract_valid_sessions,
+    the_same_seed_gives_the_same_sessions,
+    fill_generates_a_contract_valid_session,
+);
+
+per_backend!(
+    export_import_export_is_byte_identical,
+    an_import_keeps_sessions_keys_revocations_and_tickets,
+    imported_tickets_continue_after_the_highest_without_a_sequence_field,
+    a_broken_line_is_named_and_nothing_of_its_batch_is_stored,
+    a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_sessions,
+    an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored,
+    import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
+    fill_keeps_the_fields_the_client_gave,
+);
+
+// ---- the binary on a store ----------------------------------------------------------------------
+
+/// `sessiond WORDS… <the options naming storage>`.
+async fn run(storage: &Storage, words: &[&str]) -> Output {
+    let args = with_store(storage, words);
+    cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
+}
+
+/// [`run`] with `input` on stdin.
+async fn run_with_input(storage: &Storage, words: &[&str], input: &str) -> Output {
+    let args = with_store(storage, words);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli_with_input(&args, input.as_bytes()).await
+}
+
+fn with_store(storage: &Storage, words: &[&str]) -> Vec<String> {
+    words
+        .iter()
+        .map(|w| (*w).to_owned())
+        .chain(storage.args())
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_succeeded(words: &[&str], out: &Output) {
+    assert!(
+        out.status.success(),
+        "sessiond {words:?} failed ({}):\nstderr: {}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// [`run`], which must succeed.
+async fn run_ok(storage: &Storage, words: &[&str]) -> Output {
+    let out = run(storage, words).await;
+    assert_succeeded(words, &out);
+    out
+}
+
+/// The summary line on stderr starts with `expected` (e.g. `seeded 1 tenants, 0 keys, 5 sessions`).
+#[track_caller]
+fn assert_summary(out: &Output, expected: &str) {
+    let err = stderr(out);
+    assert!(
+        err.lines().any(|l| l.starts_with(expected)),
+        "no summary line `{expected} …` on stderr:\n{err}"
+    );
+}
+
+/// `seed --api A --tenant T --count N --seed S`, which must succeed.
+async fn seed(storage: &Storage, api: ApiId, tenant: &str, count: usize, rng_seed: u64) -> Output {
+    let (count, rng_seed) = (count.to_string(), rng_seed.to_string());
+    let words = [
+        "seed",
+        "--api",
+        api.as_str(),
+        "--tenant",
+        tenant,
+        "--count",
+        &count,
+        "--seed",
+        &rng_seed,
+    ];
+    run_ok(storage, &words).await
+}
+
+/// `export [--api A]… -o FILE`, which must succeed: the file's NDJSON (all apis if `apis` is empty).
+async fn export(storage: &Storage, apis: &[ApiId]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut words = vec!["export", "-o", file.path().to_str().expect("a UTF-8 path")];
+    for api in apis {
+        words.extend(["--api", api.as_str()]);
+    }
+    run_ok(storage, &words).await;
+    std::fs::read_to_string(file.path()).expect("the export is UTF-8")
+}
+
+/// `import -i FILE` of `ndjson`, whatever the outcome.
+async fn import(storage: &Storage, ndjson: &str) -> Output {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), ndjson).unwrap();
+    run(storage, &["import", "-i", file.path().to_str().unwrap()]).await
+}
+
+/// [`import`], which must succeed.
+async fn import_ok(storage: &Storage, ndjson: &str) {
+    let out = import(storage, ndjson).await;
+    assert_succeeded(&["import"], &out);
+}
+
+/// `count` sessions seeded from `rng_seed` into `tenant` of a fresh store, exported: the api's
+/// lines.
+async fn seeded_export(api: ApiId, tenant: &str, count: usize, rng_seed: u64) -> Vec<String> {
+    let storage = Storage::new().await;
+    seed(&storage, api, tenant, count, rng_seed).await;
+    lines(&export(&storage, &[api]).await)
+}
+
+// ---- NDJSON -------------------------------------------------------------------------------------
+
+fn lines(ndjson: &str) -> Vec<String> {
+    ndjson.lines().map(str::to_owned).collect()
+}
+
+/// Lines back into a file.
+fn file(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn record(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
+
+fn is_session(line: &str) -> bool {
+    record(line)["kind"] == "session"
+}
+
+fn session_id(line: &str) -> String {
+    record(line)["session"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a session line without an id: {line}"))
+        .to_owned()
+}
+
+/// The session lines of an export.
+fn session_lines(ndjson: &str) -> Vec<String> {
+    ndjson
+        .lines()
+        .filter(|l| is_session(l))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The ids of every session of `api` in the store.
+async fn stored_session_ids(storage: &Storage, api: ApiId) -> BTreeSet<String> {
+    session_lines(&export(storage, &[api]).await)
+        .iter()
+        .map(|l| session_id(l))
+        .collect()
+}
+
+/// `line` with its record changed by `edit`.
+fn edited(line: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut value = record(line);
+    edit(&mut value);
+    value.to_string()
+}
+
+/// Byte equality of two NDJSON texts, reporting the first line that differs.
+#[track_caller]
+fn assert_same_ndjson(actual: &str, expected: &str, what: &str) {
+    if actual == expected {
+        return;
+    }
+    match actual
+        .lines()
+        .zip(expected.lines())
+        .position(|(a, e)| a != e)
+    {
+        Some(i) => panic!(
+            "{what}: line {} differs\n     got: {}\nexpected: {}",
+            i + 1,
+            actual.lines().nth(i).unwrap(),
+            expected.lines().nth(i).unwrap()
+        ),
+        None => panic!(
+            "{what}: {} bytes in {} lines, expected {} bytes in {} lines",
+            actual.len(),
+            actual.lines().count(),
+            expected.len(),
+            expected.lines().count()
+        ),
+    }
+}
+
+// ---- seed ---------------------------------------------------------------------------------------
+
+/// Sessions seeded per api and run: every one is read back through the public API.
+const SEEDED: usize = 50;
+
+async fn seed_creates_the_tenant_and_contract_valid_sessions(api: ApiId) {
+    let storage = Storage::new().await;
+    let tenant = api.profile().new_tenant_id();
+    let out = seed(&storage, api, &tenant, SEEDED, 7).await;
+    assert_summary(
+        &out,
+        &format!("seeded 1 tenants, 0 keys, {SEEDED} sessions"),
+    );
+    // Into the tenant that exists now: more sessions, no new tenant.
+    let out = seed(&storage, api, &tenant, SEEDED, 8).await;
+    assert_summary(
+        &out,
+        &format!("seeded 0 tenants, 0 keys, {SEEDED} sessions"),
+    );
+
+    let server = TestServer::start_in(storage).await;
+    let tenants = server
+        .admin(Method::GET, &format!("/admin/v1/{api}/tenants"), None)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(tenants["items"].as_array().unwrap().len(), 1, "{tenants}");
+    assert_eq!(tenants["items"][0]["id"], tenant.as_str(), "{tenants}");
+
+    let (_, key) = server.create_key(api, &tenant).await;
+    let listed = server.list_all(api, &tenant, 1000).await;
+    assert_eq!(listed.len(), 2 * SEEDED, "{api}: sessions after two seeds");
+    for session in &listed {
+        let id = session["id"].as_str().expect("a listed session has an id");
+        // `public_get` checks the body against the vendor's contract.
+        let got = server.public_get(api, id, Some(&key)).await.expect(200);
+        assert_eq!(
+            &got.json(),
+            session,
+            "{api}: GET {id} and the listing differ"
+        );
+    }
+}
+
+async fn the_same_seed_gives_the_same_sessions(api: ApiId) {
+    let tenant = api.profile().new_tenant_id();
+    let sessions = async |seed| {
+        let lines = seeded_export(api, &tenant, 20, seed).await;
+        session_lines(&file(&lines))
+    };
+    let first = sessions(7).await;
+    assert_eq!(first.len(), 20);
+    assert_eq!(sessions(7).await, first, "{api}: seed 7 twice");
+    let other: BTreeSet<String> = sessions(8).await.into_iter().collect();
+    let shared: Vec<&String> = first.iter().filter(|l| other.contains(*l)).collect();
+    assert!(
+        shared.is_empty(),
+        "{api}: seeds 7 and 8 gave the same sessions: {shared:?}"
+    );
+}
+
+// ---- export → import ----------------------------------------------------------------------------
+
+/// What one api held before the export: a tenant with seeded sessions and two keys, one revoked.
+struct Before {
+    api: ApiId,
+    tenant: String,
+    live_key: String,
+    revoked_key: String,
+    /// The tenant's sessions, as the admin API listed them.
+    sessions: Vec<Value>,
+}
+
+/// Per api: a tenant with `SEEDED` seeded sessions and one written through the admin API, a live
+/// and a revoked key, and a second tenant with a key and no sessions.
+async fn populate() -> (Storage, Vec<Before>) {
+    let storage = Storage::new().await;
+    let tenants: Vec<(ApiId, String)> = ApiId::ALL
+        .into_iter()
+        .map(|api| (api, api.profile().new_tenant_id()))
+        .collect();
+    for (api, tenant) in &tenants {
+        seed(&storage, *api, tenant, SEEDED, 1).await;
+    }
+    let server = TestServer::start_in(storage).await;
+    let mut before = Vec::new();
+    for (api, tenant) in tenants {
+        server
+            .new_session(api, &tenant, &fixtures::labelled(api, "admin-written"))
+            .await;
+        let (_, live_key) = server.create_key(api, &tenant).await;
+        let (revoked_id, revoked_key) = server.create_key(api, &tenant).await;
+        server.revoke_key(api, &tenant, &revoked_id).await;
+        let empty = server.create_tenant(api).await;
+        server.create_key(api, &empty).await;
+        before.push(Before {
+            api,
+            sessions: server.list_all(api, &tenant, 1000).await,
+            tenant,
+            live_key,
+            revoked_key,
+        });
+    }
+    (server.stop().await, before)
+}
+
+fn tickets(sessions: &[Value]) -> Vec<i64> {
+    sessions
+        .iter()
+        .map(|s| {
+            s["ticket_number"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("an OpenCX session without a ticket: {s}"))
+        })
+        .collect()
+}
+
+/// A new OpenCX session of `tenant` gets the ticket after the highest of `sessions`.
+async fn assert_next_ticket_follows(server: &Client, tenant: &str, sessions: &[Value]) {
+    let highest = tickets(sessions).into_iter().max().expect("some tickets");
+    let next = server
+        .create_session(ApiId::Opencx, tenant, &json!({}))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(next["ticket_number"], highest + 1, "{next}");
+}
+
+async fn export_import_export_is_byte_identical() {
+    let (source, _) = populate().await;
+    let everything = export(&source, &[]).await;
+    let restored = Storage::new().await;
+    import_ok(&restored, &everything).await;
+    assert_same_ndjson(&export(&restored, &[]).await, &everything, "all apis");
+    for api in ApiId::ALL {
+        let one = export(&source, &[api]).await;
+        let fresh = Storage::new().await;
+        import_ok(&fresh, &one).await;
+        assert_same_ndjson(&export(&fresh, &[api]).await, &one, api.as_str());
+    }
+}
+
+/// The sessions (as JSON: their bytes are the concern of the test above), the keys (their hashes
+/// travelled: keys made before the export work, or stay revoked, on the import), and OpenCX's
+/// ticket numbering survive export → import.
+async fn an_import_keeps_sessions_keys_revocations_and_tickets() {
+    let (source, before) = populate().await;
+    let restored = Storage::new().await;
+    import_ok(&restored, &export(&source, &[]).await).await;
+
+    let server = TestServer::start_in(restored).await;
+    for b in &before {
+        let api = b.api;
+        assert_eq!(
+            server.list_all(api, &b.tenant, 1000).await,
+            b.sessions,
+            "{api}: the listing changed"
+        );
+        let id = b.sessions[0]["id"].as_str().unwrap();
+        let got = server.public_get(api, id, Some(&b.live_key)).await;
+        assert_eq!(got.expect(200).json(), b.sessions[0], "{api}: GET {id}");
+        server
+            .public_get(api, id, Some(&b.revoked_key))
+            .await
+            .expect(401);
+    }
+    let opencx = before.iter().find(|b| b.api == ApiId::Opencx).unwrap();
+    let numbered: Vec<i64> = (1..=SEEDED as i64 + 1).collect();
+    assert_eq!(tickets(&opencx.sessions), numbered, "seeded, then written");
+    assert_next_ticket_follows(&server, &opencx.tenant, &opencx.sessions).await;
+}
+
+/// A hand-made file need not carry the tenant's `seq`: the numbering continues after the highest
+/// imported ticket all the same.
+async fn imported_tickets_continue_after_the_highest_without_a_sequence_field() {
+    let tenant = ApiId::Opencx.profile().new_tenant_id();
+    let without_seq: Vec<String> = seeded_export(ApiId::Opencx, &tenant, 30, 3)
+        .await
+        .iter()
+        .map(|l| edited(l, |r| _ = r.as_object_mut().unwrap().remove("seq")))
+        .collect();
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&without_seq)).await;
+    let server = TestServer::start_in(storage).await;
+    let sessions = server.list_all(ApiId::Opencx, &tenant, 1000).await;
+    assert_eq!(tickets(&sessions), (1..=30).collect::<Vec<i64>>());
+    assert_next_ticket_follows(&server, &tenant, &sessions).await;
+}
+
+// ---- import errors ------------------------------------------------------------------------------
+
+/// A way to break a session line of an Anam export.
+type Breakage = (&'static str, fn(&str) -> String);
+
+const BREAKAGES: [Breakage; 4] = [
+    ("malformed JSON", |l| l[..l.len() - 1].to_owned()),
+    ("Anam endTime before startTime", |l| {
+        edited(l, |r| {
+            r["session"]["startTime"] = json!("2026-01-05T10:00:00.000Z");
+            r["session"]["endTime"] = json!("2026-01-05T09:00:00.000Z");
+        })
+    }),
+    ("unknown api", |l| edited(l, |r| r["api"] = json!("stripe"))),
+    ("unknown tenant", |l| {
+        edited(l, |r| {
+            r["tenant"] = json!(ApiId::Anam.profile().new_tenant_id())
+        })
+    }),
+];
+
+/// `lines` with its `index`-th session line (from 0) replaced by `with(that line)`, and the line
+/// number of the replaced line.
+fn replace_session(
+    lines: &[String],
+    index: usize,
+    with: impl FnOnce(&str) -> String,
+) -> (Vec<String>, usize) {
+    let at = (0..lines.len())
+        .filter(|&i| is_session(&lines[i]))
+        .nth(index)
+        .unwrap_or_else(|| panic!("no session number {index}"));
+    let mut out = lines.to_vec();
+    out[at] = with(&lines[at]);
+    (out, at + 1)
+}
+
+/// The session ids of `lines` in the batches import cuts them into: [`BATCH`] at a time, for a file
+/// whose sessions follow all its tenant and key lines.
+fn batches(lines: &[String]) -> Vec<BTreeSet<String>> {
+    let sessions: Vec<String> = lines
+        .iter()
+        .filter(|l| is_session(l))
+        .map(|l| session_id(l))
+        .collect();
+    sessions
+        .chunks(BATCH)
+        .map(|c| c.iter().cloned().collect())
+        .collect()
+}
+
+/// Importing `broken` (`original` with line `k` broken) into a fresh store fails naming line `k`;
+/// of the sessions, at most whole batches before line `k`'s are stored.
+async fn assert_import_stops_at(original: &[String], broken: &[String], k: usize, what: &str) {
+    let storage = Storage::new().await;
+    let out = import(&storage, &file(broken)).await;
+    assert!(
+        !out.status.success(),
+        "{what} at line {k}: the import succeeded"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {k}:")),
+        "{what}: the message does not name line {k}:\n{err}"
+    );
+
+    let stored = stored_session_ids(&storage, ApiId::Anam).await;
+    let k_id = session_id(&original[k - 1]);
+    let mut reached_k = false;
+    for (n, batch) in batches(original).iter().enumerate() {
+        reached_k |= batch.contains(&k_id);
+        let kept = batch.intersection(&stored).count();
+        if reached_k {
+            assert_eq!(
+                kept, 0,
+                "{what} at line {k}: {kept} sessions of batch {n} stored"
+            );
+        } else {
+            assert!(
+                kept == 0 || kept == batch.len(),
+                "{what} at line {k}: batch {n} stored in part ({kept} of {})",
+                batch.len()
+            );
+        }
+    }
+    let known: BTreeSet<String> = batches(original).into_iter().flatten().collect();
+    assert!(stored.is_subset(&known), "{what}: sessions from nowhere");
+}
+
+async fn a_broken_line_is_named_and_nothing_of_its_batch_is_stored() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let small = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+    let big = seeded_export(ApiId::Anam, &tenant, BATCH + 500, 2).await;
+    // A session in the middle of the only batch, of the first and of the second of two.
+    let places: [(&[String], usize); 3] = [(&small, 5), (&big, 100), (&big, BATCH + 100)];
+    for (what, breakage) in BREAKAGES {
+        for (original, index) in places {
+            let (broken, k) = replace_session(original, index, breakage);
+            assert_import_stops_at(original, &broken, k, what).await;
+        }
+    }
+}
+
+/// A file shorter than one batch is stored whole or not at all, though it holds several apis (so
+/// tenant lines stand between its sessions).
+async fn a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_sessions() {
+    const PER_API: usize = 10;
+    let storage = Storage::new().await;
+    for api in ApiId::ALL {
+        seed(&storage, api, &api.profile().new_tenant_id(), PER_API, 1).await;
+    }
+    let everything = lines(&export(&storage, &[]).await);
+    assert!(everything.len() < BATCH);
+    let (_, malformed) = BREAKAGES[0];
+    let last_session = ApiId::ALL.len() * PER_API - 1;
+    let (broken, k) = replace_session(&everything, last_session, malformed);
+    assert_eq!(k, everything.len(), "the last line is an Anam session");
+
+    let fresh = Storage::new().await;
+    let out = import(&fresh, &file(&broken)).await;
+    assert!(!out.status.success(), "the import succeeded");
+    assert!(
+        stderr(&out).contains(&format!("line {k}:")),
+        "{}",
+        stderr(&out)
+    );
+    let stored = session_lines(&export(&fresh, &[]).await);
+    assert!(
+        stored.is_empty(),
+        "{} sessions of a {}-line file stored, though its line {k} is broken",
+        stored.len(),
+        broken.len()
+    );
+}
+
+async fn an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let first = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+    let second = seeded_export(ApiId::Anam, &tenant, 10, 2).await;
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&first)).await;
+    let before = export(&storage, &[]).await;
+
+    let stored_line = session_lines(&file(&first))[3].clone();
+    let earlier_line = session_lines(&file(&second))[2].clone();
+    let cases = [
+        ("a session of the store again", stored_line),
+        ("a session of the file twice", earlier_line),
+    ];
+    for (what, duplicate) in cases {
+        let (file_lines, k) = replace_session(&second, 6, |_| duplicate);
+        let out = import(&storage, &file(&file_lines)).await;
+        assert!(!out.status.success(), "{what}: the import succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("line {k}:")), "{what}: {err}");
+        assert_same_ndjson(&export(&storage, &[]).await, &before, what);
+    }
+}
+
+// ---- stdin and stdout ---------------------------------------------------------------------------
+
+async fn import_reads_stdin_and_export_writes_only_ndjson_to_stdout() {
+    let source = Storage::new().await;
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    seed(&source, ApiId::Anam, &tenant, 20, 1).await;
+    let out = run_ok(&source, &["export", "-o", "-"]).await;
+    assert_summary(&out, "exported 1 tenants, 0 keys, 20 sessions");
+    let ndjson = String::from_utf8(out.stdout).expect("UTF-8 NDJSON");
+    for line in ndjson.lines() {
+        assert!(record(line)["kind"].is_string(), "not a record: {line}");
+    }
+    assert_same_ndjson(&ndjson, &export(&source, &[]).await, "stdout and file");
+
+    let target = Storage::new().await;
+    let words = ["import", "-i", "-"];
+    let out = run_with_input(&target, &words, &ndjson).await;
+    assert_succeeded(&words, &out);
+    assert!(out.stdout.is_empty(), "import wrote to stdout");
+    assert_summary(&out, "imported 1 tenants, 0 keys, 20 sessions");
+    assert_same_ndjson(&export(&target, &[]).await, &ndjson, "imported from stdin");
+}
+
+// ---- ?fill=true ---------------------------------------------------------------------------------
+
+/// Generated sessions per api and run.
+const FILLS: usize = 10;
+
+async fn create_filled(
+    server: &Client,
+    api: ApiId,
+    tenant: &str,
+    query: &str,
+    doc: &Value,
+) -> Reply {
+    let path = format!("/admin/v1/{api}/tenants/{tenant}/sessions?{query}");
+    server.admin(Method::POST, &path, Some(doc.clone())).await
+}
+
+/// `?fill=true` with `given` → 201 with a contract-valid session, which the body is.
+async fn fill(server: &Client, api: ApiId, tenant: &str, key: &str, given: &Value) -> Value {
+    let created = create_filled(server, api, tenant, "fill=true", given)
+        .await
+        .expect(201);
+    let body = created.json();
+    let id = body["id"].as_str().expect("a session id");
+    // `public_get` checks the body against the vendor's contract.
+    let got = server.public_get(api, id, Some(key)).await.expect(200);
+    assert_eq!(got.body, created.body, "{api}: GET {id} and the 201 differ");
+    body
+}
+
+async fn fill_generates_a_contract_valid_session(api: ApiId) {
+    let server = TestServer::start().await;
+    let (tenant, key) = server.tenant_with_key(api).await;
+    let mut ids = BTreeSet::new();
+    for _ in 0..FILLS {
+        let body = fill(&server, api, &tenant, &key, &json!({})).await;
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), FILLS, "{api}: generated ids repeat");
+    create_filled(&server, api, &tenant, "fill=nope", &json!({}))
+        .await
+        .expect(400);
+}
+
+async fn fill_keeps_the_fields_the_client_gave() {
+    let cases = [
+        (
+            ApiId::Anam,
+            json!({ "clientLabel": "x", "endTime": null }),
+            json!({ "clientLabel": "x", "endTime": null, "exitStatus": null, "sessionLengthMs": null }),
+        ),
+        (
+            ApiId::Alcamine,
+            json!({ "status": "PENDING" }),
+            json!({ "status": "PENDING", "startedAt": null, "completedAt": null }),
+        ),
+    ];
+    let server = TestServer::start().await;
+    for (api, given, expected) in cases {
+        let (tenant, key) = server.tenant_with_key(api).await;
+        // Several times: whatever is generated around them, the given fields win.
+        for _ in 0..FILLS {
+            let body = fill(&server, api, &tenant, &key, &given).await;
+            for (field, value) in expected.as_object().unwrap() {
+                assert_eq!(&body[field], value, "{api}: {field} of {body}");
+            }
+        }
+    }
+}
