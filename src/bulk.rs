@@ -350,10 +350,9 @@ pub async fn import(
         }
         let (line_no, parsed) = chunk.pop_front().expect("refilled above");
         let eof = parsed.is_none();
-        // Tenants and keys must be in place before sessions that name them: flush first.
-        let flush = eof
-            || batch.len() >= BATCH
-            || matches!(parsed, Some(Line::Tenant { .. } | Line::Key { .. }));
+        // Tenants and keys are stored as soon as they are read, so a batch of sessions only ends
+        // at its size or at the end of the input: a file shorter than a batch is one batch.
+        let flush = eof || batch.len() >= BATCH;
         if flush && !batch.is_empty() {
             let lines = std::mem::replace(&mut batch_lines, Vec::with_capacity(BATCH));
             let prepared = service
@@ -372,8 +371,7 @@ pub async fn import(
                 lines,
             ));
         }
-        if flush {
-            // Tenants, keys and the end of the input wait for every session before them.
+        if eof {
             settle(&mut storing, &mut totals).await?;
         }
         match parsed {

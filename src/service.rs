@@ -825,8 +825,13 @@ impl Service {
             restoring,
         };
         profile.prepare(&mut doc, &ctx, &mut problems);
-        let mut doc = Value::Object(order_like_schema(contract, doc));
+        // Nulls first, then the order: a field is at its place however it got into the document.
+        let mut doc = Value::Object(doc);
         contract.fill_required_nulls(&mut doc);
+        let Value::Object(doc) = doc else {
+            unreachable!("still an object")
+        };
+        let doc = Value::Object(order_like_schema(contract, doc));
         problems.extend(contract.violations(&doc));
         if !problems.is_empty() {
             problems.sort_by(|a, b| a.pointer.cmp(&b.pointer));
