@@ -128,6 +128,19 @@ def expect_401(resp: Any, label: str) -> str:
     return f"HTTP 401 {resp.content.decode('utf-8', 'replace')[:80]}"
 
 
+def check_bearer_rejections(api: str, op: Any, base: str, auth_client: type, client: type, sid: Any) -> None:
+    """A wrong and a missing bearer token both get 401 through the generated client."""
+
+    def wrong_key() -> str:
+        return expect_401(op.sync_detailed(sid, client=auth_client(base_url=base, token=WRONG_KEY)), "wrong bearer token")
+
+    def missing_key() -> str:
+        return expect_401(op.sync_detailed(sid, client=client(base_url=base)), "no bearer token")
+
+    check(f"{api}: wrong bearer token -> 401", wrong_key)
+    check(f"{api}: no bearer token -> 401", missing_key)
+
+
 # ---- SaleSnip: X-Api-Key (apiKey security scheme -> AuthenticatedClient with a custom header) ---
 
 
@@ -217,18 +230,9 @@ def opencx() -> None:
 
         return run
 
-    def wrong_key() -> str:
-        resp = op.sync_detailed(sessions[0]["id"], client=AuthenticatedClient(base_url=base, token=WRONG_KEY))
-        return expect_401(resp, "wrong bearer token")
-
-    def missing_key() -> str:
-        resp = op.sync_detailed(sessions[0]["id"], client=Client(base_url=base))
-        return expect_401(resp, "no bearer token")
-
     for want in sessions:
         check(f"opencx: get {want['id']}", get(want))
-    check("opencx: wrong bearer token -> 401", wrong_key)
-    check("opencx: no bearer token -> 401", missing_key)
+    check_bearer_rejections("opencx", op, base, AuthenticatedClient, Client, sessions[0]["id"])
 
 
 # ---- FunnelFox: Fox-Secret is a required header parameter of the generated function --------------
@@ -306,18 +310,9 @@ def alcamine() -> None:
 
         return run
 
-    def wrong_key() -> str:
-        resp = op.sync_detailed(sessions[0]["id"], client=AuthenticatedClient(base_url=base, token=WRONG_KEY))
-        return expect_401(resp, "wrong bearer token")
-
-    def missing_key() -> str:
-        resp = op.sync_detailed(sessions[0]["id"], client=Client(base_url=base))
-        return expect_401(resp, "no bearer token")
-
     for want in sessions:
         check(f"alcamine: get {want['id']}", get(want))
-    check("alcamine: wrong bearer token -> 401", wrong_key)
-    check("alcamine: no bearer token -> 401", missing_key)
+    check_bearer_rejections("alcamine", op, base, AuthenticatedClient, Client, sessions[0]["id"])
 
 
 # ---- Anam: Bearer; the generated function takes a uuid.UUID ---------------------------------------
@@ -363,19 +358,10 @@ def anam() -> None:
             raise AssertionError(f"sync() returned {s!r}, want a {Session.__name__}")
         return f"sync() -> {type(s).__name__}"
 
-    def wrong_key() -> str:
-        resp = op.sync_detailed(uuid.UUID(sessions[0]["id"]), client=AuthenticatedClient(base_url=base, token=WRONG_KEY))
-        return expect_401(resp, "wrong bearer token")
-
-    def missing_key() -> str:
-        resp = op.sync_detailed(uuid.UUID(sessions[0]["id"]), client=Client(base_url=base))
-        return expect_401(resp, "no bearer token")
-
     for want in sessions:
         check(f"anam: get {want['id']}", get(want))
     check("anam: sync() returns the model", convenience)
-    check("anam: wrong bearer token -> 401", wrong_key)
-    check("anam: no bearer token -> 401", missing_key)
+    check_bearer_rejections("anam", op, base, AuthenticatedClient, Client, uuid.UUID(sessions[0]["id"]))
 
 
 def main() -> int:
