@@ -31,6 +31,7 @@ usage: bench/run.sh [--quick] [--scale [N]] [--no-build] [--no-prism] [--no-perf
 Environment: SERVER_CORE (0), LOAD_CORE (1), WORKERS (tokio worker threads of both servers, 1),
 CONNS (GET connections, 64), WRITE_CONNS (concurrent writers, 256), QUIET_MAX (seconds to wait
 before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 0), QUIET_PCT (25),
+QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180),
 BENCH_TMP (parent of the temporary data dirs; $TMPDIR or /tmp).
 EOF
 }
@@ -82,6 +83,7 @@ WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-64}
 WRITE_CONNS=${WRITE_CONNS:-256}
 QUIET_PCT=${QUIET_PCT:-25}
+QUIET_BUDGET=${QUIET_BUDGET:-180}
 PORT_PUB=18080
 PORT_ADMIN=18081
 PORT_BASE=18090
@@ -161,6 +163,8 @@ med() {
     # shellcheck disable=SC2086
     median ${R[$1]:-}
 }
+# medf FORMAT KEY: the median, formatted.
+medf() { calc "$1" "$(med "$2")"; }
 
 # busy_pct SECONDS: % of all cores busy over SECONDS (nothing of ours runs between phases).
 busy_pct() {
@@ -173,15 +177,17 @@ busy_pct() {
 }
 
 LOADS=()
-# phase NAME: logs, waits up to QUIET_MAX s for the machine to be quiet (other processes using
-# < QUIET_PCT % of the cores), and records how busy it was.
+WAITED_TOTAL=0
+# phase NAME: logs, waits up to QUIET_MAX s (and QUIET_BUDGET s over the whole run) for the machine
+# to be quiet (other processes using < QUIET_PCT % of the cores), and records how busy it was.
 phase() {
     local busy waited=0
     busy=$(busy_pct 1)
-    while ((busy >= QUIET_PCT && waited < QUIET_MAX)); do
+    while ((busy >= QUIET_PCT && waited < QUIET_MAX && WAITED_TOTAL < QUIET_BUDGET)); do
         ((waited == 0)) && log "machine busy ($busy % of the cores used by other processes); waiting up to $QUIET_MAX s"
         busy=$(busy_pct 5)
         waited=$((waited + 5))
+        WAITED_TOTAL=$((WAITED_TOTAL + 5))
     done
     log "== $1 (load average $(loadavg); other processes $busy % of the cores; waited $waited s)"
     LOADS+=("$1|$(loadavg)|$busy|$waited")
@@ -297,13 +303,16 @@ wrk_measure() {
 }
 
 # oha_fixed PID RATE SECONDS HEADER URL: constant-rate run (latency corrected for coordinated
-# omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD.
+# omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD F_BUSY1 (% of the generator's core).
 oha_fixed() {
-    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 c0 c1 json ok
+    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 c0 c1 json ok b0 j0 b1 j1
     c0=$(cpu_ticks "$pid")
+    read -r b0 j0 < <(core_jiffies "$LOAD_CORE")
     json=$(taskset -c "$LOAD_CORE" oha --no-tui --output-format json -z "${secs}s" -c "$CONNS" \
         -q "$rate" --latency-correction -H "$header" "$url") || die "oha failed"
     c1=$(cpu_ticks "$pid")
+    read -r b1 j1 < <(core_jiffies "$LOAD_CORE")
+    F_BUSY1=$(calc '%.0f' "100 * (($b1 - $b0) - ($j1 - $j0)) / (($b1 - $b0) > 0 ? ($b1 - $b0) : 1)")
     F_RPS=$(jq -r '.summary.requestsPerSec | floor' <<<"$json")
     F_P50=$(jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' <<<"$json")
     F_P99=$(jq -r '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' <<<"$json")
@@ -415,9 +424,10 @@ seed_store() {
     done
 }
 
-# ids_of NDJSON: "api<TAB>id" of every session in an export.
+# ids_of NDJSON: "api<TAB>id" of every session in an export (lines start
+# `{"kind":"session","api":"…","tenant":"…","session":{"id":"…"`; cut first: 10 M lines of ~1.3 KB).
 ids_of() {
-    sed -n 's/^{"kind":"session","api":"\([a-z]*\)","tenant":"[^"]*","session":{"id":"\([^"]*\)".*/\1\t\2/p' "$1"
+    cut -c1-400 "$1" | awk -F'"' '$2 == "kind" && $4 == "session" && $6 == "api" && $16 == "id" { print $8 "\t" $18 }'
 }
 
 # request_list IDS_FILE > LIST: "path<TAB>header<TAB>value" lines for bench/random_ids.lua.
@@ -461,7 +471,7 @@ loads_section() {
     emit "$1"
     emit ""
     emit "When each phase started: load average (1/5/15 min) and the share of both cores used by other"
-    emit "processes over 1 s (the script waits up to $QUIET_MAX s for that share to drop below $QUIET_PCT %). The machine is"
+    emit "processes over 1 s (the script waits up to $QUIET_MAX s, $QUIET_BUDGET s in all, for that share to drop below $QUIET_PCT %). The machine is"
     emit "shared (other work may build while the benchmark runs); runs are alternated and medians taken to spread such"
     emit "noise evenly, and the GET table shows how much of the server's core other processes took during the runs."
     emit ""
@@ -622,6 +632,7 @@ main_run() {
                 add "$api.$s.fp99" "$F_P99"
                 add "$api.$s.fp999" "$F_P999"
                 add "$api.$s.fcpu" "$F_CPU_US"
+                add "$api.$s.fbusy1" "$F_BUSY1"
                 log "$api $s at $rate req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms"
             done
         done
@@ -643,13 +654,17 @@ main_run() {
     emit ""
     emit "## Latency at a fixed rate (50 % of the baseline's maximum; oha, latency corrected for coordinated omission)"
     emit ""
-    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req |"
-    emit "|---|---:|---|---:|---:|---:|---:|---:|"
+    emit "$FIXED_RUNS alternated run(s) of ${FIXED_DUR} s per server and api, medians. oha needs much more CPU per request"
+    emit "than wrk: when its core (last column) is near 100 %, the percentiles include the generator's own delays, for"
+    emit "both servers alike; read them together with that column."
+    emit ""
+    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | oha core busy % |"
+    emit "|---|---:|---|---:|---:|---:|---:|---:|---:|"
     for api in "${APIS[@]}"; do
         for s in base sd; do
             local name=baseline
             [[ $s == sd ]] && name=sessiond
-            emit "| $api | $(med "$api.rate") | $name | $(med "$api.$s.frps") | $(med "$api.$s.fp50") | $(med "$api.$s.fp99") | $(med "$api.$s.fp999") | $(med "$api.$s.fcpu") |"
+            emit "| $api | $(med "$api.rate") | $name | $(medf '%.0f' "$api.$s.frps") | $(medf '%.3f' "$api.$s.fp50") | $(medf '%.3f' "$api.$s.fp99") | $(medf '%.3f' "$api.$s.fp999") | $(medf '%.2f' "$api.$s.fcpu") | $(medf '%.0f' "$api.$s.fbusy1") |"
         done
     done
     emit ""
@@ -680,13 +695,13 @@ main_run() {
             emit "sessiond, top symbols (self time):"
             emit ""
             emit '```'
-            emit "$(head -30 "$WORK/perf.sessiond.txt" | cut -c1-160 | sed 's/ *$//')"
+            emit "$(head -30 "$WORK/perf.sessiond.txt" | sed -E 's/([[:space:]]+-)+[[:space:]]*$//' | cut -c1-160)"
             emit '```'
             emit ""
             emit "baseline, top symbols (self time):"
             emit ""
             emit '```'
-            emit "$(head -15 "$WORK/perf.baseline.txt" | cut -c1-160 | sed 's/ *$//')"
+            emit "$(head -15 "$WORK/perf.baseline.txt" | sed -E 's/([[:space:]]+-)+[[:space:]]*$//' | cut -c1-160)"
             emit '```'
             emit ""
         else
@@ -813,9 +828,11 @@ main_run() {
         rr=$(calc '%.3f' "$(med "$api.sd.rps") / $(med "$api.base.rps")")
         cr=$(calc '%.3f' "$(med "$api.sd.cpu") / $(med "$api.base.cpu")")
         pr=$(calc '%.2f' "$(med "$api.sd.fp99") / $(med "$api.base.fp99")")
+        local fb
+        fb=$(medf '%.0f' "$api.base.fbusy1")/$(medf '%.0f' "$api.sd.fbusy1")
         emit "| $api: cached GET req/s ≥ 0.90 × baseline | $rr × | $(verdict "$rr" '>=' 0.90) |"
         emit "| $api: server CPU per request ≤ 1.15 × baseline | $cr × ($(med "$api.sd.cpu") vs $(med "$api.base.cpu") µs) | $(verdict "$cr" '<=' 1.15) |"
-        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(med "$api.sd.fp99") vs $(med "$api.base.fp99") ms) | $(verdict "$pr" '<=' 2) |"
+        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(medf '%.3f' "$api.sd.fp99") vs $(medf '%.3f' "$api.base.fp99") ms; oha core $fb % busy) | $(verdict "$pr" '<=' 2) |"
     done
     local wmin
     wmin=$(printf '%s\n' ${R[anam.wrate]} ${R[salesnip.wrate]} ${R[opencx.wrate]} ${R[funnelfox.wrate]} ${R[alcamine.wrate]} | sort -g | head -1)

@@ -1,0 +1,550 @@
+#!/usr/bin/env bash
+# bench/postgres.sh: sessiond on PostgreSQL next to SQLite (issue 4, item 5).
+#
+# Builds release, seeds the same sessions (anam and opencx) into a fresh PostgreSQL schema and into
+# a SQLite data dir, and measures GETs with wrk: SQLite one node, PostgreSQL one node, PostgreSQL two
+# nodes on the same schema, each with the session cache hit (fixed id, default cache) and missed
+# (random ids, --cache-mb 0). Cases are alternated over several rounds and medians reported. Writes
+# its section of docs/BENCHMARKS.md between <!-- postgres:begin --> and <!-- postgres:end --> and
+# leaves the rest of the file alone. Every number in the section comes from this script.
+# Run `bench/postgres.sh --help` for the options.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+COMMAND="bench/postgres.sh${*:+ $*}"
+
+usage() {
+    cat <<'EOF'
+usage: bench/postgres.sh [--quick] [--no-build] [--keep] [--out FILE]
+
+  (default)   3 rounds x 10 s per case (6 cases, alternated), 10 000 sessions per api; ~5 minutes.
+              Writes the PostgreSQL section of docs/BENCHMARKS.md (between its markers).
+  --quick     smoke run: 1 round x 3 s, 2 000 sessions per api; writes
+              target/bench/BENCHMARKS-postgres-quick.md.
+  --no-build  use target/release/sessiond as it is.
+  --keep      keep the temporary dir and the PostgreSQL schema (printed at the end).
+  --out FILE  write the section into FILE instead.
+
+Environment: PG_URL (postgres://postgres@127.0.0.1:5432/postgres; the user must be able to create
+schemas), SERVER_CORE (0), LOAD_CORE (1), WORKERS (tokio worker threads per node, 1), CONNS (64),
+PER_API (sessions per api), ROUNDS, DUR (seconds per run), WARM (seconds of warm-up per case),
+OTHER_WAIT (seconds to wait for a running bench/run.sh to finish; 900), BENCH_TMP (parent of the
+temporary dir; $TMPDIR or /tmp).
+EOF
+}
+
+MODE=default
+OUT=""
+BUILD=1
+KEEP=0
+while (($#)); do
+    case $1 in
+    --quick) MODE=quick ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    --out)
+        OUT=$2
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "bench/postgres.sh: unknown argument $1" >&2
+        usage >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+SERVER_CORE=${SERVER_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+WORKERS=${WORKERS:-1}
+CONNS=${CONNS:-64}
+OTHER_WAIT=${OTHER_WAIT:-900}
+if [[ $MODE == quick ]]; then
+    PER_API=${PER_API:-2000} ROUNDS=${ROUNDS:-1} DUR=${DUR:-3} WARM=${WARM:-1}
+    OUT=${OUT:-target/bench/BENCHMARKS-postgres-quick.md}
+else
+    PER_API=${PER_API:-10000} ROUNDS=${ROUNDS:-3} DUR=${DUR:-10} WARM=${WARM:-2}
+    OUT=${OUT:-docs/BENCHMARKS.md}
+fi
+((CONNS % 2 == 0)) || { echo "CONNS must be even (two nodes split them)" >&2; exit 2; }
+APIS=(anam opencx)
+declare -A VPATH=([anam]=/anam/v1/sessions/ [opencx]=/opencx/chat/sessions/)
+MARK_BEGIN='<!-- postgres:begin -->'
+MARK_END='<!-- postgres:end -->'
+BIN=$ROOT/target/release/sessiond
+CLK_TCK=$(getconf CLK_TCK)
+ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
+export PATH="$HOME/.cargo/bin:$PATH"
+STARTED_AT=$(date +%s)
+
+mkdir -p target/bench
+WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/sessiond-pgbench.XXXXXX")
+SCHEMA="bench_pg_$(date +%s)_$RANDOM$RANDOM"
+SCHEMA_MADE=0
+# The query string of PG_URL (if any) gets the search path appended.
+if [[ $PG_URL == *\?* ]]; then
+    DSN="$PG_URL&options=-csearch_path%3D$SCHEMA"
+else
+    DSN="$PG_URL?options=-csearch_path%3D$SCHEMA"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+log() { printf '[pgbench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+calc() { awk "BEGIN { printf \"$1\", ($2) }"; }
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# Process CPU time (utime + stime of all threads) in clock ticks.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# "pid ticks" of every PostgreSQL process (postmaster, backends, background workers).
+pg_ticks() {
+    local p
+    for p in $(pgrep -x postgres || true); do
+        [[ -r /proc/$p/stat ]] && printf '%s %s\n' "$p" "$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')"
+    done
+}
+# pg_delta BEFORE AFTER: ticks used between the two snapshots (processes started since count whole).
+pg_delta() {
+    awk 'NR == FNR { b[$1] = $2; next } $2 != "" { d += $2 - (($1 in b) ? b[$1] : 0) } END { print d + 0 }' "$1" "$2"
+}
+
+declare -A R=()
+add() { R[$1]="${R[$1]:-} $2"; }
+med() {
+    # shellcheck disable=SC2086
+    median ${R[$1]:-}
+}
+
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if ((KEEP)); then
+        log "kept $WORK and schema $SCHEMA"
+    else
+        if ((SCHEMA_MADE)); then
+            psql -q -X "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 ||
+                log "could not drop schema $SCHEMA"
+        fi
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools, build, another benchmark
+
+install_tools() {
+    if ! command -v wrk >/dev/null; then
+        [[ $(id -u) == 0 ]] || die "wrk is missing: install it (Debian: apt-get install wrk)"
+        log "installing wrk (apt-get)"
+        apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    fi
+    local t
+    for t in psql curl taskset; do
+        command -v "$t" >/dev/null || die "$t is missing"
+    done
+}
+
+build() {
+    if ((BUILD)); then
+        log "building release (cargo build --release)"
+        cargo build --release --quiet
+    fi
+    [[ -x $BIN ]] || die "$BIN is missing"
+    # A copy: a rebuild of target/release during the run must not change what runs.
+    mkdir -p "$WORK/bin"
+    cp "$BIN" "$WORK/bin/"
+    BIN=$WORK/bin/sessiond
+}
+
+# Waits (up to OTHER_WAIT s, polling every 30 s) while bench/run.sh is running: two benchmarks on
+# two cores would measure each other.
+OTHER_NOTE="no other benchmark (\`bench/run.sh\`) was running"
+wait_other_bench() {
+    local waited=0
+    while pgrep -f 'bench/[r]un\.sh' >/dev/null; do
+        if ((waited >= OTHER_WAIT)); then
+            OTHER_NOTE="**\`bench/run.sh\` was still running after waiting $waited s; this run went ahead anyway** (load average $(loadavg))"
+            log "bench/run.sh still running after $waited s; going ahead"
+            return 0
+        fi
+        ((waited == 0)) && log "bench/run.sh is running; waiting for it (up to $OTHER_WAIT s)"
+        sleep 30
+        waited=$((waited + 30))
+    done
+    ((waited == 0)) || OTHER_NOTE="waited $waited s for \`bench/run.sh\` to finish first"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+declare -A TENANT=() PG_KEY=() SQ_KEY=()
+
+# seed_into STORE-ARGS...: seeds PER_API sessions per api (tenants TENANT[api]); prints "api key" lines.
+seed_into() {
+    local api out key
+    for api in "${APIS[@]}"; do
+        out=$("$BIN" seed --api "$api" --tenant "${TENANT[$api]}" --count "$PER_API" "$@" 2>&1) ||
+            die "seed $api failed: $out"
+        log "seed $api ($*): $(tail -1 <<<"$out")"
+        key=$("$BIN" keys create --api "$api" --tenant "${TENANT[$api]}" "$@" | sed -n 's/^key: *//p')
+        [[ -n $key ]] || die "no key for $api"
+        printf '%s %s\n' "$api" "$key"
+    done
+}
+
+# ids_of NDJSON: "api<TAB>id" of every session of an export.
+ids_of() {
+    cut -c1-400 "$1" | awk -F'"' '$2 == "kind" && $4 == "session" && $6 == "api" && $16 == "id" { print $8 "\t" $18 }'
+}
+
+# request_list IDS KEYS-ARRAY-NAME > LIST: "path<TAB>Authorization<TAB>Bearer key" for random_ids.lua.
+request_list() {
+    local -n keys=$2
+    awk -F'\t' -v pa="${VPATH[anam]}" -v po="${VPATH[opencx]}" -v ka="${keys[anam]}" -v ko="${keys[opencx]}" \
+        'BEGIN { OFS = "\t" }
+         $1 == "anam" { print pa $2, "Authorization", "Bearer " ka }
+         $1 == "opencx" { print po $2, "Authorization", "Bearer " ko }' "$1"
+}
+
+# Lua scripts (in the temporary dir): the repository's reporters, plus a dump of wrk's latency
+# histogram ("µs count" lines) to $WRK_HIST so the two wrk processes of a two-node run can be merged.
+write_lua() {
+    local name src
+    for name in wrk_report random_ids; do
+        src=$ROOT/bench/$name.lua
+        [[ -f $src ]] || die "$src is missing"
+        cat >"$WORK/$name.hist.lua" <<EOF
+-- generated by bench/postgres.sh: $name.lua plus a latency histogram dump
+dofile("$src")
+local report = done
+done = function(summary, latency, requests)
+  report(summary, latency, requests)
+  local path = os.getenv("WRK_HIST")
+  if path and path ~= "" then
+    local f = assert(io.open(path, "w"))
+    for i = 1, #latency do
+      local v, c = latency(i)
+      f:write(string.format("%d %d\n", v, c))
+    end
+    f:close()
+  end
+end
+EOF
+    done
+}
+
+# percentile P HIST-FILES...: wrk's own percentile rule (rank = round(P/100 × count + 0.5)) over the
+# merged histograms, in µs.
+percentile() {
+    local p=$1
+    shift
+    cat "$@" | awk '{ c[$1] += $2; n += $2 } END { for (v in c) print v, c[v], n }' | sort -n |
+        awk -v p="$p" 'NR == 1 { rank = int(p / 100 * $3 + 0.5 + 0.5); if (rank < 1) rank = 1 }
+                       { t += $2; if (t >= rank) { print $1; exit } }'
+}
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+declare -A NODE_PID=() NODE_PORT=()
+
+# start_node NAME PORT ADMIN-PORT CACHE-MB STORE-ARGS...: sessiond pinned to SERVER_CORE.
+start_node() {
+    local name=$1 port=$2 admin=$3 cache=$4
+    shift 4
+    port_free "$port" || die "port $port is in use"
+    port_free "$admin" || die "port $admin is in use"
+    mkdir -p "$WORK/node-$name"
+    SESSIOND_LOG=warn TOKIO_WORKER_THREADS=$WORKERS SESSIOND_ADMIN_TOKEN=$ADMIN_TOKEN \
+        taskset -c "$SERVER_CORE" "$BIN" serve "$@" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --cache-mb "$cache" \
+        >>"$WORK/node-$name.log" 2>&1 &
+    NODE_PID[$name]=$!
+    NODE_PORT[$name]=$port
+    PIDS+=("$!")
+}
+
+# wait_ready NAME PATH KEY: until the node answers 200 for PATH.
+wait_ready() {
+    local deadline=$((SECONDS + 60)) s
+    while ((SECONDS < deadline)); do
+        kill -0 "${NODE_PID[$1]}" 2>/dev/null || die "node $1 exited (see $WORK/node-$1.log: $(tail -3 "$WORK/node-$1.log"))"
+        s=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $3" "http://127.0.0.1:${NODE_PORT[$1]}$2" || true)
+        [[ $s == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "node $1 did not answer 200 for $2 within 60 s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cases: "label|store|nodes|cache|node names|kind"
+
+CASES=(
+    "sq.hit|SQLite|1|hit|sq_hit|hit"
+    "sq.miss|SQLite|1|miss|sq_miss|miss"
+    "pg1.hit|PostgreSQL|1|hit|pg_hit1|hit"
+    "pg1.miss|PostgreSQL|1|miss|pg_miss1|miss"
+    "pg2.hit|PostgreSQL|2|hit|pg_hit1 pg_hit2|hit"
+    "pg2.miss|PostgreSQL|2|miss|pg_miss1 pg_miss2|miss"
+)
+declare -A HIT_PATH=() HIT_KEY=() MISS_LIST=()
+
+# run_case CASE-SPEC SECONDS: one measurement (one wrk per node on LOAD_CORE, connections split
+# evenly, started together). Sets M_RPS M_P50 M_P99 (ms) M_CPU (sessiond µs/req, all nodes)
+# M_PGCPU (PostgreSQL µs/req) M_REQS M_BAD M_LOAD (load average before).
+run_case() {
+    local label store nodes kind names name secs=$2 n i c per
+    IFS='|' read -r label store nodes _ names kind <<<"$1"
+    read -r -a n <<<"$names"
+    per=$((CONNS / ${#n[@]}))
+    M_LOAD=$(loadavg)
+    local -a c0=() c1=() wpids=()
+    pg_ticks >"$WORK/pg0"
+    for i in "${!n[@]}"; do c0[i]=$(cpu_ticks "${NODE_PID[${n[i]}]}"); done
+    for i in "${!n[@]}"; do
+        name=${n[i]}
+        rm -f "$WORK/hist.$i" "$WORK/wrk.$i"
+        if [[ $kind == hit ]]; then
+            WRK_HIST=$WORK/hist.$i taskset -c "$LOAD_CORE" wrk -t1 -c"$per" -d"${secs}s" --timeout 5s \
+                -s "$WORK/wrk_report.hist.lua" -H "Authorization: Bearer ${HIT_KEY[$store]}" \
+                "http://127.0.0.1:${NODE_PORT[$name]}${HIT_PATH[$store]}" >"$WORK/wrk.$i" 2>&1 &
+        else
+            WRK_HIST=$WORK/hist.$i taskset -c "$LOAD_CORE" wrk -t1 -c"$per" -d"${secs}s" --timeout 5s \
+                -s "$WORK/random_ids.hist.lua" "http://127.0.0.1:${NODE_PORT[$name]}" -- "${MISS_LIST[$store]}" \
+                >"$WORK/wrk.$i" 2>&1 &
+        fi
+        wpids+=("$!")
+    done
+    for i in "${!wpids[@]}"; do
+        wait "${wpids[i]}" || die "wrk failed ($label): $(cat "$WORK/wrk.$i")"
+    done
+    for i in "${!n[@]}"; do c1[i]=$(cpu_ticks "${NODE_PID[${n[i]}]}"); done
+    pg_ticks >"$WORK/pg1"
+    local reqs=0 rps=0 bad=0 ticks=0 line hists=()
+    for i in "${!n[@]}"; do
+        line=$(grep '^RESULT' "$WORK/wrk.$i") || die "wrk printed no result ($label): $(cat "$WORK/wrk.$i")"
+        [[ -s $WORK/hist.$i ]] || die "wrk wrote no latency histogram ($label)"
+        reqs=$((reqs + $(kv requests "$line")))
+        rps=$(calc '%.3f' "$rps + $(kv requests "$line") / ($(kv duration_us "$line") / 1e6)")
+        bad=$((bad + $(kv errors "$line") + $(kv non2xx "$line")))
+        ticks=$((ticks + c1[i] - c0[i]))
+        hists+=("$WORK/hist.$i")
+    done
+    M_REQS=$reqs
+    M_BAD=$bad
+    M_RPS=$(calc '%.0f' "$rps")
+    M_P50=$(calc '%.3f' "$(percentile 50 "${hists[@]}") / 1000")
+    M_P99=$(calc '%.3f' "$(percentile 99 "${hists[@]}") / 1000")
+    M_CPU=$(calc '%.2f' "$ticks * 1e6 / $CLK_TCK / ($reqs > 0 ? $reqs : 1)")
+    M_PGCPU=$(calc '%.2f' "$(pg_delta "$WORK/pg0" "$WORK/pg1") * 1e6 / $CLK_TCK / ($reqs > 0 ? $reqs : 1)")
+}
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+section() {
+    local cpu mem os pgv label store nodes cache names kind l
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    os=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")
+    pgv=$(psql -X -At "$PG_URL" -c 'show server_version' 2>/dev/null || echo '?')
+    echo "## PostgreSQL next to SQLite (issue 4)"
+    echo ""
+    echo "Generated by \`$COMMAND\` (from the repository root); do not edit by hand, re-run it. It writes only"
+    echo "between the \`postgres:begin\`/\`postgres:end\` markers. Every number below is printed by that script in the same run."
+    echo ""
+    echo "| | |"
+    echo "|---|---|"
+    echo "| date (UTC) | $START_DATE |"
+    echo "| cores (nproc) | $(nproc) |"
+    echo "| CPU | $cpu |"
+    echo "| memory | $mem |"
+    echo "| OS, kernel | $os, $(uname -r) |"
+    echo "| PostgreSQL | $pgv, on the same machine (127.0.0.1:5432), not pinned: its processes share both cores |"
+    echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2) |"
+    echo "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' + uncommitted changes in src/, Cargo.* or migrations/') |"
+    echo "| load average at start (1/5/15 min) | $START_LOAD |"
+    echo "| other benchmark | $OTHER_NOTE |"
+    echo ""
+    echo "### Method"
+    echo ""
+    echo "- Data: $PER_API sessions per api for anam and opencx (\`sessiond seed --tenant UUID --count $PER_API\`, same"
+    echo "  tenants and seed in both stores), one key per tenant (\`sessiond keys create\`), seeded into a fresh PostgreSQL schema"
+    echo "  (random name, dropped at the end) and into a SQLite data dir."
+    echo "- Every node: \`sessiond serve\`, \`SESSIOND_LOG=warn\`, \`TOKIO_WORKER_THREADS=$WORKERS\`, pinned with \`taskset -c $SERVER_CORE\`."
+    echo "  PostgreSQL nodes use \`--store 'postgres://…?options=-csearch_path%3D<schema>'\`."
+    if [[ -n $CONN_NOTE ]]; then
+        echo "  Pool maximum: deadpool's default, 2 × the cores the process may use (so 2 under \`taskset -c $SERVER_CORE\`). Connections per node"
+        echo "  after the warm-ups (pool + the \`LISTEN\` connection, counted with \`ss\`): $CONN_NOTE."
+    fi
+    echo "- **Cache hit**: default cache (\`--cache-mb 256\`), one fixed anam session, static request (\`bench/wrk_report.lua\`)."
+    echo "  **Cache miss**: \`--cache-mb 0\` (every GET reads the store; the key cache stays on), each request a random one of the"
+    echo "  $((PER_API * ${#APIS[@]})) seeded anam and opencx ids (\`bench/random_ids.lua\`; building requests in Lua costs wrk"
+    echo "  ~40 % of its throughput, so compare miss rows with miss rows)."
+    echo "- **Two nodes**: two sessiond processes on the same schema, **both pinned to core $SERVER_CORE** (the same CPU budget as one"
+    echo "  node, so the rows show what a second node costs, not more capacity). No load balancer: two wrk processes on core"
+    echo "  $LOAD_CORE, started together with the same duration, one per node, $((CONNS / 2)) connections each ($CONNS in all, as for"
+    echo "  one node). req/s = sum of both; p50/p99 from the two wrk latency histograms merged (wrk's percentile rule);"
+    echo "  sessiond CPU = both processes."
+    echo "- Load: \`wrk -t1 -c$CONNS --timeout 5s\` on core $LOAD_CORE. Each case gets a ${WARM} s warm-up (fills caches, opens pool"
+    echo "  connections), then $ROUNDS round(s) of ${DUR} s per case, cases alternated (order reversed every other round); the table"
+    echo "  shows medians. All six servers run for the whole benchmark (idle when not measured)."
+    echo "- sessiond CPU µs/req: utime+stime of the node process(es) (\`/proc/PID/stat\`) over the run ÷ requests."
+    echo "  PostgreSQL CPU µs/req: the same over every \`postgres\` process on the machine (so it would include any other"
+    echo "  database work that happened meanwhile)."
+    echo ""
+    echo "### Results (medians)"
+    echo ""
+    echo "| store | nodes | cache | req/s | p50 ms | p99 ms | sessiond CPU µs/req | PostgreSQL CPU µs/req | load average before first run |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---|"
+    for l in "${CASES[@]}"; do
+        IFS='|' read -r label store nodes cache names kind <<<"$l"
+        echo "| $store | $nodes | $cache | $(med "$label.rps") | $(med "$label.p50") | $(med "$label.p99") | $(med "$label.cpu") | $(med "$label.pgcpu") | ${FIRST_LOAD[$label]} |"
+    done
+    echo ""
+    echo "Ratios (medians): PostgreSQL 1 node / SQLite, cache hit: $(calc '%.2f' "$(med pg1.hit.rps) / $(med sq.hit.rps)") × req/s;"
+    echo "cache miss: $(calc '%.2f' "$(med pg1.miss.rps) / $(med sq.miss.rps)") × req/s, $(calc '%.2f' "$(med pg1.miss.cpu) / $(med sq.miss.cpu)") × sessiond CPU/req."
+    echo "PostgreSQL 2 nodes / 1 node: cache hit $(calc '%.2f' "$(med pg2.hit.rps) / $(med pg1.hit.rps)") ×, cache miss $(calc '%.2f' "$(med pg2.miss.rps) / $(med pg1.miss.rps)") × req/s."
+    echo ""
+    echo "### Every run"
+    echo ""
+    echo "| round | store | nodes | cache | req/s | p50 ms | p99 ms | sessiond CPU µs/req | PostgreSQL CPU µs/req | requests | load average before |"
+    echo "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    for l in "${RUNS_LOG[@]}"; do echo "$l"; done
+    echo ""
+    echo "Total run time: $(($(date +%s) - STARTED_AT)) s."
+}
+
+# write_section FILE SECTION-FILE: replaces the text between the markers (markers included), or
+# appends it when the markers are missing; creates FILE if needed. Nothing else in FILE changes.
+write_section() {
+    local dest=$1 sec=$2 tmp
+    mkdir -p "$(dirname "$dest")"
+    tmp=$(mktemp "$WORK/out.XXXXXX")
+    if [[ -f $dest ]] && grep -qxF "$MARK_BEGIN" "$dest" && grep -qxF "$MARK_END" "$dest"; then
+        awk -v b="$MARK_BEGIN" -v e="$MARK_END" -v f="$sec" '
+            $0 == b && !done { print; while ((getline l < f) > 0) print l; skip = 1; next }
+            $0 == e && skip { skip = 0; done = 1 }
+            !skip { print }' "$dest" >"$tmp"
+    elif [[ -f $dest ]]; then
+        { cat "$dest"; [[ -z $(tail -c1 "$dest") ]] || echo; echo; echo "$MARK_BEGIN"; cat "$sec"; echo "$MARK_END"; } >"$tmp"
+    else
+        { echo "# sessiond benchmarks"; echo; echo "$MARK_BEGIN"; cat "$sec"; echo "$MARK_END"; } >"$tmp"
+    fi
+    cat "$tmp" >"$dest"
+    log "wrote the PostgreSQL section of $dest"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+install_tools
+wait_other_bench
+build
+START_DATE=$(date -u '+%Y-%m-%d %H:%M')
+START_LOAD=$(loadavg)
+log "mode $MODE, work dir $WORK, schema $SCHEMA, report $OUT"
+
+psql -q -X -v ON_ERROR_STOP=1 "$PG_URL" -c "CREATE SCHEMA $SCHEMA" >/dev/null || die "cannot create schema $SCHEMA at $PG_URL"
+SCHEMA_MADE=1
+
+for api in "${APIS[@]}"; do TENANT[$api]=$(cat /proc/sys/kernel/random/uuid); done
+seed_into --store "$DSN" >"$WORK/pg-keys"
+seed_into --data-dir "$WORK/sqlite" >"$WORK/sq-keys"
+while read -r api key; do PG_KEY[$api]=$key; done <"$WORK/pg-keys"
+while read -r api key; do SQ_KEY[$api]=$key; done <"$WORK/sq-keys"
+"$BIN" export --store "$DSN" -o "$WORK/pg.ndjson" 2>/dev/null
+"$BIN" export --data-dir "$WORK/sqlite" -o "$WORK/sq.ndjson" 2>/dev/null
+ids_of "$WORK/pg.ndjson" >"$WORK/pg-ids.tsv"
+ids_of "$WORK/sq.ndjson" >"$WORK/sq-ids.tsv"
+for f in pg sq; do
+    n=$(wc -l <"$WORK/$f-ids.tsv")
+    ((n == PER_API * ${#APIS[@]})) || die "$f export has $n sessions, expected $((PER_API * ${#APIS[@]}))"
+done
+request_list "$WORK/pg-ids.tsv" PG_KEY >"$WORK/pg-reqs.tsv"
+request_list "$WORK/sq-ids.tsv" SQ_KEY >"$WORK/sq-reqs.tsv"
+MISS_LIST[PostgreSQL]=$WORK/pg-reqs.tsv
+MISS_LIST[SQLite]=$WORK/sq-reqs.tsv
+HIT_PATH[PostgreSQL]=${VPATH[anam]}$(awk -F'\t' '$1 == "anam" { print $2; exit }' "$WORK/pg-ids.tsv")
+HIT_PATH[SQLite]=${VPATH[anam]}$(awk -F'\t' '$1 == "anam" { print $2; exit }' "$WORK/sq-ids.tsv")
+HIT_KEY[PostgreSQL]=${PG_KEY[anam]}
+HIT_KEY[SQLite]=${SQ_KEY[anam]}
+write_lua
+
+start_node sq_hit 18180 18181 256 --data-dir "$WORK/sqlite"
+start_node sq_miss 18182 18183 0 --data-dir "$WORK/sqlite"
+start_node pg_hit1 18280 18281 256 --store "$DSN" --data-dir "$WORK/node-pg_hit1"
+start_node pg_hit2 18380 18381 256 --store "$DSN" --data-dir "$WORK/node-pg_hit2"
+start_node pg_miss1 18282 18283 0 --store "$DSN" --data-dir "$WORK/node-pg_miss1"
+start_node pg_miss2 18382 18383 0 --store "$DSN" --data-dir "$WORK/node-pg_miss2"
+for name in sq_hit sq_miss; do wait_ready "$name" "${HIT_PATH[SQLite]}" "${HIT_KEY[SQLite]}"; done
+for name in pg_hit1 pg_hit2 pg_miss1 pg_miss2; do wait_ready "$name" "${HIT_PATH[PostgreSQL]}" "${HIT_KEY[PostgreSQL]}"; done
+log "six nodes ready (sessiond on core $SERVER_CORE, wrk on core $LOAD_CORE)"
+
+declare -A FIRST_LOAD=()
+RUNS_LOG=()
+for spec in "${CASES[@]}"; do
+    run_case "$spec" "$WARM"
+    ((M_BAD == 0)) || die "warm-up of ${spec%%|*} had $M_BAD errors or non-2xx answers"
+    log "warm-up ${spec%%|*}: $M_RPS req/s"
+done
+# PostgreSQL connections each node holds after the warm-ups (its pool and its LISTEN connection).
+CONN_NOTE=""
+if command -v ss >/dev/null; then
+    for name in pg_hit1 pg_hit2 pg_miss1 pg_miss2; do
+        n=$(ss -Htnp state established '( dport = :5432 )' 2>/dev/null | grep -c "pid=${NODE_PID[$name]}," || true)
+        d=${name#pg_}
+        CONN_NOTE+="${CONN_NOTE:+, }${d%?} node ${d: -1}: $n"
+    done
+    log "PostgreSQL connections per node after the warm-ups: $CONN_NOTE"
+fi
+for ((r = 1; r <= ROUNDS; r++)); do
+    order=("${CASES[@]}")
+    if ((r % 2 == 0)); then
+        order=()
+        for ((i = ${#CASES[@]} - 1; i >= 0; i--)); do order+=("${CASES[i]}"); done
+    fi
+    for spec in "${order[@]}"; do
+        IFS='|' read -r label store nodes cache _ _ <<<"$spec"
+        run_case "$spec" "$DUR"
+        ((M_BAD == 0)) || die "$label run $r had $M_BAD errors or non-2xx answers"
+        add "$label.rps" "$M_RPS"
+        add "$label.p50" "$M_P50"
+        add "$label.p99" "$M_P99"
+        add "$label.cpu" "$M_CPU"
+        add "$label.pgcpu" "$M_PGCPU"
+        [[ -n ${FIRST_LOAD[$label]:-} ]] || FIRST_LOAD[$label]=$M_LOAD
+        RUNS_LOG+=("| $r | $store | $nodes | $cache | $M_RPS | $M_P50 | $M_P99 | $M_CPU | $M_PGCPU | $M_REQS | $M_LOAD |")
+        log "round $r $label: $M_RPS req/s, p50 $M_P50 ms, p99 $M_P99 ms, sessiond $M_CPU µs/req, postgres $M_PGCPU µs/req (load $M_LOAD)"
+    done
+done
+
+section >"$WORK/section.md"
+cat "$WORK/section.md"
+write_section "$OUT" "$WORK/section.md"
