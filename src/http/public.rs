@@ -7,7 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 
 use super::error::{PublicErrors, json_response};
 use crate::service::Service;
@@ -63,39 +63,47 @@ async fn get_session(
     }
 }
 
-/// The router of one api at its bare vendor paths (`/v1/sessions/{id}`), with its own JSON 404
-/// and 405 bodies.
-pub fn router(api: ApiId, service: Arc<Service>) -> Router {
-    let contract = service.contract(api);
-    let route = contract.route();
-    let state = Arc::new(PublicApi {
+fn api_state(api: ApiId, service: Arc<Service>) -> Arc<PublicApi> {
+    Arc::new(PublicApi {
         api,
-        credential: contract.credential.clone(),
+        credential: service.contract(api).credential.clone(),
         errors: PublicErrors::new(api),
         service,
-    });
+    })
+}
+
+/// `GET` (and `HEAD`) of the session route; any other method gets the vendor's 405.
+fn session_route(state: Arc<PublicApi>) -> MethodRouter {
     let not_allowed = state.clone();
-    let not_found = state.clone();
-    Router::new()
-        .route(
-            &route,
-            get(get_session).fallback(move || {
-                let st = not_allowed.clone();
-                async move { st.errors.response(PublicError::MethodNotAllowed) }
-            }),
-        )
+    get(get_session)
         .fallback(move || {
-            let st = not_found.clone();
-            async move { st.errors.response(PublicError::RouteNotFound) }
+            let st = not_allowed.clone();
+            async move { st.errors.response(PublicError::MethodNotAllowed) }
         })
         .with_state(state)
 }
 
-/// The main public router: every api under its id (`/anam/v1/sessions/{id}`).
+/// The router of one api at its bare vendor paths (`/v1/sessions/{id}`), with its own JSON 404
+/// and 405 bodies.
+pub fn router(api: ApiId, service: Arc<Service>) -> Router {
+    let route = service.contract(api).route();
+    let state = api_state(api, service);
+    let not_found = state.clone();
+    Router::new()
+        .route(&route, session_route(state))
+        .fallback(move || {
+            let st = not_found.clone();
+            async move { st.errors.response(PublicError::RouteNotFound) }
+        })
+}
+
+/// The main public router: every api under its id (`/anam/v1/sessions/{id}`). The full paths are
+/// registered on one router (no nesting, so no per-request URI rewriting on the read path).
 pub fn combined_router(service: Arc<Service>) -> Router {
     let mut app = Router::new();
     for api in ApiId::ALL {
-        app = app.nest(&format!("/{api}"), router(api, service.clone()));
+        let route = format!("/{api}{}", service.contract(api).route());
+        app = app.route(&route, session_route(api_state(api, service.clone())));
     }
     let errors: Arc<Vec<(ApiId, PublicErrors)>> = Arc::new(
         ApiId::ALL
@@ -103,7 +111,7 @@ pub fn combined_router(service: Arc<Service>) -> Router {
             .map(|api| (api, PublicErrors::new(api)))
             .collect(),
     );
-    // Paths the nested routers do not see (`/anam/`, `/anam` + nothing) still belong to an api.
+    // Any other path under an api's prefix gets that vendor's 404 body.
     app.fallback(move |uri: Uri| {
         let errors = errors.clone();
         async move {
