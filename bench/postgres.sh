@@ -29,8 +29,10 @@ usage: bench/postgres.sh [--quick] [--no-build] [--keep] [--out FILE]
 Environment: PG_URL (postgres://postgres@127.0.0.1:5432/postgres; the user must be able to create
 schemas), SERVER_CORE (0), LOAD_CORE (1), WORKERS (tokio worker threads per node, 1), CONNS (64),
 PER_API (sessions per api), ROUNDS, DUR (seconds per run), WARM (seconds of warm-up per case),
-OTHER_WAIT (seconds to wait for a running bench/run.sh to finish; 900), BENCH_TMP (parent of the
-temporary dir; $TMPDIR or /tmp).
+OTHER_WAIT (seconds to wait for a running bench/run.sh to finish; 900), QUIET_MAX (seconds to wait
+before a run for other processes to use < QUIET_PCT % of the cores; 30, quick 0), QUIET_PCT (25),
+QUIET_BUDGET (at most that many seconds of such waiting in all; 60, quick 0), BENCH_TMP (parent of
+the temporary dir; $TMPDIR or /tmp).
 EOF
 }
 
@@ -69,11 +71,14 @@ LOAD_CORE=${LOAD_CORE:-1}
 WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-64}
 OTHER_WAIT=${OTHER_WAIT:-900}
+QUIET_PCT=${QUIET_PCT:-25}
 if [[ $MODE == quick ]]; then
     PER_API=${PER_API:-2000} ROUNDS=${ROUNDS:-1} DUR=${DUR:-3} WARM=${WARM:-1}
+    QUIET_MAX=${QUIET_MAX:-0} QUIET_BUDGET=${QUIET_BUDGET:-0}
     OUT=${OUT:-target/bench/BENCHMARKS-postgres-quick.md}
 else
     PER_API=${PER_API:-10000} ROUNDS=${ROUNDS:-3} DUR=${DUR:-10} WARM=${WARM:-2}
+    QUIET_MAX=${QUIET_MAX:-30} QUIET_BUDGET=${QUIET_BUDGET:-60}
     OUT=${OUT:-docs/BENCHMARKS.md}
 fi
 ((CONNS % 2 == 0)) || { echo "CONNS must be even (two nodes split them)" >&2; exit 2; }
@@ -126,6 +131,31 @@ pg_ticks() {
 # pg_delta BEFORE AFTER: ticks used between the two snapshots (processes started since count whole).
 pg_delta() {
     awk 'NR == FNR { b[$1] = $2; next } $2 != "" { d += $2 - (($1 in b) ? b[$1] : 0) } END { print d + 0 }' "$1" "$2"
+}
+
+# busy_pct SECONDS: % of all cores busy over SECONDS (between runs our servers are idle, so this is
+# other processes).
+busy_pct() {
+    local a b
+    a=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
+    sleep "$1"
+    b=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]
+        printf "%.0f", (d > 0) ? 100 * (d - (y[2] - x[2])) / d : 0 }'
+}
+WAITED_TOTAL=0
+# quiet: waits up to QUIET_MAX s (QUIET_BUDGET s over the whole run) for other processes to use
+# < QUIET_PCT % of the cores. Sets Q_BUSY (% just before the run) and Q_WAITED (s).
+quiet() {
+    wait_other_bench
+    Q_WAITED=0
+    Q_BUSY=$(busy_pct 1)
+    while ((Q_BUSY >= QUIET_PCT && Q_WAITED < QUIET_MAX && WAITED_TOTAL < QUIET_BUDGET)); do
+        ((Q_WAITED == 0)) && log "machine busy ($Q_BUSY % of the cores used by other processes); waiting up to $QUIET_MAX s"
+        Q_BUSY=$(busy_pct 5)
+        Q_WAITED=$((Q_WAITED + 5))
+        WAITED_TOTAL=$((WAITED_TOTAL + 5))
+    done
 }
 
 declare -A R=()
@@ -182,22 +212,36 @@ build() {
     BIN=$WORK/bin/sessiond
 }
 
-# Waits (up to OTHER_WAIT s, polling every 30 s) while bench/run.sh is running: two benchmarks on
-# two cores would measure each other.
-OTHER_NOTE="no other benchmark (\`bench/run.sh\`) was running"
+# Two benchmarks on two cores measure each other: before the start and before every run, waits
+# (polling every 30 s; OTHER_WAIT s over the whole run) while bench/run.sh is running.
+other_running() { pgrep -f 'bench/[r]un\.sh' >/dev/null; }
+OTHER_WAITED=0
+OTHER_GAVE_UP=0
+OTHER_OVERLAP=0
 wait_other_bench() {
     local waited=0
-    while pgrep -f 'bench/[r]un\.sh' >/dev/null; do
-        if ((waited >= OTHER_WAIT)); then
-            OTHER_NOTE="**\`bench/run.sh\` was still running after waiting $waited s; this run went ahead anyway** (load average $(loadavg))"
-            log "bench/run.sh still running after $waited s; going ahead"
+    while other_running; do
+        if ((OTHER_WAITED >= OTHER_WAIT)); then
+            if ((!OTHER_GAVE_UP)); then
+                log "bench/run.sh still running after waiting $OTHER_WAITED s in all; going ahead"
+                OTHER_GAVE_UP=1
+            fi
             return 0
         fi
-        ((waited == 0)) && log "bench/run.sh is running; waiting for it (up to $OTHER_WAIT s)"
+        ((waited == 0)) && log "bench/run.sh is running; waiting for it (up to $((OTHER_WAIT - OTHER_WAITED)) s more)"
         sleep 30
         waited=$((waited + 30))
+        OTHER_WAITED=$((OTHER_WAITED + 30))
     done
-    ((waited == 0)) || OTHER_NOTE="waited $waited s for \`bench/run.sh\` to finish first"
+}
+other_note() {
+    if ((OTHER_OVERLAP)); then
+        echo "**\`bench/run.sh\` was running during $OTHER_OVERLAP run(s)** (column \"run.sh\" below; waited $OTHER_WAITED s for it in all, at most $OTHER_WAIT s): those numbers are disturbed"
+    elif ((OTHER_WAITED)); then
+        echo "waited $OTHER_WAITED s for \`bench/run.sh\` to finish; it did not run during any measured run"
+    else
+        echo "\`bench/run.sh\` did not run during any measured run"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -388,9 +432,9 @@ section() {
     echo "| OS, kernel | $os, $(uname -r) |"
     echo "| PostgreSQL | $pgv, on the same machine (127.0.0.1:5432), not pinned: its processes share both cores |"
     echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2) |"
-    echo "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' + uncommitted changes in src/, Cargo.* or migrations/') |"
+    echo "| sessiond | $GIT_REV |"
     echo "| load average at start (1/5/15 min) | $START_LOAD |"
-    echo "| other benchmark | $OTHER_NOTE |"
+    echo "| other benchmark | $(other_note) |"
     echo ""
     echo "### Method"
     echo ""
@@ -434,8 +478,13 @@ section() {
     echo ""
     echo "### Every run"
     echo ""
-    echo "| round | store | nodes | cache | req/s | p50 ms | p99 ms | sessiond CPU µs/req | PostgreSQL CPU µs/req | requests | load average before |"
-    echo "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "In run order. Before each run the script samples for 1 s how much of both cores other processes use (our"
+    echo "servers are idle then) and waits, up to $QUIET_MAX s per run and $QUIET_BUDGET s in all, while that is ≥ $QUIET_PCT %. The machine is shared:"
+    echo "a run with a low req/s or a high p99 next to a high load is likely another process's doing; medians damp it."
+    echo "Column run.sh: whether \`bench/run.sh\` (the other benchmark) was running when the run started or ended."
+    echo ""
+    echo "| round | store | nodes | cache | req/s | p50 ms | p99 ms | sessiond CPU µs/req | PostgreSQL CPU µs/req | requests | load average before | other processes % of the cores before | waited s | run.sh |"
+    echo "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|"
     for l in "${RUNS_LOG[@]}"; do echo "$l"; done
     echo ""
     echo "Total run time: $(($(date +%s) - STARTED_AT)) s."
@@ -468,6 +517,13 @@ install_tools
 wait_other_bench
 build
 START_DATE=$(date -u '+%Y-%m-%d %H:%M')
+GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+DIRTY=$(git diff --name-only HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || true)
+if [[ -n $DIRTY ]]; then
+    GIT_REV+=" + uncommitted changes in the working tree ($(tr '\n' ' ' <<<"$DIRTY" | sed 's/ $//'), newest changed"
+    GIT_REV+=" $(date -u -r "$(ls -t $DIRTY 2>/dev/null | head -1)" '+%H:%M:%S' 2>/dev/null || echo '?') UTC)"
+fi
+((BUILD)) || GIT_REV+="; \`--no-build\`: binary built $(date -u -r "$ROOT/target/release/sessiond" '+%Y-%m-%d %H:%M:%S') UTC, not rebuilt for this run"
 START_LOAD=$(loadavg)
 log "mode $MODE, work dir $WORK, schema $SCHEMA, report $OUT"
 
@@ -532,7 +588,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     fi
     for spec in "${order[@]}"; do
         IFS='|' read -r label store nodes cache _ _ <<<"$spec"
+        quiet
+        other_running && Q_OTHER=yes || Q_OTHER=no
         run_case "$spec" "$DUR"
+        other_running && Q_OTHER=yes
+        [[ $Q_OTHER == no ]] || OTHER_OVERLAP=$((OTHER_OVERLAP + 1))
         ((M_BAD == 0)) || die "$label run $r had $M_BAD errors or non-2xx answers"
         add "$label.rps" "$M_RPS"
         add "$label.p50" "$M_P50"
@@ -540,8 +600,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         add "$label.cpu" "$M_CPU"
         add "$label.pgcpu" "$M_PGCPU"
         [[ -n ${FIRST_LOAD[$label]:-} ]] || FIRST_LOAD[$label]=$M_LOAD
-        RUNS_LOG+=("| $r | $store | $nodes | $cache | $M_RPS | $M_P50 | $M_P99 | $M_CPU | $M_PGCPU | $M_REQS | $M_LOAD |")
-        log "round $r $label: $M_RPS req/s, p50 $M_P50 ms, p99 $M_P99 ms, sessiond $M_CPU µs/req, postgres $M_PGCPU µs/req (load $M_LOAD)"
+        RUNS_LOG+=("| $r | $store | $nodes | $cache | $M_RPS | $M_P50 | $M_P99 | $M_CPU | $M_PGCPU | $M_REQS | $M_LOAD | $Q_BUSY | $Q_WAITED | $Q_OTHER |")
+        log "round $r $label: $M_RPS req/s, p50 $M_P50 ms, p99 $M_P99 ms, sessiond $M_CPU µs/req, postgres $M_PGCPU µs/req (load $M_LOAD; others $Q_BUSY % of the cores before, waited $Q_WAITED s; bench/run.sh running: $Q_OTHER)"
     done
 done
 

@@ -31,7 +31,9 @@ usage: bench/run.sh [--quick] [--scale [N]] [--no-build] [--no-prism] [--no-perf
 Environment: SERVER_CORE (0), LOAD_CORE (1), WORKERS (tokio worker threads of both servers, 1),
 CONNS (GET connections, 64), WRITE_CONNS (concurrent writers, 256), QUIET_MAX (seconds to wait
 before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 0), QUIET_PCT (25),
-QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180),
+QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180), OTHER_MAX (a
+measured run in which other processes took more than this % of the server's core is repeated, up
+to RETRIES (2) times; 10),
 BENCH_TMP (parent of the temporary data dirs; $TMPDIR or /tmp).
 EOF
 }
@@ -84,6 +86,8 @@ CONNS=${CONNS:-64}
 WRITE_CONNS=${WRITE_CONNS:-256}
 QUIET_PCT=${QUIET_PCT:-25}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
+OTHER_MAX=${OTHER_MAX:-10}
+RETRIES=${RETRIES:-2}
 PORT_PUB=18080
 PORT_ADMIN=18081
 PORT_BASE=18090
@@ -180,17 +184,36 @@ LOADS=()
 WAITED_TOTAL=0
 # phase NAME: logs, waits up to QUIET_MAX s (and QUIET_BUDGET s over the whole run) for the machine
 # to be quiet (other processes using < QUIET_PCT % of the cores), and records how busy it was.
-phase() {
-    local busy waited=0
-    busy=$(busy_pct 1)
-    while ((busy >= QUIET_PCT && waited < QUIET_MAX && WAITED_TOTAL < QUIET_BUDGET)); do
-        ((waited == 0)) && log "machine busy ($busy % of the cores used by other processes); waiting up to $QUIET_MAX s"
-        busy=$(busy_pct 5)
-        waited=$((waited + 5))
+# quiet_wait MAX: waits up to MAX s (within QUIET_BUDGET) for other processes to use < QUIET_PCT %
+# of the cores; sets Q_BUSY and Q_WAITED.
+quiet_wait() {
+    Q_WAITED=0
+    Q_BUSY=$(busy_pct 1)
+    while ((Q_BUSY >= QUIET_PCT && Q_WAITED < $1 && WAITED_TOTAL < QUIET_BUDGET)); do
+        ((Q_WAITED == 0)) && log "machine busy ($Q_BUSY % of the cores used by other processes); waiting up to $1 s"
+        Q_BUSY=$(busy_pct 5)
+        Q_WAITED=$((Q_WAITED + 5))
         WAITED_TOTAL=$((WAITED_TOTAL + 5))
     done
-    log "== $1 (load average $(loadavg); other processes $busy % of the cores; waited $waited s)"
-    LOADS+=("$1|$(loadavg)|$busy|$waited")
+}
+phase() {
+    quiet_wait "$QUIET_MAX"
+    log "== $1 (load average $(loadavg); other processes $Q_BUSY % of the cores; waited $Q_WAITED s)"
+    LOADS+=("$1|$(loadavg)|$Q_BUSY|$Q_WAITED")
+}
+
+DISCARDED=0
+# contaminated OTHER_PCT: whether a run must be repeated because other processes took more than
+# OTHER_MAX % of the server's core during it (at most RETRIES repeats per run).
+contaminated() {
+    if (($1 > OTHER_MAX && TRIES < RETRIES)); then
+        TRIES=$((TRIES + 1))
+        DISCARDED=$((DISCARDED + 1))
+        log "discarding that run: other processes took $1 % of the server's core; repeating it"
+        quiet_wait 30
+        return 0
+    fi
+    return 1
 }
 
 PIDS=()
@@ -305,13 +328,17 @@ wrk_measure() {
 # oha_fixed PID RATE SECONDS HEADER URL: constant-rate run (latency corrected for coordinated
 # omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD F_BUSY1 (% of the generator's core).
 oha_fixed() {
-    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 c0 c1 json ok b0 j0 b1 j1
+    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 c0 c1 json ok a0 i0 a1 i1 b0 j0 b1 j1
     c0=$(cpu_ticks "$pid")
+    read -r a0 i0 < <(core_jiffies "$SERVER_CORE")
     read -r b0 j0 < <(core_jiffies "$LOAD_CORE")
     json=$(taskset -c "$LOAD_CORE" oha --no-tui --output-format json -z "${secs}s" -c "$CONNS" \
         -q "$rate" --latency-correction -H "$header" "$url") || die "oha failed"
     c1=$(cpu_ticks "$pid")
+    read -r a1 i1 < <(core_jiffies "$SERVER_CORE")
     read -r b1 j1 < <(core_jiffies "$LOAD_CORE")
+    F_OTHER0=$(calc '%.0f' "100 * (($a1 - $a0) - ($i1 - $i0) - ($c1 - $c0)) / (($a1 - $a0) > 0 ? ($a1 - $a0) : 1)")
+    ((F_OTHER0 >= 0)) || F_OTHER0=0
     F_BUSY1=$(calc '%.0f' "100 * (($b1 - $b0) - ($j1 - $j0)) / (($b1 - $b0) > 0 ? ($b1 - $b0) : 1)")
     F_RPS=$(jq -r '.summary.requestsPerSec | floor' <<<"$json")
     F_P50=$(jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' <<<"$json")
@@ -561,7 +588,8 @@ main_run() {
     emit "  returns for the benchmarked session (fetched from sessiond with curl first), \`content-type: application/json\`, no auth, no"
     emit "  lookup; the same tokio multi-thread runtime, \`TOKIO_WORKER_THREADS=$WORKERS\`, the same core ($SERVER_CORE)."
     emit "- Load: \`wrk -t1 -c$CONNS\` on core $LOAD_CORE, same URL and credential header for both servers. Per api: ${WARM} s warm-up"
-    emit "  of each, then $RUNS alternated runs of ${DUR} s each (B,S then S,B ...); the tables show medians."
+    emit "  of each, then $RUNS alternated runs of ${DUR} s each (B,S then S,B ...); the tables show medians. A run in which"
+    emit "  other processes of the shared machine took more than $OTHER_MAX % of the server's core is repeated (up to $RETRIES times)."
     emit "- Server CPU per request: utime+stime of the server process (all threads, \`/proc/PID/stat\`) over the run"
     emit "  ÷ requests completed. Core busy %: from \`/proc/stat\` of the server's and the generator's core. Near 100 k req/s"
     emit "  the generator's core is saturated, so req/s then measures wrk as much as the server: CPU per request is the fairer cost."
@@ -595,11 +623,15 @@ main_run() {
         for ((r = 1; r <= RUNS; r++)); do
             if ((r % 2)); then order="base sd"; else order="sd base"; fi
             for s in $order; do
-                if [[ $s == base ]]; then
-                    wrk_measure "$BASE_PID" -d"${DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_BASE$path"
-                else
-                    wrk_measure "$SD_PID" -d"${DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PUB$path"
-                fi
+                TRIES=0
+                while :; do
+                    if [[ $s == base ]]; then
+                        wrk_measure "$BASE_PID" -d"${DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+                    else
+                        wrk_measure "$SD_PID" -d"${DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+                    fi
+                    contaminated "$M_OTHER0" || break
+                done
                 ((M_BAD == 0)) || die "$s run of $api had $M_BAD errors or non-2xx answers"
                 add "$api.$s.rps" "$M_RPS"
                 add "$api.$s.p50" "$M_P50"
@@ -621,11 +653,15 @@ main_run() {
         for ((r = 1; r <= FIXED_RUNS; r++)); do
             if ((r % 2)); then order="base sd"; else order="sd base"; fi
             for s in $order; do
-                if [[ $s == base ]]; then
-                    oha_fixed "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path"
-                else
-                    oha_fixed "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path"
-                fi
+                TRIES=0
+                while :; do
+                    if [[ $s == base ]]; then
+                        oha_fixed "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+                    else
+                        oha_fixed "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+                    fi
+                    contaminated "$F_OTHER0" || break
+                done
                 ((F_BAD == 0)) || die "fixed-rate $s run of $api had $F_BAD non-200 answers"
                 add "$api.$s.frps" "$F_RPS"
                 add "$api.$s.fp50" "$F_P50"
@@ -844,6 +880,8 @@ main_run() {
     fi
     emit ""
     loads_section "## How busy the machine was"
+    emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
+    emit ""
     emit "Total run time: $(($(date +%s) - STARTED_AT)) s."
     emit ""
 }
