@@ -806,8 +806,8 @@ main_run() {
     emit "default cache after a warm-up pass. Building requests in Lua costs wrk about 40 % of its throughput, so"
     emit "compare these rows only with each other."
     emit ""
-    emit "| cache | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS MiB |"
-    emit "|---|---:|---:|---:|---:|---:|---:|---:|"
+    emit "| cache | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS MiB | other processes on server core % |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     local cache
     for cache in 0 256; do
         start_sessiond "$DATA" --cache-mb "$cache"
@@ -819,10 +819,14 @@ main_run() {
         for c in "$CONNS" 1; do
             CONNS_SAVE=$CONNS
             CONNS=$c
-            wrk_measure "$SD_PID" -d"${MISS_DUR}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$WORK/miss-reqs.tsv"
+            TRIES=0
+            while :; do
+                wrk_measure "$SD_PID" -d"${MISS_DUR}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$WORK/miss-reqs.tsv"
+                contaminated "$M_OTHER0" || break
+            done
             CONNS=$CONNS_SAVE
             ((M_BAD == 0)) || die "cache-miss run had $M_BAD errors or non-2xx"
-            emit "| $cache MiB | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") |"
+            emit "| $cache MiB | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") | $M_OTHER0 |"
             [[ $cache == 0 && $c == 1 ]] && add miss.c1.p99 "$M_P99"
             [[ $cache == 0 && $c == 1 ]] && add miss.c1.p50 "$M_P50"
         done
@@ -1083,7 +1087,11 @@ scale_serve() {
         CONNS=$c
         local d=$DUR
         [[ $c == 1 ]] && d=$MISS_DUR
-        wrk_measure "$SD_PID" -d"${d}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
+        TRIES=0
+        while :; do
+            wrk_measure "$SD_PID" -d"${d}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
+            contaminated "$M_OTHER0" || break
+        done
         CONNS=$save
         ((M_BAD == 0)) || die "scale run had $M_BAD errors or non-2xx"
         add "$tag.c$c.p99" "$M_P99"
