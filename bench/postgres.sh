@@ -12,7 +12,13 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# The command as run, with the settings that came from the environment (a password in PG_URL masked).
 COMMAND="bench/postgres.sh${*:+ $*}"
+for v in BENCH_TMP QUIET_BUDGET QUIET_PCT QUIET_MAX OTHER_WAIT WARM DUR ROUNDS PER_API CONNS WORKERS LOAD_CORE SERVER_CORE PG_URL; do
+    if [[ -n ${!v+x} ]]; then
+        COMMAND="$v=$(sed 's#\(//[^:/@]*\):[^@]*@#\1:***@#' <<<"${!v}") $COMMAND"
+    fi
+done
 
 usage() {
     cat <<'EOF'
