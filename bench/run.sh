@@ -512,14 +512,24 @@ loads_section() {
     emit ""
 }
 
+# other_sections FILE: every `<!-- NAME:begin -->` … `<!-- NAME:end -->` block of FILE except the
+# scale one, markers included (other scripts, e.g. bench/postgres.sh, own those sections).
+other_sections() {
+    [[ -f $1 ]] || return 0
+    awk '/^<!-- [a-z0-9_-]+:begin -->$/ { name = $2; sub(/:begin$/, "", name); if (name != "scale") keep = 1 }
+         keep { print }
+         keep && /^<!-- [a-z0-9_-]+:end -->$/ { keep = 0; print "" }' "$1"
+}
+
 write_out() {
-    # Keeps the other mode's section: the scale section lives between these markers.
+    # This mode's text replaces only its own part of the file: the default run rewrites everything
+    # outside the marked sections, the scale run only the scale section; other sections stay.
     local begin='<!-- scale:begin -->' end='<!-- scale:end -->' dest=$OUT
     mkdir -p "$(dirname "$dest")"
     if [[ $MODE == scale ]]; then
         {
-            if [[ -f $dest ]] && grep -q "$begin" "$dest"; then
-                sed "/$begin/,\$d" "$dest"
+            if [[ -f $dest ]] && grep -qxF "$begin" "$dest"; then
+                sed "/^$begin\$/,\$d" "$dest"
             elif [[ -f $dest ]]; then
                 cat "$dest"
                 echo
@@ -530,22 +540,23 @@ write_out() {
             echo "$begin"
             cat "$REPORT"
             echo "$end"
-            [[ -f $dest ]] && grep -q "$end" "$dest" && sed "1,/$end/d" "$dest"
+            [[ -f $dest ]] && grep -qxF "$end" "$dest" && sed "1,/^$end\$/d" "$dest"|| true
         } >"$WORK/out.md"
     else
         {
             cat "$REPORT"
-            if [[ -f $dest ]] && grep -q "$begin" "$dest"; then
-                echo
-                sed -n "/$begin/,/$end/p" "$dest"
+            echo
+            if [[ -f $dest ]] && grep -qxF "$begin" "$dest"; then
+                sed -n "/^$begin\$/,/^$end\$/p" "$dest"
             else
-                echo
                 echo "$begin"
                 echo "## Scale (10 M sessions)"
                 echo
                 echo "Not run yet: \`bench/run.sh --scale\` (long) fills this section."
                 echo "$end"
             fi
+            echo
+            other_sections "$dest"
         } >"$WORK/out.md"
     fi
     cp "$WORK/out.md" "$dest"
