@@ -490,7 +490,7 @@ section() {
     echo "Column run.sh: whether \`bench/run.sh\` (the other benchmark) was running when the run started or ended."
     echo ""
     echo "| round | store | nodes | cache | req/s | p50 ms | p99 ms | sessiond CPU µs/req | PostgreSQL CPU µs/req | requests | load average before | other processes % of the cores before | waited s | run.sh |"
-    echo "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|"
+    echo "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
     for l in "${RUNS_LOG[@]}"; do echo "$l"; done
     echo ""
     echo "Total run time: $(($(date +%s) - STARTED_AT)) s."
