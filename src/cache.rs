@@ -153,6 +153,17 @@ pub struct CachedKey {
     pub hash: [u8; 32],
 }
 
+impl CachedKey {
+    /// Whether this key (found by `hash`) may read `api`: compared in constant time.
+    pub fn admits(&self, api: ApiId, hash: &[u8; 32]) -> Result<(), crate::vendor::PublicError> {
+        if self.api == api && crate::auth::ct_eq(&self.hash, hash) {
+            Ok(())
+        } else {
+            Err(crate::vendor::PublicError::InvalidCredential)
+        }
+    }
+}
+
 /// Keys by hash. Entries are re-checked against the store after `ttl`, so a revocation made by
 /// another process (the offline CLI, another node) takes effect within `ttl` even if no
 /// invalidation reaches this one.

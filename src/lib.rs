@@ -23,6 +23,7 @@ pub use config::Config;
 pub use vendor::ApiId;
 
 use crate::auth::Secret;
+use crate::http::public::PublicRoutes;
 use crate::service::Service;
 use crate::spec::Contracts;
 
@@ -57,12 +58,14 @@ impl App {
         Ok(App { service })
     }
 
-    pub fn public_router(&self) -> axum::Router {
-        with_request_log(http::public::combined_router(self.service.clone()))
+    /// The vendor routes of the combined listener: every api under `/{api}`.
+    pub fn public_routes(&self) -> Arc<PublicRoutes> {
+        PublicRoutes::combined(self.service.clone())
     }
 
-    pub fn api_router(&self, api: ApiId) -> axum::Router {
-        with_request_log(http::public::router(api, self.service.clone()))
+    /// One api's vendor routes at its bare paths.
+    pub fn api_routes(&self, api: ApiId) -> Arc<PublicRoutes> {
+        PublicRoutes::api(api, self.service.clone())
     }
 
     pub fn admin_router(&self, token: &Secret) -> axum::Router {
@@ -121,25 +124,60 @@ pub async fn run(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    let serve = |listener: TcpListener, router: axum::Router, stop| async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    tasks.spawn(serve(listeners.public, app.public_router(), stopped()));
-    tasks.spawn(serve(
-        listeners.admin,
-        app.admin_router(&admin_token),
+    tasks.spawn(serve_public(
+        listeners.public,
+        app.public_routes(),
         stopped(),
     ));
+    let admin = axum::serve(listeners.admin, app.admin_router(&admin_token))
+        .with_graceful_shutdown(stopped());
+    tasks.spawn(async move { admin.await.map_err(anyhow::Error::from) });
     for (api, listener) in listeners.apis {
         tracing::info!(%api, addr = %listener.local_addr()?, "serving api at its bare vendor paths");
-        tasks.spawn(serve(listener, app.api_router(api), stopped()));
+        tasks.spawn(serve_public(listener, app.api_routes(api), stopped()));
     }
     tracing::info!(%public_addr, %admin_addr, "sessiond listening");
     while let Some(done) = tasks.join_next().await {
         done.context("server task panicked")??;
     }
+    Ok(())
+}
+
+/// Serves vendor routes with hyper's HTTP/1.1 connection driver until `stop`, then waits for the
+/// open connections to finish their in-flight requests.
+async fn serve_public(
+    listener: TcpListener,
+    routes: Arc<PublicRoutes>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let http = hyper::server::conn::http1::Builder::new();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            http::public::Connection(routes.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is not the server's error.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }

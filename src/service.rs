@@ -124,8 +124,14 @@ pub struct Service {
     store: Arc<dyn Store>,
     keys: KeyCache,
     sessions: SessionCache,
+    /// Tenants known to exist. Tenants are never deleted, so a positive entry never goes stale;
+    /// it saves creates a store read each.
+    known_tenants: std::sync::RwLock<std::collections::HashSet<(ApiId, String)>>,
     options: ServiceOptions,
 }
+
+/// Most tenants remembered by `Service::known_tenants` (it starts over when full).
+const KNOWN_TENANTS: usize = 100_000;
 
 /// Strong ETag of a body: its SHA-256, shortened.
 pub fn etag_of(body: &[u8]) -> String {
@@ -149,6 +155,7 @@ impl Service {
             store,
             keys: KeyCache::new(options.key_ttl),
             sessions: SessionCache::new(options.cache_bytes),
+            known_tenants: Default::default(),
             options,
         }
     }
@@ -208,10 +215,33 @@ impl Service {
                 k
             }
         };
-        if key.api == api && auth::ct_eq(&key.hash, &hash) {
-            Ok(key.tenant)
-        } else {
-            Err(PublicError::InvalidCredential)
+        key.admits(api, &hash)?;
+        Ok(key.tenant)
+    }
+
+    /// The public GET answered from the caches alone, or `None` when it needs the store: the key
+    /// is not cached, the session is not cached, or the cached session is another tenant's (whose
+    /// answer must cost the same store read as an unknown id's).
+    pub fn cached_get(
+        &self,
+        api: ApiId,
+        key: Option<&str>,
+        id: &str,
+    ) -> Option<Result<Bytes, PublicError>> {
+        let Some(key) = key else {
+            return Some(Err(PublicError::MissingCredential));
+        };
+        let hash = auth::hash_key(key);
+        let cached = self.keys.get(&hash)?;
+        if let Err(e) = cached.admits(api, &hash) {
+            return Some(Err(e));
+        }
+        if let Err(e) = check_public_id(api, id) {
+            return Some(Err(e));
+        }
+        match self.sessions.get(api, id) {
+            Some(s) if *s.tenant == *cached.tenant => Some(Ok(s.body)),
+            _ => None,
         }
     }
 
@@ -224,14 +254,7 @@ impl Service {
     ) -> Result<Bytes, PublicError> {
         let key = key.ok_or(PublicError::MissingCredential)?;
         let tenant = self.authenticate(api, key).await?;
-        let profile = api.profile();
-        if profile.check_session_id(id).is_err() {
-            return Err(if profile.malformed_id_is_bad_request() {
-                PublicError::MalformedId
-            } else {
-                PublicError::NotFound
-            });
-        }
+        check_public_id(api, id)?;
         let session = match self.sessions.get(api, id) {
             Some(s) if *s.tenant == *tenant => s,
             Some(_) => {
@@ -310,7 +333,25 @@ impl Service {
     }
 
     async fn require_tenant(&self, api: ApiId, tenant: &str) -> Result<(), AdminError> {
+        let key = (api, tenant.to_owned());
+        let known = |k| {
+            self.known_tenants
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(k)
+        };
+        if known(&key) {
+            return Ok(());
+        }
         if self.store.tenant_exists(api, tenant).await? {
+            let mut set = self
+                .known_tenants
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if set.len() >= KNOWN_TENANTS {
+                set.clear();
+            }
+            set.insert(key);
             Ok(())
         } else {
             Err(AdminError::NotFound(format!("no {api} tenant {tenant}")))
@@ -911,6 +952,16 @@ fn written(row: SessionRow) -> Written {
     Written {
         etag: etag_of(&row.body),
         row,
+    }
+}
+
+/// The vendor's answer to an id that cannot be one of its session ids.
+fn check_public_id(api: ApiId, id: &str) -> Result<(), PublicError> {
+    let profile = api.profile();
+    match profile.check_session_id(id) {
+        Ok(()) => Ok(()),
+        Err(_) if profile.malformed_id_is_bad_request() => Err(PublicError::MalformedId),
+        Err(_) => Err(PublicError::NotFound),
     }
 }
 

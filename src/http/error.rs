@@ -36,19 +36,13 @@ impl PublicErrors {
         PublicErrors { table }
     }
 
-    pub fn response(&self, kind: PublicError) -> Response {
+    pub fn response(&self, kind: PublicError) -> super::public::PublicResponse {
         let (_, status, body) = self
             .table
             .iter()
             .find(|(k, _, _)| *k == kind)
             .expect("every kind is rendered");
-        let mut response = json_response(*status, body.clone());
-        if kind == PublicError::MethodNotAllowed {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(ALLOW_GET));
-        }
-        response
+        super::public::error_response(*status, body.clone(), kind)
     }
 }
 

@@ -1,24 +1,254 @@
 //! The vendor routes: `GET {vendor path}` per api, with the credential rule from its contract.
+//!
+//! This is the hot path, so it is served by hyper directly rather than through axum: the five
+//! routes are fixed templates with one parameter, matched here by prefix and suffix, and a
+//! response whose key and session are both cached is built synchronously, without boxing a
+//! future, a body or a request extension. Misses take the async path to the store.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::Response;
-use axum::routing::{MethodRouter, get};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 
-use super::error::{PublicErrors, json_response};
+use super::error::{ALLOW_GET, PublicErrors};
 use crate::service::Service;
 use crate::spec::Credential;
 use crate::vendor::{ApiId, PublicError};
 
-struct PublicApi {
+/// A response of the vendor routes: the body is always one buffer.
+pub type PublicResponse = Response<Full<Bytes>>;
+
+/// One api's session route, `{prefix}{id}{suffix}`.
+struct Route {
     api: ApiId,
-    service: Arc<Service>,
+    /// The path template as the contract writes it (with the `/{api}` prefix when combined); logged.
+    template: String,
+    prefix: String,
+    suffix: String,
     credential: Credential,
     errors: PublicErrors,
+}
+
+impl Route {
+    fn new(api: ApiId, service: &Service, mount: &str) -> Route {
+        let template = format!("{mount}{}", service.contract(api).route());
+        let open = template
+            .find('{')
+            .expect("a session route has a path parameter");
+        let close = template[open..].find('}').expect("the parameter is closed") + open;
+        Route {
+            api,
+            prefix: template[..open].to_owned(),
+            suffix: template[close + 1..].to_owned(),
+            template,
+            credential: service.contract(api).credential.clone(),
+            errors: PublicErrors::new(api),
+        }
+    }
+
+    /// The raw (still percent-encoded) id if `path` is this route: one non-empty segment.
+    fn id<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let id = path
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
+        (!id.is_empty() && !id.contains('/')).then_some(id)
+    }
+}
+
+/// Where a path that matches no route goes.
+enum Fallback {
+    /// The combined listener: the vendor's 404 under `/{api}/…`, the admin-style 404 elsewhere.
+    Combined,
+    /// A bare per-api listener: that vendor's 404.
+    Api,
+}
+
+/// The public routes of one listener.
+pub struct PublicRoutes {
+    service: Arc<Service>,
+    routes: Vec<Route>,
+    fallback: Fallback,
+    /// Whether to write the per-request log line (fixed at start-up by the log filter).
+    log: bool,
+}
+
+impl PublicRoutes {
+    /// Every api under its id (`/anam/v1/sessions/{id}`).
+    pub fn combined(service: Arc<Service>) -> Arc<PublicRoutes> {
+        let routes = ApiId::ALL
+            .into_iter()
+            .map(|api| Route::new(api, &service, &format!("/{api}")))
+            .collect();
+        Self::with(service, routes, Fallback::Combined)
+    }
+
+    /// One api at its bare vendor paths (`/v1/sessions/{id}`).
+    pub fn api(api: ApiId, service: Arc<Service>) -> Arc<PublicRoutes> {
+        let routes = vec![Route::new(api, &service, "")];
+        Self::with(service, routes, Fallback::Api)
+    }
+
+    fn with(service: Arc<Service>, routes: Vec<Route>, fallback: Fallback) -> Arc<PublicRoutes> {
+        Arc::new(PublicRoutes {
+            service,
+            routes,
+            fallback,
+            log: tracing::enabled!(target: "sessiond::request", tracing::Level::INFO),
+        })
+    }
+
+    /// Answers one request: synchronously when everything it needs is cached.
+    pub fn call(self: &Arc<Self>, request: Request<Incoming>) -> Answer {
+        let start = self.log.then(Instant::now);
+        let path = request.uri().path();
+        let Some((index, raw_id)) = self
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.id(path).map(|id| (i, id)))
+        else {
+            return self.done(start, &request, None, self.not_found(path));
+        };
+        let route = &self.routes[index];
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let response = route.errors.response(PublicError::MethodNotAllowed);
+            return self.done(start, &request, Some(route), response);
+        }
+        let key = credential(&route.credential, request.headers());
+        let Ok(id) = percent_encoding::percent_decode_str(raw_id).decode_utf8() else {
+            // An id that is not valid UTF-8 after percent-decoding cannot name a session.
+            let kind = match key {
+                None => PublicError::MissingCredential,
+                Some(_) => PublicError::NotFound,
+            };
+            return self.done(start, &request, Some(route), route.errors.response(kind));
+        };
+        if let Some(outcome) = self.service.cached_get(route.api, key, &id) {
+            let response = reply(route, outcome);
+            return self.done(start, &request, Some(route), response);
+        }
+        // Something is not cached: read the store.
+        let (key, id) = (key.map(str::to_owned), id.into_owned());
+        let method = request.method().clone();
+        let routes = self.clone();
+        Answer::Pending(Box::pin(async move {
+            let route = &routes.routes[index];
+            let outcome = routes
+                .service
+                .public_get(route.api, key.as_deref(), &id)
+                .await;
+            let response = reply(route, outcome);
+            if let Some(start) = start {
+                log_line(start, &method, &route.template, response.status());
+            }
+            Ok(response)
+        }))
+    }
+
+    fn not_found(&self, path: &str) -> PublicResponse {
+        match self.fallback {
+            Fallback::Api => self.routes[0].errors.response(PublicError::RouteNotFound),
+            Fallback::Combined => {
+                let first = path
+                    .trim_start_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                match self.routes.iter().find(|r| r.api.as_str() == first) {
+                    Some(r) => r.errors.response(PublicError::RouteNotFound),
+                    None => json(
+                        StatusCode::NOT_FOUND,
+                        Bytes::from_static(NO_SUCH_ROUTE.as_bytes()),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn done(
+        &self,
+        start: Option<Instant>,
+        request: &Request<Incoming>,
+        route: Option<&Route>,
+        response: PublicResponse,
+    ) -> Answer {
+        if let Some(start) = start {
+            let template = route.map_or("<unmatched>", |r| r.template.as_str());
+            log_line(start, request.method(), template, response.status());
+        }
+        Answer::Ready(Some(response))
+    }
+}
+
+/// The admin-style 404 body for paths outside every api's prefix.
+const NO_SUCH_ROUTE: &str = r#"{"error":"not_found","message":"no such route; vendor routes live under /salesnip, /opencx, /funnelfox, /alcamine and /anam"}"#;
+
+fn reply(route: &Route, outcome: Result<Bytes, PublicError>) -> PublicResponse {
+    match outcome {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(kind) => route.errors.response(kind),
+    }
+}
+
+/// One log line per request: method, route template (never the raw path: it may carry ids),
+/// status, latency. Headers, and with them any key, are never logged.
+fn log_line(start: Instant, method: &Method, route: &str, status: StatusCode) {
+    tracing::info!(
+        target: "sessiond::request",
+        %method,
+        route,
+        status = status.as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+    );
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: Bytes) -> PublicResponse {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A vendor error response (with `Allow` on 405).
+pub fn error_response(status: StatusCode, body: Bytes, kind: PublicError) -> PublicResponse {
+    let mut response = json(status, body);
+    if kind == PublicError::MethodNotAllowed {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOW_GET));
+    }
+    response
+}
+
+/// The answer to one request: ready, or waiting on the store.
+pub enum Answer {
+    Ready(Option<PublicResponse>),
+    Pending(Pin<Box<dyn Future<Output = Result<PublicResponse, Infallible>> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<PublicResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Ready(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("an answer is polled once it is ready"))),
+            Answer::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
 }
 
 /// The presented credential: `None` when absent; `Some("")` never matches a key.
@@ -43,87 +273,16 @@ fn credential<'h>(rule: &Credential, headers: &'h HeaderMap) -> Option<&'h str> 
     }
 }
 
-async fn get_session(
-    State(st): State<Arc<PublicApi>>,
-    id: Result<Path<String>, PathRejection>,
-    // The request itself rather than a `HeaderMap` extractor, which would copy every header.
-    request: Request,
-) -> Response {
-    let key = credential(&st.credential, request.headers());
-    let Ok(Path(id)) = id else {
-        // An id that is not valid UTF-8 after percent-decoding cannot name a session.
-        return st.errors.response(match key {
-            None => PublicError::MissingCredential,
-            Some(_) => PublicError::NotFound,
-        });
-    };
-    match st.service.public_get(st.api, key, &id).await {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(kind) => st.errors.response(kind),
+/// The hyper service of one connection.
+#[derive(Clone)]
+pub struct Connection(pub Arc<PublicRoutes>);
+
+impl hyper::service::Service<Request<Incoming>> for Connection {
+    type Response = PublicResponse;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: Request<Incoming>) -> Answer {
+        self.0.call(request)
     }
-}
-
-fn api_state(api: ApiId, service: Arc<Service>) -> Arc<PublicApi> {
-    Arc::new(PublicApi {
-        api,
-        credential: service.contract(api).credential.clone(),
-        errors: PublicErrors::new(api),
-        service,
-    })
-}
-
-/// `GET` (and `HEAD`) of the session route; any other method gets the vendor's 405.
-fn session_route(state: Arc<PublicApi>) -> MethodRouter {
-    let not_allowed = state.clone();
-    get(get_session)
-        .fallback(move || {
-            let st = not_allowed.clone();
-            async move { st.errors.response(PublicError::MethodNotAllowed) }
-        })
-        .with_state(state)
-}
-
-/// The router of one api at its bare vendor paths (`/v1/sessions/{id}`), with its own JSON 404
-/// and 405 bodies.
-pub fn router(api: ApiId, service: Arc<Service>) -> Router {
-    let route = service.contract(api).route();
-    let state = api_state(api, service);
-    let not_found = state.clone();
-    Router::new()
-        .route(&route, session_route(state))
-        .fallback(move || {
-            let st = not_found.clone();
-            async move { st.errors.response(PublicError::RouteNotFound) }
-        })
-}
-
-/// The main public router: every api under its id (`/anam/v1/sessions/{id}`). The full paths are
-/// registered on one router (no nesting, so no per-request URI rewriting on the read path).
-pub fn combined_router(service: Arc<Service>) -> Router {
-    let mut app = Router::new();
-    for api in ApiId::ALL {
-        let route = format!("/{api}{}", service.contract(api).route());
-        app = app.route(&route, session_route(api_state(api, service.clone())));
-    }
-    let errors: Arc<Vec<(ApiId, PublicErrors)>> = Arc::new(
-        ApiId::ALL
-            .into_iter()
-            .map(|api| (api, PublicErrors::new(api)))
-            .collect(),
-    );
-    // Any other path under an api's prefix gets that vendor's 404 body.
-    app.fallback(move |uri: Uri| {
-        let errors = errors.clone();
-        async move {
-            let first = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
-            match errors.iter().find(|(api, _)| api.as_str() == first) {
-                Some((_, e)) => e.response(PublicError::RouteNotFound),
-                None => super::error::admin_error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "no such route; vendor routes live under /salesnip, /opencx, /funnelfox, /alcamine and /anam",
-                ),
-            }
-        }
-    })
 }

@@ -4,10 +4,12 @@
 //! its own savepoint (so one failing write does not undo the others), commits them in one
 //! transaction with `synchronous = FULL`, and only then answers each caller. An acknowledged write
 //! therefore survives `kill -9` and power loss, and many concurrent writers share one fsync.
-//! Reads run on tokio's blocking pool.
+//! Reads run on a few reader threads, each with its own connection; a thread that wakes takes
+//! several waiting reads at once, so under load a read costs a fraction of a thread switch.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -18,7 +20,10 @@ use super::{KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow}
 use crate::vendor::ApiId;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
-const READERS: usize = 8;
+/// Reader threads: enough to overlap reads that wait on the disk.
+const READERS: usize = 4;
+/// Most reads one reader thread takes per wake-up (the rest wake another thread).
+const READ_BATCH: usize = 16;
 /// Most writes committed together.
 const MAX_GROUP: usize = 1024;
 
@@ -28,18 +33,80 @@ type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
 
 pub struct SqliteStore {
-    inner: Arc<Inner>,
+    readers: Arc<Readers>,
     jobs: mpsc::Sender<Job>,
 }
 
-struct Inner {
-    path: PathBuf,
-    readers: Mutex<Vec<Connection>>,
+/// One read, run on a reader thread's connection.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The queue of the reader threads.
+struct Readers {
+    queue: Mutex<ReadQueue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct ReadQueue {
+    jobs: VecDeque<ReadJob>,
+    /// Reader threads waiting on `wake` (so a submit costs no wake-up syscall while all are busy).
+    idle: usize,
+    closed: bool,
+}
+
+impl Readers {
+    fn submit(&self, job: ReadJob) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.jobs.push_back(job);
+        if q.idle > 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A reader thread: runs reads until the store is dropped.
+    fn run(&self, conn: Connection) {
+        let mut batch = Vec::with_capacity(READ_BATCH);
+        loop {
+            {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                while q.jobs.is_empty() && !q.closed {
+                    q.idle += 1;
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q.idle -= 1;
+                }
+                if q.jobs.is_empty() {
+                    return; // closed and drained
+                }
+                let n = q.jobs.len().min(READ_BATCH);
+                batch.extend(q.jobs.drain(..n));
+                if !q.jobs.is_empty() && q.idle > 0 {
+                    self.wake.notify_one();
+                }
+            }
+            for job in batch.drain(..) {
+                // A read that panics answers its caller with an error (its sender is dropped);
+                // the thread and its connection stay.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+            }
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let mut q = self.readers.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        self.readers.wake.notify_all();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("commit failed: {0}")]
 struct CommitFailed(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the read was abandoned by its reader thread")]
+struct ReadFailed;
 
 /// The writer thread: group commit until every sender is gone.
 fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
@@ -112,18 +179,26 @@ impl SqliteStore {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer)?;
         migrate(&mut writer)?;
+        let readers = Arc::new(Readers {
+            queue: Mutex::new(ReadQueue::default()),
+            wake: Condvar::new(),
+        });
+        for i in 0..READERS {
+            let conn =
+                Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+            configure(&conn)?;
+            let readers = readers.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || readers.run(conn))
+                .context("starting a SQLite reader thread")?;
+        }
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .context("starting the SQLite writer thread")?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                readers: Mutex::new(Vec::new()),
-            }),
-            jobs,
-        })
+        Ok(SqliteStore { readers, jobs })
     }
 
     /// Runs `f` on the writer thread in its own savepoint; answers after the group commit.
@@ -156,30 +231,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open(&inner.path).map_err(StoreError::backend)?;
-                    configure(&c).map_err(StoreError::backend)?;
-                    c
-                }
-            };
-            let out = f(&conn);
-            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(StoreError::backend)?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.readers.submit(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        }));
+        rx.await.map_err(|_| StoreError::backend(ReadFailed))?
     }
 }
 
