@@ -12,10 +12,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+SCRIPT=bench/postgres.sh
+LOG_TAG=pgbench
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 # The command as run, with the settings that came from the environment (a password in PG_URL masked).
 COMMAND="bench/postgres.sh${*:+ $*}"
-for v in BENCH_TMP QUIET_BUDGET QUIET_PCT QUIET_MAX OTHER_WAIT WARM DUR ROUNDS PER_API CONNS WORKERS LOAD_CORE SERVER_CORE PG_URL; do
+for v in BIN_DIR BENCH_TMP QUIET_BUDGET QUIET_PCT QUIET_MAX OTHER_WAIT WARM DUR ROUNDS PER_API CONNS WORKERS LOAD_CORE SERVER_CORE PG_URL; do
     if [[ -n ${!v+x} ]]; then
+        # shellcheck disable=SC2001
         COMMAND="$v=$(sed 's#\(//[^:/@]*\):[^@]*@#\1:***@#' <<<"${!v}") $COMMAND"
     fi
 done
@@ -28,7 +33,7 @@ usage: bench/postgres.sh [--quick] [--no-build] [--keep] [--out FILE]
               Writes the PostgreSQL section of docs/BENCHMARKS.md (between its markers).
   --quick     smoke run: 1 round x 3 s, 2 000 sessions per api; writes
               target/bench/BENCHMARKS-postgres-quick.md.
-  --no-build  use target/release/sessiond as it is.
+  --no-build  use BIN_DIR/sessiond (target/release/sessiond) as it is.
   --keep      keep the temporary dir and the PostgreSQL schema (printed at the end).
   --out FILE  write the section into FILE instead.
 
@@ -38,7 +43,8 @@ PER_API (sessions per api), ROUNDS, DUR (seconds per run), WARM (seconds of warm
 OTHER_WAIT (seconds to wait for a running bench/run.sh to finish; 900), QUIET_MAX (seconds to wait
 before a run for other processes to use < QUIET_PCT % of the cores; 30, quick 0), QUIET_PCT (25),
 QUIET_BUDGET (at most that many seconds of such waiting in all; 60, quick 0), BENCH_TMP (parent of
-the temporary dir; $TMPDIR or /tmp).
+the temporary dir; $TMPDIR or /tmp), BIN_DIR (where sessiond is, and where a build puts it:
+$CARGO_TARGET_DIR/release or target/release).
 EOF
 }
 
@@ -47,37 +53,17 @@ OUT=""
 BUILD=1
 KEEP=0
 while (($#)); do
-    case $1 in
-    --quick) MODE=quick ;;
-    --no-build) BUILD=0 ;;
-    --keep) KEEP=1 ;;
-    --out)
-        OUT=$2
-        shift
-        ;;
-    -h | --help)
-        usage
-        exit 0
-        ;;
-    *)
-        echo "bench/postgres.sh: unknown argument $1" >&2
-        usage >&2
-        exit 2
-        ;;
-    esac
-    shift
+    common_arg "$@"
+    ((ARG_SHIFT)) || bad_arg "$1"
+    shift "$ARG_SHIFT"
 done
 
 # ---------------------------------------------------------------------------------------------
 # Settings
 
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-SERVER_CORE=${SERVER_CORE:-0}
-LOAD_CORE=${LOAD_CORE:-1}
-WORKERS=${WORKERS:-1}
-CONNS=${CONNS:-64}
+bench_init sessiond-pgbench
 OTHER_WAIT=${OTHER_WAIT:-900}
-QUIET_PCT=${QUIET_PCT:-25}
 if [[ $MODE == quick ]]; then
     PER_API=${PER_API:-2000} ROUNDS=${ROUNDS:-1} DUR=${DUR:-3} WARM=${WARM:-1}
     QUIET_MAX=${QUIET_MAX:-0} QUIET_BUDGET=${QUIET_BUDGET:-0}
@@ -90,16 +76,7 @@ fi
 ((CONNS % 2 == 0)) || { echo "CONNS must be even (two nodes split them)" >&2; exit 2; }
 APIS=(anam opencx)
 declare -A VPATH=([anam]=/anam/v1/sessions/ [opencx]=/opencx/chat/sessions/)
-MARK_BEGIN='<!-- postgres:begin -->'
-MARK_END='<!-- postgres:end -->'
-BIN=$ROOT/target/release/sessiond
-CLK_TCK=$(getconf CLK_TCK)
-ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
-export PATH="$HOME/.cargo/bin:$PATH"
-STARTED_AT=$(date +%s)
-
-mkdir -p target/bench
-WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/sessiond-pgbench.XXXXXX")
+BUILT_BIN=$BIN
 SCHEMA="bench_pg_$(date +%s)_$RANDOM$RANDOM"
 SCHEMA_MADE=0
 # The query string of PG_URL (if any) gets the search path appended.
@@ -112,21 +89,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
-log() { printf '[pgbench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-calc() { awk "BEGIN { printf \"$1\", ($2) }"; }
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
-        if (NR == 0) { print "nan"; exit }
-        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-# Process CPU time (utime + stime of all threads) in clock ticks.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 # "pid ticks" of every PostgreSQL process (postmaster, backends, background workers).
 pg_ticks() {
     local p
@@ -139,43 +101,15 @@ pg_delta() {
     awk 'NR == FNR { b[$1] = $2; next } $2 != "" { d += $2 - (($1 in b) ? b[$1] : 0) } END { print d + 0 }' "$1" "$2"
 }
 
-# busy_pct SECONDS: % of all cores busy over SECONDS (between runs our servers are idle, so this is
-# other processes).
-busy_pct() {
-    local a b
-    a=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
-    sleep "$1"
-    b=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]
-        printf "%.0f", (d > 0) ? 100 * (d - (y[2] - x[2])) / d : 0 }'
-}
-WAITED_TOTAL=0
-# quiet: waits up to QUIET_MAX s (QUIET_BUDGET s over the whole run) for other processes to use
-# < QUIET_PCT % of the cores. Sets Q_BUSY (% just before the run) and Q_WAITED (s).
+# quiet: waits for bench/run.sh (see wait_other_bench), then up to QUIET_MAX s (QUIET_BUDGET s over
+# the whole run) for other processes to use < QUIET_PCT % of the cores (sets Q_BUSY, Q_WAITED).
 quiet() {
     wait_other_bench
-    Q_WAITED=0
-    Q_BUSY=$(busy_pct 1)
-    while ((Q_BUSY >= QUIET_PCT && Q_WAITED < QUIET_MAX && WAITED_TOTAL < QUIET_BUDGET)); do
-        ((Q_WAITED == 0)) && log "machine busy ($Q_BUSY % of the cores used by other processes); waiting up to $QUIET_MAX s"
-        Q_BUSY=$(busy_pct 5)
-        Q_WAITED=$((Q_WAITED + 5))
-        WAITED_TOTAL=$((WAITED_TOTAL + 5))
-    done
+    quiet_wait "$QUIET_MAX"
 }
 
-declare -A R=()
-add() { R[$1]="${R[$1]:-} $2"; }
-med() {
-    # shellcheck disable=SC2086
-    median ${R[$1]:-}
-}
-
-PIDS=()
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    stop_all
     if ((KEEP)); then
         log "kept $WORK and schema $SCHEMA"
     else
@@ -189,17 +123,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # ---------------------------------------------------------------------------------------------
 # Tools, build, another benchmark
 
 install_tools() {
-    if ! command -v wrk >/dev/null; then
-        [[ $(id -u) == 0 ]] || die "wrk is missing: install it (Debian: apt-get install wrk)"
-        log "installing wrk (apt-get)"
-        apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-    fi
+    apt_tool wrk
     local t
     for t in psql curl taskset; do
         command -v "$t" >/dev/null || die "$t is missing"
@@ -208,13 +136,10 @@ install_tools() {
 
 build() {
     if ((BUILD)); then
-        log "building release (cargo build --release)"
-        cargo build --release --quiet
+        log "building release into $BIN_DIR (cargo build --release)"
+        cargo_release
     fi
-    [[ -x $BIN ]] || die "$BIN is missing"
-    # A copy: a rebuild of target/release during the run must not change what runs.
-    mkdir -p "$WORK/bin"
-    cp "$BIN" "$WORK/bin/"
+    copy_bins "$BIN"
     BIN=$WORK/bin/sessiond
 }
 
@@ -266,11 +191,6 @@ seed_into() {
         [[ -n $key ]] || die "no key for $api"
         printf '%s %s\n' "$api" "$key"
     done
-}
-
-# ids_of NDJSON: "api<TAB>id" of every session of an export.
-ids_of() {
-    cut -c1-400 "$1" | awk -F'"' '$2 == "kind" && $4 == "session" && $6 == "api" && $16 == "id" { print $8 "\t" $18 }'
 }
 
 # request_list IDS KEYS-ARRAY-NAME > LIST: "path<TAB>Authorization<TAB>Bearer key" for random_ids.lua.
@@ -342,14 +262,10 @@ start_node() {
 
 # wait_ready NAME PATH KEY: until the node answers 200 for PATH.
 wait_ready() {
-    local deadline=$((SECONDS + 60)) s
-    while ((SECONDS < deadline)); do
-        kill -0 "${NODE_PID[$1]}" 2>/dev/null || die "node $1 exited (see $WORK/node-$1.log: $(tail -3 "$WORK/node-$1.log"))"
-        s=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $3" "http://127.0.0.1:${NODE_PORT[$1]}$2" || true)
-        [[ $s == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "node $1 did not answer 200 for $2 within 60 s"
+    local rc=0
+    wait_200 "${NODE_PORT[$1]}" "$2" "Authorization: Bearer $3" 60 "${NODE_PID[$1]}" 0.1 || rc=$?
+    ((rc != 2)) || die "node $1 exited (see $WORK/node-$1.log: $(tail -3 "$WORK/node-$1.log"))"
+    ((rc == 0)) || die "node $1 did not answer 200 for $2 within 60 s"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +285,7 @@ declare -A HIT_PATH=() HIT_KEY=() MISS_LIST=()
 # evenly, started together). Sets M_RPS M_P50 M_P99 (ms) M_CPU (sessiond µs/req, all nodes)
 # M_PGCPU (PostgreSQL µs/req) M_REQS M_BAD M_LOAD (load average before).
 run_case() {
-    local label store nodes kind names name secs=$2 n i c per
+    local label store nodes kind names name secs=$2 n i per
     IFS='|' read -r label store nodes _ names kind <<<"$1"
     read -r -a n <<<"$names"
     per=$((CONNS / ${#n[@]}))
@@ -398,11 +314,12 @@ run_case() {
     pg_ticks >"$WORK/pg1"
     local reqs=0 rps=0 bad=0 ticks=0 line hists=()
     for i in "${!n[@]}"; do
-        line=$(grep '^RESULT' "$WORK/wrk.$i") || die "wrk printed no result ($label): $(cat "$WORK/wrk.$i")"
+        line=$(wrk_result "$(cat "$WORK/wrk.$i")") || die "wrk printed no result ($label)"
         [[ -s $WORK/hist.$i ]] || die "wrk wrote no latency histogram ($label)"
-        reqs=$((reqs + $(kv requests "$line")))
-        rps=$(calc '%.3f' "$rps + $(kv requests "$line") / ($(kv duration_us "$line") / 1e6)")
-        bad=$((bad + $(kv errors "$line") + $(kv non2xx "$line")))
+        wrk_parse "$line"
+        reqs=$((reqs + W_REQS))
+        rps=$(calc '%.3f' "$rps + $W_RPS")
+        bad=$((bad + W_BAD))
         ticks=$((ticks + c1[i] - c0[i]))
         hists+=("$WORK/hist.$i")
     done
@@ -419,25 +336,16 @@ run_case() {
 # Report
 
 section() {
-    local cpu mem os pgv label store nodes cache names kind l
-    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-    mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-    os=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")
+    local pgv label store nodes cache names kind l
     pgv=$(psql -X -At "$PG_URL" -c 'show server_version' 2>/dev/null || echo '?')
     echo "## PostgreSQL next to SQLite (issue 4)"
     echo ""
     echo "Generated by \`$COMMAND\` (from the repository root); do not edit by hand, re-run it. It writes only"
     echo "between the \`postgres:begin\`/\`postgres:end\` markers. Every number below is printed by that script in the same run."
     echo ""
-    echo "| | |"
-    echo "|---|---|"
-    echo "| date (UTC) | $START_DATE |"
-    echo "| cores (nproc) | $(nproc) |"
-    echo "| CPU | $cpu |"
-    echo "| memory | $mem |"
-    echo "| OS, kernel | $os, $(uname -r) |"
+    machine_rows "$START_DATE"
     echo "| PostgreSQL | $pgv, on the same machine (127.0.0.1:5432), not pinned: its processes share both cores |"
-    echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2) |"
+    echo "| load generator | $(wrk_version) |"
     echo "| sessiond | $GIT_REV |"
     echo "| load average at start (1/5/15 min) | $START_LOAD |"
     echo "| other benchmark | $(other_note) |"
@@ -496,26 +404,6 @@ section() {
     echo "Total run time: $(($(date +%s) - STARTED_AT)) s."
 }
 
-# write_section FILE SECTION-FILE: replaces the text between the markers (markers included), or
-# appends it when the markers are missing; creates FILE if needed. Nothing else in FILE changes.
-write_section() {
-    local dest=$1 sec=$2 tmp
-    mkdir -p "$(dirname "$dest")"
-    tmp=$(mktemp "$WORK/out.XXXXXX")
-    if [[ -f $dest ]] && grep -qxF "$MARK_BEGIN" "$dest" && grep -qxF "$MARK_END" "$dest"; then
-        awk -v b="$MARK_BEGIN" -v e="$MARK_END" -v f="$sec" '
-            $0 == b && !done { print; while ((getline l < f) > 0) print l; skip = 1; next }
-            $0 == e && skip { skip = 0; done = 1 }
-            !skip { print }' "$dest" >"$tmp"
-    elif [[ -f $dest ]]; then
-        { cat "$dest"; [[ -z $(tail -c1 "$dest") ]] || echo; echo; echo "$MARK_BEGIN"; cat "$sec"; echo "$MARK_END"; } >"$tmp"
-    else
-        { echo "# sessiond benchmarks"; echo; echo "$MARK_BEGIN"; cat "$sec"; echo "$MARK_END"; } >"$tmp"
-    fi
-    cat "$tmp" >"$dest"
-    log "wrote the PostgreSQL section of $dest"
-}
-
 # ---------------------------------------------------------------------------------------------
 # Main
 
@@ -527,9 +415,10 @@ GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 DIRTY=$(git diff --name-only HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || true)
 if [[ -n $DIRTY ]]; then
     GIT_REV+=" + uncommitted changes in the working tree ($(tr '\n' ' ' <<<"$DIRTY" | sed 's/ $//'), newest changed"
+    # shellcheck disable=SC2012,SC2086 # DIRTY: the changed files, one a word
     GIT_REV+=" $(date -u -r "$(ls -t $DIRTY 2>/dev/null | head -1)" '+%H:%M:%S' 2>/dev/null || echo '?') UTC)"
 fi
-((BUILD)) || GIT_REV+="; \`--no-build\`: binary built $(date -u -r "$ROOT/target/release/sessiond" '+%Y-%m-%d %H:%M:%S') UTC, not rebuilt for this run"
+((BUILD)) || GIT_REV+="; \`--no-build\`: binary built $(date -u -r "$BUILT_BIN" '+%Y-%m-%d %H:%M:%S') UTC, not rebuilt for this run"
 START_LOAD=$(loadavg)
 log "mode $MODE, work dir $WORK, schema $SCHEMA, report $OUT"
 
@@ -546,8 +435,8 @@ while read -r api key; do SQ_KEY[$api]=$key; done <"$WORK/sq-keys"
 ids_of "$WORK/pg.ndjson" >"$WORK/pg-ids.tsv"
 ids_of "$WORK/sq.ndjson" >"$WORK/sq-ids.tsv"
 for f in pg sq; do
-    n=$(wc -l <"$WORK/$f-ids.tsv")
-    ((n == PER_API * ${#APIS[@]})) || die "$f export has $n sessions, expected $((PER_API * ${#APIS[@]}))"
+    count=$(wc -l <"$WORK/$f-ids.tsv")
+    ((count == PER_API * ${#APIS[@]})) || die "$f export has $count sessions, expected $((PER_API * ${#APIS[@]}))"
 done
 request_list "$WORK/pg-ids.tsv" PG_KEY >"$WORK/pg-reqs.tsv"
 request_list "$WORK/sq-ids.tsv" SQ_KEY >"$WORK/sq-reqs.tsv"
@@ -580,9 +469,9 @@ done
 CONN_NOTE=""
 if command -v ss >/dev/null; then
     for name in pg_hit1 pg_hit2 pg_miss1 pg_miss2; do
-        n=$(ss -Htnp state established '( dport = :5432 )' 2>/dev/null | grep -c "pid=${NODE_PID[$name]}," || true)
+        count=$(ss -Htnp state established '( dport = :5432 )' 2>/dev/null | grep -c "pid=${NODE_PID[$name]}," || true)
         d=${name#pg_}
-        CONN_NOTE+="${CONN_NOTE:+, }${d%?} node ${d: -1}: $n"
+        CONN_NOTE+="${CONN_NOTE:+, }${d%?} node ${d: -1}: $count"
     done
     log "PostgreSQL connections per node after the warm-ups: $CONN_NOTE"
 fi
@@ -613,4 +502,5 @@ done
 
 section >"$WORK/section.md"
 cat "$WORK/section.md"
-write_section "$OUT" "$WORK/section.md"
+write_section "$OUT" postgres "$WORK/section.md"
+log "wrote the PostgreSQL section of $OUT"

@@ -26,11 +26,6 @@ request = function()
   return wrk.format("GET", r[1], { [r[2]] = r[3] })
 end
 
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d p999_us=%d max_us=%d errors=%d non2xx=%d\n",
-    summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
+-- done(): the RESULT line of wrk_report.lua, loaded from beside this file.
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+dofile(here .. "wrk_report.lua")

@@ -9,6 +9,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+SCRIPT=bench/run.sh
+LOG_TAG=bench
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -21,8 +25,10 @@ usage: bench/run.sh [--quick] [--scale [N]] [--no-build] [--no-prism] [--no-perf
   --quick      smoke run: 1 x 3 s per case; writes target/bench/BENCHMARKS-quick.md.
   --scale [N]  the scale run (long: 30+ minutes, tens of GB of disk): N sessions (default
                10000000) mixed across the apis, a 64 MiB cache, random-id GETs against it and
-               against a 10 000-session store. Replaces only the scale section of docs/BENCHMARKS.md.
-  --no-build   use the binaries already in target/release.
+               against a 10 000-session store: closed loop (wrk, 64 and 1 connections) and open
+               loop (oha at the same fixed rate for both stores, SCALE_RATE_PCT % of the big
+               store's 64-connection req/s). Replaces only the scale section of docs/BENCHMARKS.md.
+  --no-build   use the binaries already in BIN_DIR (target/release).
   --no-prism   skip the Prism comparison (it needs npm and the npm registry).
   --no-perf    skip the perf profile of sessiond under load.
   --keep       keep the temporary data dirs (printed at the end).
@@ -33,8 +39,10 @@ CONNS (GET connections, 64), WRITE_CONNS (concurrent writers, 256), QUIET_MAX (s
 before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 0), QUIET_PCT (25),
 QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180), OTHER_MAX (a
 measured run in which other processes took more than this % of the server's core is repeated, up
-to RETRIES (2) times; 10),
-BENCH_TMP (parent of the temporary data dirs; $TMPDIR or /tmp).
+to RETRIES (2) times; 10), SCALE_RATE_PCT (--scale: the fixed rate of the open-loop runs, in % of
+the big store's 64-connection req/s; 50),
+BENCH_TMP (parent of the temporary data dirs; $TMPDIR or /tmp), BIN_DIR (where sessiond and the
+examples are, and where a build puts them: $CARGO_TARGET_DIR/release or target/release).
 EOF
 }
 
@@ -47,7 +55,6 @@ KEEP=0
 SCALE_N=10000000
 while (($#)); do
     case $1 in
-    --quick) MODE=quick ;;
     --scale)
         MODE=scale
         if [[ ${2:-} =~ ^[0-9]+$ ]]; then
@@ -55,22 +62,12 @@ while (($#)); do
             shift
         fi
         ;;
-    --no-build) BUILD=0 ;;
     --no-prism) PRISM=0 ;;
     --no-perf) PERF=0 ;;
-    --keep) KEEP=1 ;;
-    --out)
-        OUT=$2
-        shift
-        ;;
-    -h | --help)
-        usage
-        exit 0
-        ;;
     *)
-        echo "bench/run.sh: unknown argument $1" >&2
-        usage >&2
-        exit 2
+        common_arg "$@"
+        ((ARG_SHIFT)) || bad_arg "$1"
+        shift $((ARG_SHIFT - 1))
         ;;
     esac
     shift
@@ -79,12 +76,8 @@ done
 # ---------------------------------------------------------------------------------------------
 # Settings
 
-SERVER_CORE=${SERVER_CORE:-0}
-LOAD_CORE=${LOAD_CORE:-1}
-WORKERS=${WORKERS:-1}
-CONNS=${CONNS:-64}
+bench_init sessiond-bench
 WRITE_CONNS=${WRITE_CONNS:-256}
-QUIET_PCT=${QUIET_PCT:-25}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 OTHER_MAX=${OTHER_MAX:-10}
 RETRIES=${RETRIES:-2}
@@ -109,7 +102,8 @@ default)
     OUT=${OUT:-docs/BENCHMARKS.md}
     ;;
 scale)
-    WARM=5 DUR=15 MISS_DUR=10 SMALL_PER_API=2000 SCALE_CACHE_MB=64 SAMPLE=1000000
+    WARM=5 DUR=15 MISS_DUR=10 FIXED_DUR=15 SMALL_PER_API=2000 SCALE_CACHE_MB=64 SAMPLE=1000000
+    SCALE_RATE_PCT=${SCALE_RATE_PCT:-50} SCALE_RATE=""
     QUIET_MAX=${QUIET_MAX:-60}
     OUT=${OUT:-docs/BENCHMARKS.md}
     ;;
@@ -118,84 +112,20 @@ RERUN="bench/run.sh"
 [[ $MODE == quick ]] && RERUN="bench/run.sh --quick"
 [[ $MODE == scale ]] && RERUN="bench/run.sh --scale $SCALE_N"
 
-BIN=$ROOT/target/release/sessiond
-BASELINE=$ROOT/target/release/examples/baseline
-LOADGEN_WRITES=$ROOT/target/release/examples/loadgen_writes
-CLK_TCK=$(getconf CLK_TCK)
-ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
-export PATH="$HOME/.cargo/bin:$PATH"
-
-mkdir -p target/bench
-WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/sessiond-bench.XXXXXX")
+BASELINE=$BIN_DIR/examples/baseline
+LOADGEN_WRITES=$BIN_DIR/examples/loadgen_writes
 REPORT=$WORK/report.md
 : >"$REPORT"
-STARTED_AT=$(date +%s)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 # Appends to the report and prints to stdout.
 emit() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-# calc FORMAT EXPR: floating-point arithmetic through awk.
-calc() { awk "BEGIN { printf \"$1\", ($2) }"; }
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
-        if (NR == 0) { print "nan"; exit }
-        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-# kv KEY LINE: the value of `KEY=value` in a `RESULT k=v ...` line.
-kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
-# Process CPU time (utime + stime of all threads) in clock ticks.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-# core_jiffies N: "total idle" jiffies of core N.
-core_jiffies() {
-    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat
-}
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-declare -A R=()
-# add KEY VALUE: one more measurement of KEY.
-add() { R[$1]="${R[$1]:-} $2"; }
-med() {
-    # shellcheck disable=SC2086
-    median ${R[$1]:-}
-}
-# medf FORMAT KEY: the median, formatted.
-medf() { calc "$1" "$(med "$2")"; }
-
-# busy_pct SECONDS: % of all cores busy over SECONDS (nothing of ours runs between phases).
-busy_pct() {
-    local a b
-    a=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
-    sleep "$1"
-    b=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]
-        printf "%.0f", (d > 0) ? 100 * (d - (y[2] - x[2])) / d : 0 }'
-}
 
 LOADS=()
-WAITED_TOTAL=0
 # phase NAME: logs, waits up to QUIET_MAX s (and QUIET_BUDGET s over the whole run) for the machine
 # to be quiet (other processes using < QUIET_PCT % of the cores), and records how busy it was.
-# quiet_wait MAX: waits up to MAX s (within QUIET_BUDGET) for other processes to use < QUIET_PCT %
-# of the cores; sets Q_BUSY and Q_WAITED.
-quiet_wait() {
-    Q_WAITED=0
-    Q_BUSY=$(busy_pct 1)
-    while ((Q_BUSY >= QUIET_PCT && Q_WAITED < $1 && WAITED_TOTAL < QUIET_BUDGET)); do
-        ((Q_WAITED == 0)) && log "machine busy ($Q_BUSY % of the cores used by other processes); waiting up to $1 s"
-        Q_BUSY=$(busy_pct 5)
-        Q_WAITED=$((Q_WAITED + 5))
-        WAITED_TOTAL=$((WAITED_TOTAL + 5))
-    done
-}
 phase() {
     quiet_wait "$QUIET_MAX"
     log "== $1 (load average $(loadavg); other processes $Q_BUSY % of the cores; waited $Q_WAITED s)"
@@ -216,15 +146,8 @@ contaminated() {
     return 1
 }
 
-PIDS=()
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
+    stop_all
     if ((KEEP)); then
         log "kept $WORK"
     else
@@ -232,43 +155,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-stop_pid() {
-    local pid=$1 p keep=()
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    PIDS=("${keep[@]}")
-}
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# http_status PORT PATH HEADER: the status code of one GET over bash's /dev/tcp (no fork, so it
-# can poll every millisecond); empty when nothing listens.
-http_status() {
-    local line
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 0
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\nConnection: close\r\n\r\n' "$2" "$3" >&3
-    IFS= read -r line <&3 || true
-    exec 3<&- 3>&-
-    line=${line#HTTP/1.1 }
-    printf '%s' "${line%% *}"
-}
-
-# wait_200 PORT PATH HEADER TIMEOUT_S: polls until a GET answers 200.
-wait_200() {
-    local deadline=$((SECONDS + $4)) s
-    while ((SECONDS < deadline)); do
-        s=$(http_status "$1" "$2" "$3" 2>/dev/null || true)
-        [[ $s == 200 ]] && return 0
-        sleep 0.001
-    done
-    return 1
-}
-
-now_ns() { date +%s%N; }
 
 # start_sessiond DATA_DIR [serve args...]: starts sessiond pinned to SERVER_CORE; sets SD_PID.
 start_sessiond() {
@@ -301,54 +187,52 @@ timed_start() {
 # the server's and the generator's core) M_OTHER0 (% of the server's core used by other processes)
 # M_REQS M_BAD (errors + non-2xx).
 wrk_measure() {
-    local pid=$1 c0 c1 a0 i0 a1 i1 b0 j0 b1 j1 out line
+    local pid=$1 out line
     shift
-    c0=$(cpu_ticks "$pid")
-    read -r a0 i0 < <(core_jiffies "$SERVER_CORE")
-    read -r b0 j0 < <(core_jiffies "$LOAD_CORE")
+    sample_begin "$pid"
     out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" --timeout 5s "$@" 2>&1) || die "wrk failed: $out"
-    c1=$(cpu_ticks "$pid")
-    read -r a1 i1 < <(core_jiffies "$SERVER_CORE")
-    read -r b1 j1 < <(core_jiffies "$LOAD_CORE")
-    line=$(grep '^RESULT' <<<"$out") || die "wrk printed no result: $out"
-    M_REQS=$(kv requests "$line")
-    M_RPS=$(calc '%.0f' "$M_REQS / ($(kv duration_us "$line") / 1e6)")
-    M_P50=$(calc '%.3f' "$(kv p50_us "$line") / 1000")
-    M_P99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
-    M_P999=$(calc '%.3f' "$(kv p999_us "$line") / 1000")
-    M_BAD=$(($(kv errors "$line") + $(kv non2xx "$line")))
-    M_CPU_US=$(calc '%.2f' "($c1 - $c0) * 1e6 / $CLK_TCK / ($M_REQS > 0 ? $M_REQS : 1)")
-    M_BUSY0=$(calc '%.0f' "100 * (($a1 - $a0) - ($i1 - $i0)) / (($a1 - $a0) > 0 ? ($a1 - $a0) : 1)")
-    M_BUSY1=$(calc '%.0f' "100 * (($b1 - $b0) - ($j1 - $j0)) / (($b1 - $b0) > 0 ? ($b1 - $b0) : 1)")
-    # CPU on the server's core not used by the server: other processes of the shared machine.
-    M_OTHER0=$(calc '%.0f' "100 * (($a1 - $a0) - ($i1 - $i0) - ($c1 - $c0)) / (($a1 - $a0) > 0 ? ($a1 - $a0) : 1)")
-    ((M_OTHER0 >= 0)) || M_OTHER0=0
+    sample_stop "$pid"
+    line=$(wrk_result "$out")
+    wrk_parse "$line"
+    sample_end "$W_REQS"
+    # shellcheck disable=SC2034
+    M_REQS=$W_REQS M_BAD=$W_BAD M_P50=$W_P50 M_P99=$W_P99 M_P999=$W_P999
+    M_RPS=$(calc '%.0f' "$W_RPS")
+    M_CPU_US=$S_CPU_US M_BUSY0=$S_BUSY0 M_BUSY1=$S_BUSY1 M_OTHER0=$S_OTHER0
 }
 
-# oha_fixed PID RATE SECONDS HEADER URL: constant-rate run (latency corrected for coordinated
-# omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD F_BUSY1 (% of the generator's core).
+# random_run CONNECTIONS SECONDS REQS_FILE: wrk_measure of sessiond (SD_PID) with bench/random_ids.lua
+# over REQS_FILE and CONNECTIONS connections, repeated while contaminated (see contaminated).
+random_run() {
+    local save=$CONNS
+    CONNS=$1
+    TRIES=0
+    while :; do
+        wrk_measure "$SD_PID" -d"${2}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$3"
+        contaminated "$M_OTHER0" || break
+    done
+    CONNS=$save
+}
+
+# oha_fixed PID RATE SECONDS HEADER URL [OHA-ARGS...]: constant-rate run (latency corrected for
+# coordinated omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD F_BUSY1 (% of the
+# generator's core) F_OTHER0 (% of the server's core used by other processes).
 oha_fixed() {
-    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 c0 c1 json ok a0 i0 a1 i1 b0 j0 b1 j1
-    c0=$(cpu_ticks "$pid")
-    read -r a0 i0 < <(core_jiffies "$SERVER_CORE")
-    read -r b0 j0 < <(core_jiffies "$LOAD_CORE")
+    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 json ok total
+    shift 5
+    sample_begin "$pid"
     json=$(taskset -c "$LOAD_CORE" oha --no-tui --output-format json -z "${secs}s" -c "$CONNS" \
-        -q "$rate" --latency-correction -H "$header" "$url") || die "oha failed"
-    c1=$(cpu_ticks "$pid")
-    read -r a1 i1 < <(core_jiffies "$SERVER_CORE")
-    read -r b1 j1 < <(core_jiffies "$LOAD_CORE")
-    F_OTHER0=$(calc '%.0f' "100 * (($a1 - $a0) - ($i1 - $i0) - ($c1 - $c0)) / (($a1 - $a0) > 0 ? ($a1 - $a0) : 1)")
-    ((F_OTHER0 >= 0)) || F_OTHER0=0
-    F_BUSY1=$(calc '%.0f' "100 * (($b1 - $b0) - ($j1 - $j0)) / (($b1 - $b0) > 0 ? ($b1 - $b0) : 1)")
+        -q "$rate" --latency-correction -H "$header" "$@" "$url") || die "oha failed"
+    sample_stop "$pid"
+    ok=$(jq -r '[.statusCodeDistribution | to_entries[] | select(.key == "200") | .value] | add // 0' <<<"$json")
+    total=$(jq -r '[.statusCodeDistribution | to_entries[] | .value] | add // 0' <<<"$json")
+    sample_end "$total"
+    F_OTHER0=$S_OTHER0 F_BUSY1=$S_BUSY1 F_CPU_US=$S_CPU_US
     F_RPS=$(jq -r '.summary.requestsPerSec | floor' <<<"$json")
     F_P50=$(jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' <<<"$json")
     F_P99=$(jq -r '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' <<<"$json")
     F_P999=$(jq -r '.latencyPercentiles["p99.9"] * 1000 | . * 1000 | round / 1000' <<<"$json")
-    ok=$(jq -r '[.statusCodeDistribution | to_entries[] | select(.key == "200") | .value] | add // 0' <<<"$json")
-    local total
-    total=$(jq -r '[.statusCodeDistribution | to_entries[] | .value] | add // 0' <<<"$json")
     F_BAD=$((total - ok))
-    F_CPU_US=$(calc '%.2f' "($c1 - $c0) * 1e6 / $CLK_TCK / ($total > 0 ? $total : 1)")
 }
 
 # perf_profile PID URL HEADER TAG: profiles PID for PERF_DUR s under wrk load; writes
@@ -370,8 +254,7 @@ perf_profile() {
     [[ -s $WORK/perf.$tag.txt ]]
 }
 
-mib() { calc '%.1f' "$1 / 1024"; }
-# status_of RATIO OP LIMIT: "met" / "NOT met".
+# verdict RATIO OP LIMIT: "met" / "NOT met".
 verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN {
     ok = (op == ">=") ? (r >= l) : (r <= l); print (ok ? "met" : "**NOT met**") }'; }
 
@@ -379,17 +262,9 @@ verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN {
 # Tools
 
 install_tools() {
-    if ! command -v wrk >/dev/null; then
-        [[ $(id -u) == 0 ]] || die "wrk is missing: install it (Debian: apt-get install wrk)"
-        log "installing wrk (apt-get)"
-        apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-    fi
-    if ! command -v jq >/dev/null; then
-        [[ $(id -u) == 0 ]] || die "jq is missing: install it (Debian: apt-get install jq)"
-        log "installing jq (apt-get)"
-        apt-get install -y -qq jq >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
-    fi
-    if ! command -v oha >/dev/null && [[ $MODE != scale ]]; then
+    apt_tool wrk
+    apt_tool jq
+    if ! command -v oha >/dev/null; then
         log "installing oha (cargo install oha --locked; a few minutes, once)"
         cargo install oha --locked >"$WORK/oha-install.log" 2>&1 || die "cargo install oha failed (see $WORK/oha-install.log)"
     fi
@@ -397,14 +272,11 @@ install_tools() {
 
 build() {
     if ((BUILD)); then
-        log "building release (cargo build --release; --example baseline --example loadgen_writes)"
-        cargo build --release --quiet
-        cargo build --release --quiet --example baseline --example loadgen_writes
+        log "building release into $BIN_DIR (cargo build --release; --example baseline --example loadgen_writes)"
+        cargo_release
+        cargo_release --example baseline --example loadgen_writes
     fi
-    [[ -x $BIN && -x $BASELINE && -x $LOADGEN_WRITES ]] || die "binaries missing in target/release"
-    # Run copies: a rebuild of target/release during the run must not change (or delete) what runs.
-    mkdir -p "$WORK/bin"
-    cp "$BIN" "$BASELINE" "$LOADGEN_WRITES" "$WORK/bin/"
+    copy_bins "$BIN" "$BASELINE" "$LOADGEN_WRITES"
     BIN=$WORK/bin/sessiond
     BASELINE=$WORK/bin/baseline
     LOADGEN_WRITES=$WORK/bin/loadgen_writes
@@ -451,12 +323,6 @@ seed_store() {
     done
 }
 
-# ids_of NDJSON: "api<TAB>id" of every session in an export (lines start
-# `{"kind":"session","api":"…","tenant":"…","session":{"id":"…"`; cut first: 10 M lines of ~1.3 KB).
-ids_of() {
-    cut -c1-400 "$1" | awk -F'"' '$2 == "kind" && $4 == "session" && $6 == "api" && $16 == "id" { print $8 "\t" $18 }'
-}
-
 # request_list IDS_FILE > LIST: "path<TAB>header<TAB>value" lines for bench/random_ids.lua.
 request_list() {
     local api
@@ -471,22 +337,35 @@ request_list() {
           print p[$1] $2, h[$1], v[$1] }' "$1"
 }
 
+# oha_apis: the apis of the open-loop scale runs: the first api of each credential header, in APIS
+# order (oha sends one set of headers with every request, and a route reads only its own header).
+oha_apis() {
+    local api
+    local -A seen=()
+    for api in "${APIS[@]}"; do
+        [[ -n ${seen[${HNAME[$api]}]:-} ]] && continue
+        seen[${HNAME[$api]}]=1
+        printf '%s\n' "$api"
+    done
+}
+
+# oha_urls IDS_FILE > LIST: the full URLs of the sessions of oha_apis in IDS_FILE, for
+# `oha --urls-from-file` (which GETs a random line of the list per request).
+oha_urls() {
+    local api
+    local -a args=()
+    for api in $(oha_apis); do args+=(-v "p_$api=${VPATH[$api]}"); done
+    awk -F'\t' "${args[@]}" -v base="http://127.0.0.1:$PORT_PUB" '
+        BEGIN { p["salesnip"] = p_salesnip; p["opencx"] = p_opencx; p["funnelfox"] = p_funnelfox; p["alcamine"] = p_alcamine; p["anam"] = p_anam }
+        p[$1] != "" { print base p[$1] $2 }' "$1"
+}
+
 machine_section() {
-    local cpu mem os
-    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-    mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-    os=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")
     emit "## Machine"
     emit ""
-    emit "| | |"
-    emit "|---|---|"
-    emit "| date (UTC) | $(date -u '+%Y-%m-%d %H:%M') |"
-    emit "| cores (nproc) | $(nproc) |"
-    emit "| CPU | $cpu |"
-    emit "| memory | $mem |"
-    emit "| OS, kernel | $os, $(uname -r) |"
+    emit "$(machine_rows "$(date -u '+%Y-%m-%d %H:%M')")"
     emit "| rustc | $(rustc --version 2>/dev/null || echo '?') |"
-    emit "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)$(command -v oha >/dev/null && echo ", $(oha --version 2>/dev/null | head -1) (fixed-rate runs)") |"
+    emit "| load generator | $(wrk_version)$(command -v oha >/dev/null && echo ", $(oha --version 2>/dev/null | head -1) (fixed-rate runs)") |"
     emit "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml') |"
     emit "| load average at start (1/5/15 min) | $(loadavg) |"
     emit ""
@@ -512,54 +391,32 @@ loads_section() {
     emit ""
 }
 
-# other_sections FILE: every `<!-- NAME:begin -->` … `<!-- NAME:end -->` block of FILE except the
-# scale one, markers included (other scripts, e.g. bench/postgres.sh, own those sections).
-other_sections() {
-    [[ -f $1 ]] || return 0
-    awk '/^<!-- [a-z0-9_-]+:begin -->$/ { name = $2; sub(/:begin$/, "", name); if (name != "scale") keep = 1 }
-         keep { print }
-         keep && /^<!-- [a-z0-9_-]+:end -->$/ { keep = 0; print "" }' "$1"
-}
-
 write_out() {
     # This mode's text replaces only its own part of the file: the default run rewrites everything
-    # outside the marked sections, the scale run only the scale section; other sections stay.
-    local begin='<!-- scale:begin -->' end='<!-- scale:end -->' dest=$OUT
+    # outside the marked sections, the scale run only the scale section; other sections (other
+    # scripts', e.g. bench/postgres.sh) stay as they are.
+    local dest=$OUT
     mkdir -p "$(dirname "$dest")"
     if [[ $MODE == scale ]]; then
-        {
-            if [[ -f $dest ]] && grep -qxF "$begin" "$dest"; then
-                sed "/^$begin\$/,\$d" "$dest"
-            elif [[ -f $dest ]]; then
-                cat "$dest"
-                echo
-            else
-                echo "# sessiond benchmarks"
-                echo
-            fi
-            echo "$begin"
-            cat "$REPORT"
-            echo "$end"
-            [[ -f $dest ]] && grep -qxF "$end" "$dest" && sed "1,/^$end\$/d" "$dest"|| true
-        } >"$WORK/out.md"
+        write_section "$dest" scale "$REPORT"
     else
         {
             cat "$REPORT"
             echo
-            if [[ -f $dest ]] && grep -qxF "$begin" "$dest"; then
-                sed -n "/^$begin\$/,/^$end\$/p" "$dest"
+            if [[ -n $(section_of "$dest" scale) ]]; then
+                section_of "$dest" scale
             else
-                echo "$begin"
+                echo "<!-- scale:begin -->"
                 echo "## Scale (10 M sessions)"
                 echo
                 echo "Not run yet: \`bench/run.sh --scale\` (long) fills this section."
-                echo "$end"
+                echo "<!-- scale:end -->"
             fi
             echo
-            other_sections "$dest"
+            sections_except "$dest" scale
         } >"$WORK/out.md"
+        cp "$WORK/out.md" "$dest"
     fi
-    cp "$WORK/out.md" "$dest"
     log "wrote $dest"
 }
 
@@ -567,7 +424,7 @@ write_out() {
 # The default and quick runs
 
 main_run() {
-    local api path hdr r order s rate body_bytes
+    local api path hdr r order s rate
     for p in $PORT_PUB $PORT_ADMIN $PORT_BASE $PORT_PRISM; do
         port_free "$p" || die "port $p is in use"
     done
@@ -828,14 +685,7 @@ main_run() {
         fi
         local c
         for c in "$CONNS" 1; do
-            CONNS_SAVE=$CONNS
-            CONNS=$c
-            TRIES=0
-            while :; do
-                wrk_measure "$SD_PID" -d"${MISS_DUR}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$WORK/miss-reqs.tsv"
-                contaminated "$M_OTHER0" || break
-            done
-            CONNS=$CONNS_SAVE
+            random_run "$c" "$MISS_DUR" "$WORK/miss-reqs.tsv"
             ((M_BAD == 0)) || die "cache-miss run had $M_BAD errors or non-2xx"
             emit "| $cache MiB | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") | $M_OTHER0 |"
             [[ $cache == 0 && $c == 1 ]] && add miss.c1.p99 "$M_P99"
@@ -886,12 +736,14 @@ main_run() {
         emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(medf '%.3f' "$api.sd.fp99") vs $(medf '%.3f' "$api.base.fp99") ms; oha core $fb % busy) | $(verdict "$pr" '<=' 2) |"
     done
     local wmin
+    # shellcheck disable=SC2086
     wmin=$(printf '%s\n' ${R[anam.wrate]} ${R[salesnip.wrate]} ${R[opencx.wrate]} ${R[funnelfox.wrate]} ${R[alcamine.wrate]} | sort -g | head -1)
     emit "| durable creates ≥ 10 000/s (slowest api) | $wmin/s | $(verdict "$wmin" '>=' 10000) |"
     emit "| import ≥ 100 000 sessions/s | $(med import.rate)/s | $(verdict "$(med import.rate)" '>=' 100000) |"
     emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection, cache off) | $(med miss.c1.p99) ms (p50 $(med miss.c1.p50) ms) | $(verdict "$(med miss.c1.p99)" '<=' 0.5) |"
     if [[ -n ${R[prism.ratio]:-} ]]; then
-        emit "| > 30 × Prism (anam req/s) | $(med prism.ratio) × | $(verdict "$(med prism.ratio)" '>=' 30) |"
+        emit "| > 30 × Prism (anam req/s, sessiond / Prism; bounded by wrk's core) | $(med prism.ratio) × | $(verdict "$(med prism.ratio)" '>=' 30) |"
+        emit "| > 30 × Prism (anam server CPU µs per request, Prism / sessiond) | $(med prism.cpu_ratio) × ($(med prism.cpu) vs $(med anam.sd.cpu) µs) | $(verdict "$(med prism.cpu_ratio)" '>=' 30) |"
     fi
     emit ""
     loads_section "## How busy the machine was"
@@ -929,24 +781,31 @@ prism_run() {
         stop_pid "$PRISM_PID"
         return 0
     fi
-    # Prism runs node; its CPU is in the node process (and its children, if any).
+    # Prism runs node; its CPU is in the node process and its children, if any (tree_ticks).
     wrk_measure "$PRISM_PID" -d"${WARM}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PRISM$path"
     wrk_measure "$PRISM_PID" -d"${PRISM_DUR}s" -s bench/wrk_report.lua -H "$hdr" "http://127.0.0.1:$PORT_PRISM$path"
     local prss
     prss=$(rss_kb "$PRISM_PID")
     stop_pid "$PRISM_PID"
-    local ratio
+    local ratio cpu_ratio
     ratio=$(calc '%.1f' "$(med anam.sd.rps) / ($M_RPS > 0 ? $M_RPS : 1)")
     add prism.ratio "$ratio"
+    cpu_ratio=$(calc '%.1f' "$M_CPU_US / $(med anam.sd.cpu)")
+    add prism.cpu "$M_CPU_US"
+    add prism.cpu_ratio "$cpu_ratio"
     emit "\`prism mock -v warn specs/anam.yaml\` (version $("$bin" --version 2>/dev/null | head -1)) on core $SERVER_CORE, the same wrk settings"
     emit "(${PRISM_DUR} s after a ${WARM} s warm-up), GET of the anam session route with a bearer token (Prism answers its static example)."
     emit ""
-    emit "| server | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS MiB | errors+non-2xx |"
-    emit "|---|---:|---:|---:|---:|---:|---:|---:|"
-    emit "| Prism | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$prss") | $M_BAD |"
-    emit "| sessiond (cached GET table above, median) | $(med anam.sd.rps) | $(med anam.sd.p50) | $(med anam.sd.p99) | $(med anam.sd.p999) | $(med anam.sd.cpu) | $(mib "$(med anam.sd.rss)") | 0 |"
+    emit "| server | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | RSS MiB | errors+non-2xx | server core busy % | wrk core busy % |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    emit "| Prism | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$prss") | $M_BAD | $M_BUSY0 | $M_BUSY1 |"
+    emit "| sessiond (cached GET table above, median) | $(med anam.sd.rps) | $(med anam.sd.p50) | $(med anam.sd.p99) | $(med anam.sd.p999) | $(med anam.sd.cpu) | $(mib "$(med anam.sd.rss)") | 0 | $(med anam.sd.busy0) | $(med anam.sd.busy1) |"
     emit ""
-    emit "sessiond / Prism: **${ratio} ×** the requests per second."
+    emit "- Requests per second, sessiond / Prism: **${ratio} ×**. A lower bound: at sessiond's rate wrk's own core is close"
+    emit "  to saturated (last column), so sessiond's req/s is partly the generator's limit."
+    emit "- Server CPU time per request, Prism / sessiond: **${cpu_ratio} ×** ($M_CPU_US vs $(med anam.sd.cpu) µs; utime+stime of the"
+    emit "  server process and its children from \`/proc/PID/stat\` over the run ÷ requests, as in the cached GET table). This"
+    emit "  does not depend on how fast wrk is: it is how many more requests sessiond serves than Prism with the same CPU."
     emit ""
 }
 
@@ -960,8 +819,8 @@ scale_run() {
     done
     emit "## Scale ($SCALE_N sessions requested)"
     emit ""
-    emit "Generated by \`$RERUN\` on $(date -u '+%Y-%m-%d %H:%M') UTC ($(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo),"
-    emit "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, sessiond $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'),"
+    emit "Generated by \`$RERUN\` on $(date -u '+%Y-%m-%d %H:%M') UTC ($(nproc) cores, $(cpu_model),"
+    emit "$(mem_gib) RAM, sessiond $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'),"
     emit "load average at start $(loadavg)). Do not edit by hand."
     emit ""
 
@@ -1049,16 +908,26 @@ scale_run() {
     timed_start "$STORE" "$probe_path" "$probe_hdr" --cache-mb "$SCALE_CACHE_MB"
     big_start=$STARTUP_MS
     big_rss0=$(rss_kb "$SD_PID")
-    emit "### Serving (\`--cache-mb $SCALE_CACHE_MB\`, random ids, mixed apis, \`bench/random_ids.lua\`)"
+    local n_small=$((SMALL_PER_API * ${#APIS[@]})) oha_list
+    oha_list=$(oha_apis | paste -sd, - | sed 's/,/, /g')
+    oha_urls "$WORK/big-ids.tsv" >"$WORK/big-urls.txt"
+    oha_urls "$WORK/small-ids.tsv" >"$WORK/small-urls.txt"
+    emit "### Serving (\`--cache-mb $SCALE_CACHE_MB\`, random ids, mixed apis)"
     emit ""
     emit "Random GETs over $(wc -l <"$WORK/big-reqs.tsv") ids sampled from the big store (mostly cache misses: the data is far larger"
-    emit "than the cache), and over all ids of a $((SMALL_PER_API * ${#APIS[@]}))-session store (fits the cache) with the same settings."
-    emit "OS page cache dropped before starting the big store: $dropped. Lua request building costs wrk ~40 % of its"
-    emit "throughput: compare these rows only with each other. sessiond on core $SERVER_CORE, wrk on core $LOAD_CORE."
+    emit "than the cache), and over all ids of a $n_small-session store (fits the cache) with the same settings."
+    emit "OS page cache dropped before starting the big store: $dropped. sessiond on core $SERVER_CORE, the generator on core $LOAD_CORE."
+    emit ""
+    emit "#### Closed loop (wrk, \`bench/random_ids.lua\`, all ${#APIS[@]} apis)"
+    emit ""
+    emit "Each connection sends its next request when the previous answer arrives. With $CONNS connections both servers run"
+    emit "saturated, so that row's latency is queueing behind the other connections: it follows throughput (**throughput-bound**,"
+    emit "not a latency comparison). With 1 connection nothing queues: that row is the latency of one GET. Lua request building"
+    emit "costs wrk ~40 % of its throughput: compare these rows only with each other."
     emit ""
     emit "| store | startup to first 200 ms | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS after MiB (peak) |"
     emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    scale_serve "$isess sessions" "$big_start" "$WORK/big-reqs.tsv" big
+    scale_serve "$isess sessions" "$big_start" "$WORK/big-reqs.tsv" "$WORK/big-urls.txt" big
     stop_pid "$SD_PID"
 
     phase "scale: serve small store"
@@ -1068,47 +937,92 @@ scale_run() {
     local small_start
     timed_start "$SMALL" "$probe_path" "$probe_hdr" --cache-mb "$SCALE_CACHE_MB"
     small_start=$STARTUP_MS
-    scale_serve "$((SMALL_PER_API * ${#APIS[@]})) sessions" "$small_start" "$WORK/small-reqs.tsv" small
+    scale_serve "$n_small sessions" "$small_start" "$WORK/small-reqs.tsv" "$WORK/small-urls.txt" small
     stop_pid "$SD_PID"
     emit ""
     emit "Big store RSS right after start: $(mib "$big_rss0") MiB."
     emit ""
+
+    local rf50 rf99 rf999 short=""
+    rf50=$(calc '%.2f' "$(med big.f.p50) / $(med small.f.p50)")
+    rf99=$(calc '%.2f' "$(med big.f.p99) / $(med small.f.p99)")
+    rf999=$(calc '%.2f' "$(med big.f.p999) / $(med small.f.p999)")
+    emit "#### Open loop: the same fixed rate for both stores (oha, latency corrected for coordinated omission)"
+    emit ""
+    emit "\`oha -q $SCALE_RATE --latency-correction -c $CONNS -z ${FIXED_DUR}s --urls-from-file\`: **$SCALE_RATE req/s** for both stores,"
+    emit "$SCALE_RATE_PCT % of the big store's $CONNS-connection req/s above, so neither server is saturated and the percentiles are"
+    emit "service time plus the queueing a steady $SCALE_RATE req/s causes, not throughput. Requests are scheduled at the rate"
+    emit "whether or not earlier ones have been answered, and each latency counts from its scheduled start. oha GETs a random"
+    emit "URL of a list per request but sends one set of headers with all of them, so the list holds the ids of one api per"
+    emit "credential header ($oha_list: $(wc -l <"$WORK/big-urls.txt") ids of the big store's sample, $(wc -l <"$WORK/small-urls.txt") of the small store)."
+    emit ""
+    emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | oha core busy % | RSS after MiB (peak) |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    emit "| $isess sessions | $SCALE_RATE | $(med big.f.rps) | $(med big.f.p50) | $(med big.f.p99) | $(med big.f.p999) | $(med big.f.cpu) | $(med big.f.busy1) | $(mib "$(med big.f.rss)") ($(mib "$(med big.hwm)")) |"
+    emit "| $n_small sessions | $SCALE_RATE | $(med small.f.rps) | $(med small.f.p50) | $(med small.f.p99) | $(med small.f.p999) | $(med small.f.cpu) | $(med small.f.busy1) | $(mib "$(med small.f.rss)") ($(mib "$(med small.hwm)")) |"
+    emit "| big / small | | | $rf50 × | $rf99 × | $rf999 × | | | |"
+    emit ""
+    if (($(calc '%d' "$(med big.f.rps) < 0.95 * $SCALE_RATE || $(med small.f.rps) < 0.95 * $SCALE_RATE"))); then
+        short=" (**a run fell more than 5 % short of the target rate**: read it with the oha core column)"
+        emit "Note: a run achieved less than 95 % of the target rate$( (($(calc '%d' "$(med big.f.busy1) >= 95 || $(med small.f.busy1) >= 95"))) && echo ", with oha's core saturated: the generator, not the server, set the pace"). Its percentiles are then not at the same rate as the other's."
+        emit ""
+    fi
+
+    emit "#### Targets"
+    emit ""
     emit "| target | measured | verdict |"
     emit "|---|---|---|"
     local r64 r1
-    r64=$(calc '%.2f' "$(med big.c$CONNS.p99) / $(med small.c$CONNS.p99)")
+    r64=$(calc '%.2f' "$(med "big.c$CONNS.p99") / $(med "small.c$CONNS.p99")")
     r1=$(calc '%.2f' "$(med big.c1.p99) / $(med small.c1.p99)")
-    emit "| GET p99 within 2 × of the small store ($CONNS connections) | $r64 × | $(verdict "$r64" '<=' 2) |"
-    emit "| GET p99 within 2 × of the small store (1 connection) | $r1 × | $(verdict "$r1" '<=' 2) |"
+    emit "| GET p99 within 2 × of the small store: 1 connection (closed loop, no queueing) | $r1 × ($(med big.c1.p99) vs $(med small.c1.p99) ms) | $(verdict "$r1" '<=' 2) |"
+    emit "| GET p99 within 2 × of the small store: open loop at the same $SCALE_RATE req/s | $rf99 × ($(med big.f.p99) vs $(med small.f.p99) ms)$short | $(verdict "$rf99" '<=' 2) |"
+    emit "| GET p99 within 2 × of the small store: $CONNS connections, saturated (**throughput-bound**: p99 is queueing, it follows req/s) | $r64 × ($(med "big.c$CONNS.p99") vs $(med "small.c$CONNS.p99") ms) | $(verdict "$r64" '<=' 2) |"
     emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection) | $(med big.c1.p99) ms (p50 $(med big.c1.p50) ms) | $(verdict "$(med big.c1.p99)" '<=' 0.5) |"
     emit "| import ≥ 100 000 sessions/s | $irate/s | $(verdict "$irate" '>=' 100000) |"
     emit "| memory bounded by the cache setting ($SCALE_CACHE_MB MiB) | peak RSS $(mib "$(med big.hwm)") MiB | (judge: RSS − cache = fixed overhead) |"
     emit ""
     loads_section "### How busy the machine was (scale run)"
+    emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
+    emit ""
     emit "Scale run time: $(($(date +%s) - STARTED_AT)) s."
     emit ""
 }
 
-# scale_serve LABEL STARTUP_MS REQS_FILE TAG
+# scale_serve LABEL STARTUP_MS REQS_FILE URLS_FILE TAG: closed-loop wrk runs ($CONNS connections,
+# then 1; rows emitted) and one open-loop oha run at SCALE_RATE (set from the first store's
+# $CONNS-connection req/s; recorded as TAG.f.*, emitted by the caller).
 scale_serve() {
-    local label=$1 start=$2 reqs=$3 tag=$4 c
+    local label=$1 start=$2 reqs=$3 urls=$4 tag=$5 c api
     wrk_measure "$SD_PID" -d"${WARM}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
     for c in "$CONNS" 1; do
-        local save=$CONNS
-        CONNS=$c
         local d=$DUR
         [[ $c == 1 ]] && d=$MISS_DUR
-        TRIES=0
-        while :; do
-            wrk_measure "$SD_PID" -d"${d}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
-            contaminated "$M_OTHER0" || break
-        done
-        CONNS=$save
+        random_run "$c" "$d" "$reqs"
         ((M_BAD == 0)) || die "scale run had $M_BAD errors or non-2xx"
         add "$tag.c$c.p99" "$M_P99"
         add "$tag.c$c.p50" "$M_P50"
         emit "| $label | $start | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") ($(mib "$(hwm_kb "$SD_PID")")) |"
+        [[ $c == "$CONNS" && -z ${SCALE_RATE:-} ]] && SCALE_RATE=$(calc '%.0f' "$M_RPS * $SCALE_RATE_PCT / 100")
     done
+    # Open loop at the fixed rate: one credential header per api of the URL list.
+    local -a apis hdrs=()
+    mapfile -t apis < <(oha_apis)
+    for api in "${apis[@]:1}"; do hdrs+=(-H "$(cred "$api")"); done
+    TRIES=0
+    while :; do
+        oha_fixed "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}" --urls-from-file
+        contaminated "$F_OTHER0" || break
+    done
+    ((F_BAD == 0)) || die "open-loop scale run had $F_BAD non-200 answers"
+    log "$tag store at $SCALE_RATE req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms, $F_CPU_US µs CPU/req, oha core $F_BUSY1 %"
+    add "$tag.f.rps" "$F_RPS"
+    add "$tag.f.p50" "$(calc '%.3f' "$F_P50")"
+    add "$tag.f.p99" "$(calc '%.3f' "$F_P99")"
+    add "$tag.f.p999" "$(calc '%.3f' "$F_P999")"
+    add "$tag.f.cpu" "$F_CPU_US"
+    add "$tag.f.busy1" "$F_BUSY1"
+    add "$tag.f.rss" "$(rss_kb "$SD_PID")"
     add "$tag.hwm" "$(hwm_kb "$SD_PID")"
 }
 

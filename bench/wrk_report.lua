@@ -1,4 +1,5 @@
--- wrk reporter for bench/run.sh: prints one machine-readable line at the end of a run.
+-- wrk reporter for bench/run.sh and bench/postgres.sh: prints one machine-readable line at the end
+-- of a run (bench/random_ids.lua loads it for the same line).
 -- Defines only done(), so wrk keeps its pre-built static request (no per-request Lua cost).
 done = function(summary, latency, requests)
   local e = summary.errors

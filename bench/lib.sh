@@ -1,0 +1,331 @@
+# bench/lib.sh: helpers shared by bench/run.sh and bench/postgres.sh (sourced, not run).
+#
+# The sourcing script sets ROOT (the repository, also the working dir), SCRIPT (its name, for usage
+# errors) and LOG_TAG (log prefix) before sourcing, defines usage(), calls `bench_init` (the settings
+# and paths both scripts share: cores, connections, BIN_DIR, WORK ...), sets QUIET_BUDGET, and adds
+# the servers it starts to PIDS (stop_all stops them).
+# shellcheck shell=bash disable=SC2034
+# (SC2034: the variables set here are read by the scripts that source this file.)
+
+# ---------------------------------------------------------------------------------------------
+# Logging, arithmetic, medians
+
+log() { printf '[%s %s] %s\n' "${LOG_TAG:-bench}" "$(date +%T)" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+# calc FORMAT EXPR: floating-point arithmetic through awk.
+calc() { awk "BEGIN { printf \"$1\", ($2) }"; }
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# kv KEY LINE: the value of `KEY=value` in a `RESULT k=v ...` line.
+kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
+mib() { calc '%.1f' "$1 / 1024"; }
+now_ns() { date +%s%N; }
+
+# Measurements: add KEY VALUE records one more of KEY; med KEY is their median.
+declare -A R=()
+add() { R[$1]="${R[$1]:-} $2"; }
+med() {
+    # shellcheck disable=SC2086
+    median ${R[$1]:-}
+}
+# medf FORMAT KEY: the median, formatted.
+medf() { calc "$1" "$(med "$2")"; }
+
+# ---------------------------------------------------------------------------------------------
+# Options and settings both scripts take
+
+# common_arg ARGS...: handles an option both scripts take (--quick, --no-build, --keep, --out FILE,
+# --help); sets ARG_SHIFT to the words it used, 0 when the option is not one of them.
+common_arg() {
+    ARG_SHIFT=1
+    case $1 in
+    --quick) MODE=quick ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    --out)
+        (($# >= 2)) || bad_arg "$1" "needs a file"
+        OUT=$2
+        ARG_SHIFT=2
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) ARG_SHIFT=0 ;;
+    esac
+}
+# bad_arg ARG [WHAT]: the usage error for ARG (WHAT: what is wrong; "unknown argument").
+bad_arg() {
+    echo "$SCRIPT: ${2:-unknown argument}: $1" >&2
+    usage >&2
+    exit 2
+}
+
+# bench_init WORK-PREFIX: the settings and paths both scripts share; creates WORK.
+bench_init() {
+    SERVER_CORE=${SERVER_CORE:-0}
+    LOAD_CORE=${LOAD_CORE:-1}
+    WORKERS=${WORKERS:-1}
+    CONNS=${CONNS:-64}
+    QUIET_PCT=${QUIET_PCT:-25}
+    # Where the release binaries are: BIN_DIR, else $CARGO_TARGET_DIR/release, else target/release.
+    BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
+    [[ $BIN_DIR == /* ]] || BIN_DIR=$ROOT/$BIN_DIR
+    BIN=$BIN_DIR/sessiond
+    CLK_TCK=$(getconf CLK_TCK)
+    ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
+    export PATH="$HOME/.cargo/bin:$PATH"
+    STARTED_AT=$(date +%s)
+    mkdir -p target/bench
+    WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/$1.XXXXXX")
+}
+
+# apt_tool NAME: installs the Debian package NAME (as root) when the command NAME is missing.
+apt_tool() {
+    command -v "$1" >/dev/null && return 0
+    [[ $(id -u) == 0 ]] || die "$1 is missing: install it (Debian: apt-get install $1)"
+    log "installing $1 (apt-get)"
+    apt-get install -y -qq "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$1" >/dev/null; }
+}
+
+# copy_bins FILE...: copies the binaries into $WORK/bin (a rebuild of the target dir during the run
+# must not change, or delete, what runs) and prints nothing; the copies are $WORK/bin/NAME.
+copy_bins() {
+    local f
+    for f in "$@"; do
+        [[ -x $f ]] || die "$f is missing (build it, or point BIN_DIR at the binaries)"
+    done
+    mkdir -p "$WORK/bin"
+    cp "$@" "$WORK/bin/"
+}
+
+# cargo_release [CARGO-BUILD-ARGS...]: `cargo build --release` into the target dir BIN_DIR belongs to.
+# shellcheck disable=SC2120
+cargo_release() {
+    [[ $BIN_DIR == */release ]] || die "BIN_DIR=$BIN_DIR is no cargo target dir's release/: build by hand, then --no-build"
+    CARGO_TARGET_DIR=${BIN_DIR%/release} cargo build --release --quiet "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The machine
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+cpu_model() { awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo; }
+mem_gib() { awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo; }
+os_name() { (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}"); }
+wrk_version() { wrk --version 2>&1 | head -1 | cut -d' ' -f1-2; }
+# machine_rows DATE: the rows of the machine table both reports start with (header included).
+machine_rows() {
+    echo "| | |"
+    echo "|---|---|"
+    echo "| date (UTC) | $1 |"
+    echo "| cores (nproc) | $(nproc) |"
+    echo "| CPU | $(cpu_model) |"
+    echo "| memory | $(mem_gib) |"
+    echo "| OS, kernel | $(os_name), $(uname -r) |"
+}
+
+# ---------------------------------------------------------------------------------------------
+# /proc sampling
+
+# Process CPU time (utime + stime of all threads) in clock ticks.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# tree_ticks PID: cpu_ticks of PID and of every process below it (a server that forks workers);
+# a process that exits meanwhile counts 0.
+tree_ticks() {
+    local p x t=0
+    for p in $(ps -e -o pid=,ppid= | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
+        END { n = 1; q[1] = root
+              for (i = 1; i <= n; i++) { m = split(kids[q[i]], k, " "); for (j = 1; j <= m; j++) q[++n] = k[j] }
+              for (i = 1; i <= n; i++) print q[i] }'); do
+        x=$(cpu_ticks "$p" 2>/dev/null) || x=0
+        t=$((t + ${x:-0}))
+    done
+    echo "$t"
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# core_jiffies N: "total idle" jiffies of core N.
+core_jiffies() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat
+}
+
+# sample_begin PID, sample_stop PID, sample_end REQUESTS: CPU of the server PID (and its children)
+# and of the two cores around a run (sample_stop right when the run ends). sample_end sets S_CPU_US
+# (server CPU µs per request), S_BUSY0 S_BUSY1 (% of the server's and the generator's core busy)
+# and S_OTHER0 (% of the server's core used by other processes: busy time that was not the server's).
+sample_begin() {
+    S_T0=$(tree_ticks "$1")
+    read -r S_A0 S_I0 < <(core_jiffies "$SERVER_CORE")
+    read -r S_B0 S_J0 < <(core_jiffies "$LOAD_CORE")
+}
+sample_stop() {
+    S_T1=$(tree_ticks "$1")
+    read -r S_A1 S_I1 < <(core_jiffies "$SERVER_CORE")
+    read -r S_B1 S_J1 < <(core_jiffies "$LOAD_CORE")
+}
+sample_end() {
+    local t=$((S_T1 - S_T0)) a=$((S_A1 - S_A0)) i=$((S_I1 - S_I0)) b=$((S_B1 - S_B0)) j=$((S_J1 - S_J0))
+    S_CPU_US=$(calc '%.2f' "$t * 1e6 / $CLK_TCK / ($1 > 0 ? $1 : 1)")
+    S_BUSY0=$(calc '%.0f' "100 * ($a - $i) / ($a > 0 ? $a : 1)")
+    S_BUSY1=$(calc '%.0f' "100 * ($b - $j) / ($b > 0 ? $b : 1)")
+    S_OTHER0=$(calc '%.0f' "($a - $i - $t > 0) ? 100 * ($a - $i - $t) / ($a > 0 ? $a : 1) : 0")
+}
+
+# ---------------------------------------------------------------------------------------------
+# A quiet machine
+
+# busy_pct SECONDS: % of all cores busy over SECONDS (between runs our servers are idle, so this is
+# other processes).
+busy_pct() {
+    local a b
+    a=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
+    sleep "$1"
+    b=$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1]
+        printf "%.0f", (d > 0) ? 100 * (d - (y[2] - x[2])) / d : 0 }'
+}
+
+WAITED_TOTAL=0
+# quiet_wait MAX: waits up to MAX s (and QUIET_BUDGET s over the whole run) for other processes to
+# use < QUIET_PCT % of the cores; sets Q_BUSY (% just before the run) and Q_WAITED (s).
+quiet_wait() {
+    Q_WAITED=0
+    Q_BUSY=$(busy_pct 1)
+    while ((Q_BUSY >= QUIET_PCT && Q_WAITED < $1 && WAITED_TOTAL < QUIET_BUDGET)); do
+        ((Q_WAITED == 0)) && log "machine busy ($Q_BUSY % of the cores used by other processes); waiting up to $1 s"
+        Q_BUSY=$(busy_pct 5)
+        Q_WAITED=$((Q_WAITED + 5))
+        WAITED_TOTAL=$((WAITED_TOTAL + 5))
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes and ports
+
+PIDS=()
+# stop_all: stops every server in PIDS (for the EXIT trap).
+stop_all() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+# stop_pid PID: stops one server and forgets it.
+stop_pid() {
+    local pid=$1 p keep=()
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$pid" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# http_status PORT PATH HEADER: the status code of one GET over bash's /dev/tcp (no fork, so it
+# can poll every millisecond); empty when nothing listens.
+http_status() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 0
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\nConnection: close\r\n\r\n' "$2" "$3" >&3
+    IFS= read -r line <&3 || true
+    exec 3<&- 3>&-
+    line=${line#HTTP/1.1 }
+    printf '%s' "${line%% *}"
+}
+
+# wait_200 PORT PATH HEADER TIMEOUT_S [PID [INTERVAL_S]]: polls (every INTERVAL_S, 0.001) until a
+# GET answers 200; returns 1 on timeout, 2 as soon as PID (when given) has exited.
+wait_200() {
+    local deadline=$((SECONDS + $4)) s
+    while ((SECONDS < deadline)); do
+        [[ -z ${5:-} ]] || kill -0 "$5" 2>/dev/null || return 2
+        s=$(http_status "$1" "$2" "$3" 2>/dev/null || true)
+        [[ $s == 200 ]] && return 0
+        sleep "${6:-0.001}"
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+# wrk_parse LINE: reads the `RESULT ...` line of bench/wrk_report.lua (or bench/random_ids.lua).
+# Sets W_REQS W_RPS (unrounded) W_P50 W_P99 W_P999 (ms, 3 decimals) W_BAD (errors + non-2xx).
+wrk_parse() {
+    W_REQS=$(kv requests "$1")
+    W_RPS=$(calc '%.9f' "$W_REQS / ($(kv duration_us "$1") / 1e6)")
+    W_P50=$(calc '%.3f' "$(kv p50_us "$1") / 1000")
+    W_P99=$(calc '%.3f' "$(kv p99_us "$1") / 1000")
+    W_P999=$(calc '%.3f' "$(kv p999_us "$1") / 1000")
+    W_BAD=$(($(kv errors "$1") + $(kv non2xx "$1")))
+}
+# wrk_result OUTPUT: the RESULT line of wrk's OUTPUT (dies when there is none).
+wrk_result() { grep '^RESULT' <<<"$1" || die "wrk printed no result: $1"; }
+
+# ---------------------------------------------------------------------------------------------
+# ids
+
+# ids_of NDJSON: "api<TAB>id" of every session in an export (lines start
+# `{"kind":"session","api":"…","tenant":"…","session":{"id":"…"`; cut first: 10 M lines of ~1.3 KB).
+ids_of() {
+    cut -c1-400 "$1" | awk -F'"' '$2 == "kind" && $4 == "session" && $6 == "api" && $16 == "id" { print $8 "\t" $18 }'
+}
+
+# ---------------------------------------------------------------------------------------------
+# Marked sections of a markdown report: `<!-- NAME:begin -->` … `<!-- NAME:end -->`
+
+# write_section FILE NAME SECTION-FILE: replaces the text between NAME's markers (markers kept), or
+# appends the markers and the section when FILE has none; creates FILE if needed. Nothing else in
+# FILE changes.
+write_section() {
+    local dest=$1 b="<!-- $2:begin -->" e="<!-- $2:end -->" sec=$3 tmp
+    mkdir -p "$(dirname "$dest")"
+    tmp=$(mktemp "$WORK/out.XXXXXX")
+    if [[ -f $dest ]] && grep -qxF "$b" "$dest" && grep -qxF "$e" "$dest"; then
+        awk -v b="$b" -v e="$e" -v f="$sec" '
+            $0 == b && !done { print; while ((getline l < f) > 0) print l; skip = 1; next }
+            $0 == e && skip { skip = 0; done = 1 }
+            !skip { print }' "$dest" >"$tmp"
+    elif [[ -f $dest ]]; then
+        {
+            cat "$dest"
+            [[ -z $(tail -c1 "$dest") ]] || echo
+            echo
+            echo "$b"
+            cat "$sec"
+            echo "$e"
+        } >"$tmp"
+    else
+        {
+            echo "# sessiond benchmarks"
+            echo
+            echo "$b"
+            cat "$sec"
+            echo "$e"
+        } >"$tmp"
+    fi
+    cat "$tmp" >"$dest"
+}
+
+# section_of FILE NAME: NAME's marked block of FILE, markers included (nothing when absent).
+section_of() {
+    [[ -f $1 ]] || return 0
+    sed -n "/^<!-- $2:begin -->\$/,/^<!-- $2:end -->\$/p" "$1"
+}
+
+# sections_except FILE NAME: every marked block of FILE but NAME's, markers included, each followed
+# by a blank line.
+sections_except() {
+    [[ -f $1 ]] || return 0
+    awk -v skip="$2" '/^<!-- [a-z0-9_-]+:begin -->$/ { name = $2; sub(/:begin$/, "", name); if (name != skip) keep = 1 }
+         keep { print }
+         keep && /^<!-- [a-z0-9_-]+:end -->$/ { keep = 0; print "" }' "$1"
+}
