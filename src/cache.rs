@@ -145,6 +145,34 @@ impl SessionCache {
     }
 }
 
+/// Hashes a SHA-256 digest by its first 8 bytes: they are already uniformly distributed, so
+/// SipHash would only cost time. Only keys found in the store are ever inserted, so a client
+/// cannot fill the map with colliding entries.
+#[derive(Default, Clone, Copy)]
+struct DigestHasher;
+
+impl BuildHasher for DigestHasher {
+    type Hasher = DigestHash;
+    fn build_hasher(&self) -> DigestHash {
+        DigestHash(0)
+    }
+}
+
+struct DigestHash(u64);
+
+impl std::hash::Hasher for DigestHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its 32 bytes in one call; keep the first 8.
+        let mut first = [0u8; 8];
+        let n = bytes.len().min(8);
+        first[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(first);
+    }
+}
+
 /// A live key as the read path needs it.
 #[derive(Debug, Clone)]
 pub struct CachedKey {
@@ -168,7 +196,7 @@ impl CachedKey {
 /// another process (the offline CLI, another node) takes effect within `ttl` even if no
 /// invalidation reaches this one.
 pub struct KeyCache {
-    map: RwLock<HashMap<[u8; 32], (CachedKey, Instant)>>,
+    map: RwLock<HashMap<[u8; 32], (CachedKey, Instant), DigestHasher>>,
     epoch: Mutex<u64>,
     ttl: Duration,
 }
@@ -176,7 +204,7 @@ pub struct KeyCache {
 impl KeyCache {
     pub fn new(ttl: Duration) -> Self {
         KeyCache {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
             epoch: Mutex::new(0),
             ttl,
         }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{self, Secret};
 use crate::cache::{CachedKey, CachedSession, KeyCache, SessionCache};
 use crate::spec::{Contract, Contracts};
-use crate::store::{Change, KeyRow, SessionRow, Store, StoreError};
+use crate::store::{BuildRow, Change, KeyRow, SessionRow, Store, StoreError};
 use crate::vendor::fake::Fake;
 use crate::vendor::{ApiId, PublicError, Violation, WriteCtx, iso_millis};
 
@@ -450,26 +450,30 @@ impl Service {
     ) -> Result<Written, AdminError> {
         let input = into_object(input)?;
         self.require_tenant(api, tenant).await?;
-        let mut new = self.prepare_new(api, tenant, input, origin)?;
-        if new.needs_seq {
-            // Numbers are handed out only to documents that passed every check, and not to an
-            // id that is taken, so a rejected create leaves no gap.
-            if self.store.get_session(api, &new.id).await?.is_some() {
-                return Err(AdminError::Conflict(format!("session {} exists", new.id)));
-            }
-            let n = self.store.reserve_seq(api, tenant, 1).await?;
-            api.profile().assign_sequence(&mut new.doc, n);
-        }
-        let row = self.encode(new);
-        let stored = self.store.insert_session(&row).await;
-        self.sessions.invalidate(api, &row.id);
+        let new = self.prepare_new(api, tenant, input, origin)?;
+        let id = new.id.clone();
+        let stored = if new.needs_seq {
+            // Numbers are handed out only to documents that passed every check and were
+            // stored, so a rejected create leaves no gap.
+            let build: BuildRow = Box::new(move |n| {
+                let mut new = new;
+                api.profile().assign_sequence(&mut new.doc, n);
+                encode(new)
+            });
+            self.store.insert_numbered(api, tenant, &id, build).await
+        } else {
+            let row = encode(new);
+            self.store.insert_session(&row).await.map(|()| row)
+        };
+        self.sessions.invalidate(api, &id);
         match stored {
-            Ok(()) => {
+            Ok(row) => {
                 self.after_restore(origin, &row).await?;
                 Ok(written(row))
             }
-            Err(StoreError::Conflict) => {
-                Err(AdminError::Conflict(format!("session {} exists", row.id)))
+            Err(StoreError::Conflict) => Err(AdminError::Conflict(format!("session {id} exists"))),
+            Err(StoreError::NotFound) => {
+                Err(AdminError::NotFound(format!("no {api} tenant {tenant}")))
             }
             Err(e) => Err(e.into()),
         }
@@ -534,7 +538,7 @@ impl Service {
             p.api.profile().assign_sequence(&mut p.doc, b.3);
             b.3 += 1;
         }
-        let rows = parallel_map(prepared, |_, p| self.encode(p));
+        let rows = parallel_map(prepared, |_, p| encode(p));
         Ok(PreparedBatch { rows, origin })
     }
 
@@ -668,19 +672,6 @@ impl Service {
         })
     }
 
-    /// The row of a prepared document: public body and stored document as bytes.
-    fn encode(&self, p: Prepared) -> SessionRow {
-        let (body, doc) = self.serialize(p.api, &p.doc);
-        SessionRow {
-            api: p.api,
-            id: p.id,
-            tenant: p.tenant,
-            version: 1,
-            body,
-            doc,
-        }
-    }
-
     /// A session of any tenant.
     pub async fn get_session(&self, api: ApiId, id: &str) -> Result<Written, AdminError> {
         self.store
@@ -749,7 +740,7 @@ impl Service {
                 next(&prev),
                 false,
             )?;
-            let (body, doc) = self.serialize(api, &doc);
+            let (body, doc) = serialize(api, &doc);
             let row = SessionRow {
                 version: current.version + 1,
                 body,
@@ -881,20 +872,33 @@ impl Service {
         }
         Ok(doc)
     }
+}
 
-    /// The public body, and the stored document if it differs (redacted secrets).
-    fn serialize(&self, api: ApiId, doc: &Value) -> (Bytes, Option<Bytes>) {
-        let profile = api.profile();
-        let stored = Bytes::from(serde_json::to_vec(doc).expect("JSON values serialize"));
-        match profile.public_view(doc) {
-            None => (stored, None),
-            Some(view) => {
-                let body = Bytes::from(serde_json::to_vec(&view).expect("JSON values serialize"));
-                if body == stored {
-                    (stored, None)
-                } else {
-                    (body, Some(stored))
-                }
+/// The row of a prepared document: public body and stored document as bytes.
+fn encode(p: Prepared) -> SessionRow {
+    let (body, doc) = serialize(p.api, &p.doc);
+    SessionRow {
+        api: p.api,
+        id: p.id,
+        tenant: p.tenant,
+        version: 1,
+        body,
+        doc,
+    }
+}
+
+/// The public body, and the stored document if it differs (redacted secrets).
+fn serialize(api: ApiId, doc: &Value) -> (Bytes, Option<Bytes>) {
+    let profile = api.profile();
+    let stored = Bytes::from(serde_json::to_vec(doc).expect("JSON values serialize"));
+    match profile.public_view(doc) {
+        None => (stored, None),
+        Some(view) => {
+            let body = Bytes::from(serde_json::to_vec(&view).expect("JSON values serialize"));
+            if body == stored {
+                (stored, None)
+            } else {
+                (body, Some(stored))
             }
         }
     }

@@ -123,7 +123,12 @@ impl PublicRoutes {
             return self.done(start, &request, Some(route), response);
         }
         let key = credential(&route.credential, request.headers());
-        let Ok(id) = percent_encoding::percent_decode_str(raw_id).decode_utf8() else {
+        let decoded = if raw_id.contains('%') {
+            percent_encoding::percent_decode_str(raw_id).decode_utf8()
+        } else {
+            Ok(std::borrow::Cow::Borrowed(raw_id))
+        };
+        let Ok(id) = decoded else {
             // An id that is not valid UTF-8 after percent-decoding cannot name a session.
             let kind = match key {
                 None => PublicError::MissingCredential,

@@ -101,6 +101,9 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+/// Makes the row of a numbered session from its number (see [`Store::insert_numbered`]).
+pub type BuildRow = Box<dyn FnOnce(i64) -> SessionRow + Send>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant; [`StoreError::Conflict`] if it exists.
@@ -123,6 +126,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a session (version must be 1); [`StoreError::Conflict`] if the id is taken.
     async fn insert_session(&self, row: &SessionRow) -> StoreResult<()>;
+    /// Inserts a session that takes the tenant's next sequence number: `build(n)` makes the row
+    /// for number `n`. A number is used up only by a session that was stored
+    /// ([`StoreError::Conflict`] if the id is taken, [`StoreError::NotFound`] if the tenant is
+    /// missing). This default takes three round trips; a backend may do it in one transaction.
+    async fn insert_numbered(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        id: &str,
+        build: BuildRow,
+    ) -> StoreResult<SessionRow> {
+        if self.get_session(api, id).await?.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        let row = build(self.reserve_seq(api, tenant, 1).await?);
+        self.insert_session(&row).await?;
+        Ok(row)
+    }
     /// Inserts many sessions in one transaction: all or none. [`StoreError::Conflict`] if an id
     /// is taken.
     async fn insert_sessions(&self, rows: Vec<SessionRow>) -> StoreResult<()>;

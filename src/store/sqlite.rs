@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow};
+use super::{BuildRow, KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow};
 use crate::vendor::ApiId;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
@@ -112,7 +112,21 @@ struct ReadFailed;
 fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        loop {
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            if group.len() >= MAX_GROUP {
+                break;
+            }
+            // Let the threads that produce writes run before committing: when they share this
+            // thread's core (a pinned or busy machine), a woken writer would otherwise preempt
+            // them after every write and commit groups of a few, an fsync each. Yielding costs
+            // one syscall when nobody else is waiting for the core.
+            std::thread::yield_now();
             match jobs.try_recv() {
                 Ok(job) => group.push(job),
                 Err(_) => break,
@@ -134,6 +148,7 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
             tx.commit()
         })();
         let outcome = outcome.map_err(|e| e.to_string());
+        tracing::debug!(target: "sessiond::store", writes = finishers.len(), "group committed");
         for finish in finishers {
             finish(outcome.clone());
         }
@@ -364,6 +379,33 @@ impl Store for SqliteStore {
             .map_err(backend)?
             .map(|last| last - count + 1)
             .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn insert_numbered(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        _id: &str,
+        build: BuildRow,
+    ) -> StoreResult<SessionRow> {
+        // One job on the writer thread: the number and the row are kept or undone together
+        // (a failed insert rolls back the job's savepoint, and with it the reservation).
+        let tenant = tenant.to_owned();
+        self.write(move |c| {
+            let n = c
+                .query_row(
+                    "UPDATE tenants SET seq = seq + 1 WHERE api = ?1 AND id = ?2 RETURNING seq",
+                    params![api.as_str(), tenant],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound)?;
+            let row = build(n);
+            insert_row(c, &row)?;
+            Ok(row)
         })
         .await
     }

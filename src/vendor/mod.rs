@@ -242,7 +242,8 @@ pub fn random_alphanumeric(len: usize) -> String {
 
 /// `2026-01-05T10:00:00.000Z`: the timestamp format every vendor here uses.
 pub fn iso_millis(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    // The same text as `format("%Y-%m-%dT%H:%M:%S%.3fZ")`, without parsing a format string.
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Parses an RFC 3339 timestamp.
@@ -380,6 +381,17 @@ mod tests {
             assert_eq!(api.profile().api(), api);
         }
         assert!("stripe".parse::<ApiId>().is_err());
+    }
+
+    #[test]
+    fn iso_millis_is_the_strftime_format() {
+        for ms in [0_i64, 1, 999, 1_763_776_000_123, 4_102_444_799_999] {
+            let t = DateTime::from_timestamp_millis(ms).unwrap();
+            assert_eq!(
+                iso_millis(t),
+                t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            );
+        }
     }
 
     #[test]
