@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use crate::service::{AdminError, BatchError, NewSession, Origin, Service};
+use crate::service::{AdminError, BatchError, NewSession, Origin, PreparedBatch, Service};
 use crate::store::{KeyRow, StoreError};
 use crate::vendor::ApiId;
 use crate::vendor::fake::Fake;
@@ -50,45 +50,63 @@ pub enum BulkError {
 /// Generates `count` sessions of `tenant` (created if missing) from `seed`, in batches.
 /// `progress` is called with the number of sessions stored so far.
 pub async fn seed(
-    service: &Service,
+    service: &Arc<Service>,
     api: ApiId,
     tenant: &str,
     count: u64,
     seed: u64,
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
+    use rayon::prelude::*;
     let mut totals = Totals::default();
     match service.create_tenant(api, Some(tenant.to_owned())).await {
         Ok(_) => totals.tenants = 1,
         Err(AdminError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let mut rng = StdRng::seed_from_u64(seed);
+    // Batch N is stored (on the store's writer) while batch N+1 is generated and checked.
+    let mut storing = Storing::new(service, |first: &u64, e| {
+        let n = first + e.index as u64 + 1;
+        BulkError::Line {
+            line: n,
+            message: format!("generated session {n}: {}", describe(&e.error)),
+        }
+    });
     let profile = api.profile();
-    while totals.sessions < count {
-        let n = (count - totals.sessions).min(BATCH as u64);
-        let items: Vec<NewSession> = (0..n)
-            .map(|_| NewSession {
-                api,
-                tenant: tenant.to_owned(),
-                doc: profile.generate(&mut Fake { rng: &mut rng }, tenant),
+    let mut generated = 0;
+    while generated < count {
+        let n = (count - generated).min(BATCH as u64);
+        // Generated on every core: session `i` has a generator of its own, seeded from `seed`
+        // and `i`, so the output does not depend on how the work is split.
+        let first = generated;
+        let items: Vec<NewSession> = (first..first + n)
+            .into_par_iter()
+            .map(|i| {
+                let mut rng = StdRng::seed_from_u64(session_seed(seed, i));
+                NewSession {
+                    api,
+                    tenant: tenant.to_owned(),
+                    doc: profile.generate(&mut Fake { rng: &mut rng }, tenant),
+                }
             })
             .collect();
-        service
-            .create_batch(items, Origin::Client)
-            .await
-            .map_err(|e| BulkError::Line {
-                line: totals.sessions + e.index as u64 + 1,
-                message: format!(
-                    "generated session {}: {}",
-                    totals.sessions + e.index as u64 + 1,
-                    describe(&e.error)
-                ),
-            })?;
-        totals.sessions += n;
+        let prepared = service.prepare_batch(items, Origin::Client).await;
+        totals.sessions += storing.next(prepared, first).await?;
         progress(totals.sessions);
+        generated += n;
     }
+    totals.sessions += storing.settle().await?;
+    progress(totals.sessions);
     Ok(totals)
+}
+
+/// The generator seed of the `i`-th session of a seed run (SplitMix64 of the pair: neighbouring
+/// runs and sessions get unrelated streams).
+fn session_seed(seed: u64, i: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Writes every tenant, key and session of `apis` as NDJSON.
@@ -250,57 +268,110 @@ fn describe(e: &AdminError) -> String {
     }
 }
 
-/// A batch being stored, and the input line of each of its sessions.
-type Storing = (tokio::task::JoinHandle<Result<usize, BatchError>>, Vec<u64>);
+/// The batch being stored on the store's writer while the next one is prepared, and what names
+/// its sessions in errors (`T`: the index of its first session, or the input line of each).
+struct Storing<'a, T> {
+    service: &'a Arc<Service>,
+    batch: Option<(tokio::task::JoinHandle<Result<usize, BatchError>>, T)>,
+    fail: fn(&T, BatchError) -> BulkError,
+}
+
+impl<'a, T> Storing<'a, T> {
+    fn new(service: &'a Arc<Service>, fail: fn(&T, BatchError) -> BulkError) -> Self {
+        Storing {
+            service,
+            batch: None,
+            fail,
+        }
+    }
+
+    /// Waits for the batch being stored, if any: how many sessions it stored.
+    async fn settle(&mut self) -> Result<u64, BulkError> {
+        let Some((task, names)) = self.batch.take() else {
+            return Ok(0);
+        };
+        let stored = task
+            .await
+            .map_err(|e| BulkError::Io(std::io::Error::other(e)))?
+            .map_err(|e| (self.fail)(&names, e))?;
+        Ok(stored as u64)
+    }
+
+    /// Settles the batch being stored, then starts storing `prepared`. The stored batch's
+    /// error, if any, wins over the preparation's: its sessions come first.
+    async fn next(
+        &mut self,
+        prepared: Result<PreparedBatch, BatchError>,
+        names: T,
+    ) -> Result<u64, BulkError> {
+        let stored = self.settle().await?;
+        let prepared = prepared.map_err(|e| (self.fail)(&names, e))?;
+        let service = self.service.clone();
+        let task = tokio::spawn(async move { service.store_batch(prepared).await });
+        self.batch = Some((task, names));
+        Ok(stored)
+    }
+}
 
 /// Parsed records in chunks: `(line, None)` marks the end of the input.
 type Chunk = Vec<(u64, Option<Line>)>;
 
-/// Reads and parses lines on a thread of its own; blank lines are skipped.
+/// Reads lines on a thread of its own and parses them on every core; blank lines are skipped.
 fn spawn_reader(
     mut input: Box<dyn BufRead + Send>,
 ) -> tokio::sync::mpsc::Receiver<Result<Chunk, BulkError>> {
-    const CHUNK: usize = 256;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    use rayon::prelude::*;
+    const CHUNK: usize = 512;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     std::thread::spawn(move || {
-        let mut buf = String::new();
         let mut line_no = 0u64;
-        let mut chunk: Chunk = Vec::with_capacity(CHUNK);
-        loop {
-            buf.clear();
-            let read = match input.read_line(&mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
-                    return;
+        let mut eof = false;
+        while !eof {
+            // Up to CHUNK lines, numbered.
+            let mut texts: Vec<(u64, String)> = Vec::with_capacity(CHUNK);
+            while texts.len() < CHUNK {
+                let mut buf = String::new();
+                match input.read_line(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(_) => {
+                        line_no += 1;
+                        if !buf.trim().is_empty() {
+                            texts.push((line_no, buf));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e.into()));
+                        return;
+                    }
                 }
-            };
-            if read == 0 {
+            }
+            let parsed: Vec<(u64, Result<Line, String>)> = texts
+                .into_par_iter()
+                .map(|(n, text)| (n, parse_line(text.trim())))
+                .collect();
+            let mut chunk: Chunk = Vec::with_capacity(parsed.len() + 1);
+            for (n, line) in parsed {
+                match line {
+                    Ok(line) => chunk.push((n, Some(line))),
+                    Err(e) => {
+                        // Everything before the bad line is stored; nothing after it.
+                        let _ = tx.blocking_send(Ok(chunk));
+                        let _ = tx.blocking_send(Err(BulkError::Line {
+                            line: n,
+                            message: format!("not a valid record: {e}"),
+                        }));
+                        return;
+                    }
+                }
+            }
+            if eof {
                 chunk.push((line_no, None));
-                let _ = tx.blocking_send(Ok(chunk));
+            }
+            if tx.blocking_send(Ok(chunk)).is_err() {
                 return;
-            }
-            line_no += 1;
-            let text = buf.trim();
-            if text.is_empty() {
-                continue;
-            }
-            match parse_line(text) {
-                Ok(line) => chunk.push((line_no, Some(line))),
-                Err(e) => {
-                    let _ = tx.blocking_send(Ok(std::mem::take(&mut chunk)));
-                    let _ = tx.blocking_send(Err(BulkError::Line {
-                        line: line_no,
-                        message: format!("not a valid record: {e}"),
-                    }));
-                    return;
-                }
-            }
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                if tx.blocking_send(Ok(full)).is_err() {
-                    return;
-                }
             }
         }
     });
@@ -315,22 +386,10 @@ pub async fn import(
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
     // Batch N is stored (on the store's writer) while batch N+1 is read and checked.
-    let mut storing: Option<Storing> = None;
-    let settle =
-        async |storing: &mut Option<Storing>, totals: &mut Totals| -> Result<(), BulkError> {
-            if let Some((task, lines)) = storing.take() {
-                let stored = task
-                    .await
-                    .map_err(|e| BulkError::Io(std::io::Error::other(e)))?
-                    .map_err(|e| BulkError::Line {
-                        line: lines[e.index],
-                        message: describe(&e.error),
-                    })?;
-                totals.sessions += stored as u64;
-                progress(totals.sessions);
-            }
-            Ok(())
-        };
+    let mut storing = Storing::new(service, |lines: &Vec<u64>, e| BulkError::Line {
+        line: lines[e.index],
+        message: describe(&e.error),
+    });
     let mut totals = Totals::default();
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
@@ -338,7 +397,8 @@ pub async fn import(
     let mut records = spawn_reader(input);
     let mut chunk = std::collections::VecDeque::new();
     loop {
-        if chunk.is_empty() {
+        // (A chunk may be empty: blank lines only, or the lines before a bad one.)
+        while chunk.is_empty() {
             match records.recv().await {
                 Some(next) => chunk = next?.into(),
                 None => {
@@ -357,22 +417,13 @@ pub async fn import(
             let lines = std::mem::replace(&mut batch_lines, Vec::with_capacity(BATCH));
             let prepared = service
                 .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
-                .await
-                .map_err(|e| BulkError::Line {
-                    line: lines[e.index],
-                    message: describe(&e.error),
-                });
-            // The previous batch first: its error, if any, is the earlier line.
-            settle(&mut storing, &mut totals).await?;
-            let prepared = prepared?;
-            let service = service.clone();
-            storing = Some((
-                tokio::spawn(async move { service.store_batch(prepared).await }),
-                lines,
-            ));
+                .await;
+            totals.sessions += storing.next(prepared, lines).await?;
+            progress(totals.sessions);
         }
         if eof {
-            settle(&mut storing, &mut totals).await?;
+            totals.sessions += storing.settle().await?;
+            progress(totals.sessions);
         }
         match parsed {
             None => break,

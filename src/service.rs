@@ -913,43 +913,24 @@ struct Prepared {
     needs_seq: bool,
 }
 
-/// `f` over `items` on all cores (scoped threads), results in order.
-fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads == 1 || items.len() < 64 {
+/// `f` over `items` on all cores (rayon's pool), results in order.
+fn parallel_map<T: Send, R: Send>(
+    items: Vec<T>,
+    f: impl Fn(usize, T) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if items.len() < 64 {
         return items
             .into_iter()
             .enumerate()
             .map(|(i, t)| f(i, t))
             .collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    let mut parts: Vec<Vec<(usize, T)>> = Vec::with_capacity(threads);
-    let mut current = Vec::with_capacity(chunk);
-    for (i, item) in items.into_iter().enumerate() {
-        current.push((i, item));
-        if current.len() == chunk {
-            parts.push(std::mem::replace(&mut current, Vec::with_capacity(chunk)));
-        }
-    }
-    if !current.is_empty() {
-        parts.push(current);
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || part.into_iter().map(|(i, t)| f(i, t)).collect::<Vec<R>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("worker threads do not panic"))
-            .collect()
-    })
+    items
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, t)| f(i, t))
+        .collect()
 }
 
 fn written(row: SessionRow) -> Written {

@@ -4,12 +4,15 @@
 //! its own savepoint (so one failing write does not undo the others), commits them in one
 //! transaction with `synchronous = FULL`, and only then answers each caller. An acknowledged write
 //! therefore survives `kill -9` and power loss, and many concurrent writers share one fsync.
-//! Reads run on a few reader threads, each with its own connection; a thread that wakes takes
-//! several waiting reads at once, so under load a read costs a fraction of a thread switch.
+//! Reads run on reader threads, each with its own connection; a thread that wakes takes several
+//! waiting reads at once, so under load a read costs a fraction of a thread switch. A few threads
+//! suffice while the data is in memory; when reads wait on the disk (a store larger than RAM),
+//! more threads start, up to [`MAX_READERS`], so that many reads wait on the disk at once.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -20,10 +23,22 @@ use super::{BuildRow, KeyRow, Page, SessionRow, Store, StoreError, StoreResult, 
 use crate::vendor::ApiId;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
-/// Reader threads: enough to overlap reads that wait on the disk.
-const READERS: usize = 4;
+/// Reader threads that always run: enough for reads served from memory, which are CPU-bound.
+const MIN_READERS: usize = 4;
+/// Most reader threads: how many reads may wait on the disk at once.
+const MAX_READERS: usize = 64;
 /// Most reads one reader thread takes per wake-up (the rest wake another thread).
 const READ_BATCH: usize = 16;
+/// Another reader starts when every reader is busy, the oldest waiting read has waited this
+/// long, and reads wait on the disk (see [`DISK_BOUND_PERMILLE`]).
+const GROW_AFTER: Duration = Duration::from_millis(1);
+/// Reads wait on the disk when at least this many of a thousand recent ones blocked their
+/// thread (a voluntary context switch: a `pread` of a page the OS does not have in memory).
+/// Time alone would not tell: on a busy core a read served from memory also takes long, waiting
+/// for the CPU, and more threads would only add switching there.
+const DISK_BOUND_PERMILLE: u64 = 250;
+/// A reader beyond [`MIN_READERS`] that has had nothing to do this long stops.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// Most writes committed together.
 const MAX_GROUP: usize = 1024;
 
@@ -42,54 +57,134 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// The queue of the reader threads.
 struct Readers {
+    /// The database file, for the connections of readers started later.
+    path: PathBuf,
     queue: Mutex<ReadQueue>,
     wake: Condvar,
 }
 
 #[derive(Default)]
 struct ReadQueue {
-    jobs: VecDeque<ReadJob>,
+    /// Waiting reads, with the time each was submitted.
+    jobs: VecDeque<(Instant, ReadJob)>,
     /// Reader threads waiting on `wake` (so a submit costs no wake-up syscall while all are busy).
     idle: usize,
+    /// Reader threads running or starting.
+    threads: usize,
+    /// Of a thousand recent reads, how many blocked on the disk (moving average over batches).
+    blocked_permille: u64,
     closed: bool,
 }
 
+impl ReadQueue {
+    fn disk_bound(&self) -> bool {
+        self.blocked_permille >= DISK_BOUND_PERMILLE
+    }
+}
+
+/// Voluntary context switches of the calling thread so far (0 if the OS will not say).
+fn blocking_waits() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_THREAD).map_or(0, |u| u.voluntary_context_switches() as u64)
+}
+
 impl Readers {
-    fn submit(&self, job: ReadJob) {
+    fn submit(self: &Arc<Self>, job: ReadJob) {
+        let now = Instant::now();
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.jobs.push_back(job);
+        q.jobs.push_back((now, job));
         if q.idle > 0 {
             self.wake.notify_one();
+            return;
+        }
+        let waited = q.jobs.front().map_or(Duration::ZERO, |(at, _)| now - *at);
+        if q.threads < MAX_READERS && waited >= GROW_AFTER && q.disk_bound() {
+            q.threads += 1;
+            let id = q.threads;
+            drop(q);
+            self.start(id);
         }
     }
 
-    /// A reader thread: runs reads until the store is dropped.
+    /// Starts reader thread `id` (its connection is opened on the thread). A reader that cannot
+    /// start leaves the others to do the work.
+    fn start(self: &Arc<Self>, id: usize) {
+        let readers = self.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("sqlite-reader-{id}"))
+            .spawn(move || match open_reader(&readers.path) {
+                Ok(conn) => readers.run(conn),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start another SQLite reader");
+                    readers.exit();
+                }
+            });
+        if started.is_err() {
+            self.exit();
+        }
+    }
+
+    fn exit(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.threads -= 1;
+    }
+
+    /// A reader thread: runs reads until the store is dropped (or, beyond the first
+    /// [`MIN_READERS`], until it has been idle for [`IDLE_EXIT`]).
     fn run(&self, conn: Connection) {
         let mut batch = Vec::with_capacity(READ_BATCH);
+        // Reads in the last batch, and how often they blocked.
+        let (mut ran, mut blocked) = (0u64, 0u64);
         loop {
             {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(permille) = (blocked * 1000).checked_div(ran) {
+                    q.blocked_permille = (q.blocked_permille * 7 + permille.min(1000)) / 8;
+                }
                 while q.jobs.is_empty() && !q.closed {
                     q.idle += 1;
-                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    let (guard, timeout) = self
+                        .wake
+                        .wait_timeout(q, IDLE_EXIT)
+                        .unwrap_or_else(|p| p.into_inner());
+                    q = guard;
                     q.idle -= 1;
+                    if timeout.timed_out() && q.jobs.is_empty() && q.threads > MIN_READERS {
+                        q.threads -= 1;
+                        return;
+                    }
                 }
                 if q.jobs.is_empty() {
+                    q.threads -= 1;
                     return; // closed and drained
                 }
-                let n = q.jobs.len().min(READ_BATCH);
-                batch.extend(q.jobs.drain(..n));
+                // Reads that wait on the disk one at a time, so that they wait side by side.
+                let n = q
+                    .jobs
+                    .len()
+                    .min(if q.disk_bound() { 1 } else { READ_BATCH });
+                batch.extend(q.jobs.drain(..n).map(|(_, job)| job));
                 if !q.jobs.is_empty() && q.idle > 0 {
                     self.wake.notify_one();
                 }
             }
+            let waits = blocking_waits();
+            ran = batch.len() as u64;
             for job in batch.drain(..) {
                 // A read that panics answers its caller with an error (its sender is dropped);
                 // the thread and its connection stay.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
             }
+            // Answering wakes a task, which does not block; a switch here is a wait.
+            blocked = blocking_waits().saturating_sub(waits);
         }
     }
+}
+
+fn open_reader(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    configure(&conn, READER_CACHE_KIB)?;
+    Ok(conn)
 }
 
 impl Drop for SqliteStore {
@@ -157,8 +252,18 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// Page cache of the writer's connection, in KiB. Inserts land at random places of the id index;
+/// once that index outgrows the cache, every insert reads and rewrites pages of it.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// Page cache of each reader's connection, in KiB: the top levels of the B-trees (the OS page
+/// cache serves the rest, and the session cache, `--cache-mb`, the documents). With up to
+/// [`MAX_READERS`] connections, this bounds their caches together to 16 MiB.
+const READER_CACHE_KIB: i64 = 256;
+
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Negative: a size in KiB rather than in pages.
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -192,16 +297,19 @@ impl SqliteStore {
         }
         let mut writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        configure(&writer)?;
+        configure(&writer, WRITER_CACHE_KIB)?;
         migrate(&mut writer)?;
         let readers = Arc::new(Readers {
-            queue: Mutex::new(ReadQueue::default()),
+            path: path.to_owned(),
+            queue: Mutex::new(ReadQueue {
+                threads: MIN_READERS,
+                ..ReadQueue::default()
+            }),
             wake: Condvar::new(),
         });
-        for i in 0..READERS {
-            let conn =
-                Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-            configure(&conn)?;
+        for i in 1..=MIN_READERS {
+            // Opened here, so that a file that cannot be read fails `open`.
+            let conn = open_reader(path)?;
             let readers = readers.clone();
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{i}"))
@@ -619,5 +727,102 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads(store: &SqliteStore) -> usize {
+        store.readers.queue.lock().unwrap().threads
+    }
+
+    /// Reads that block (as reads of a cold disk do) start more readers once every reader is busy
+    /// and a read has waited; every read is answered. The reads block on channels the test
+    /// controls, so the steps below happen in this order on any machine, however loaded.
+    #[test]
+    fn blocking_reads_start_more_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let readers = &store.readers;
+        assert_eq!(threads(&store), MIN_READERS);
+        let disk_bound = || readers.queue.lock().unwrap().disk_bound();
+        assert!(!disk_bound(), "a new store assumes reads from memory");
+
+        // Reads that sleep teach the readers that reads block. Each reader folds its last
+        // batch into the average right after answering, so this takes a few reads.
+        let (taught_tx, taught_rx) = std::sync::mpsc::channel();
+        let mut taught = 0;
+        while !disk_bound() {
+            assert!(taught < 1000, "sleeping reads never counted as blocking");
+            let taught_tx = taught_tx.clone();
+            readers.submit(Box::new(move |_| {
+                std::thread::sleep(Duration::from_millis(1));
+                taught_tx.send(()).unwrap();
+            }));
+            taught_rx.recv().unwrap();
+            taught += 1;
+        }
+        assert_eq!(
+            threads(&store),
+            MIN_READERS,
+            "reads one at a time start no reader"
+        );
+
+        // A read that blocks until the test lets it go, then answers on `done`.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut gates = Vec::new();
+        let mut submit_gated = || {
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let (started_tx, done_tx) = (started_tx.clone(), done_tx.clone());
+            readers.submit(Box::new(move |c| {
+                started_tx.send(()).unwrap();
+                let _ = wait.recv();
+                let seven: i64 = c.query_row("SELECT 7", [], |r| r.get(0)).unwrap();
+                done_tx.send(seven).unwrap();
+            }));
+            gates.push(go);
+        };
+        // Every reader busy: disk-bound readers take one read each.
+        for _ in 0..MIN_READERS {
+            submit_gated();
+        }
+        for _ in 0..MIN_READERS {
+            started.recv().unwrap();
+        }
+        assert_eq!(threads(&store), MIN_READERS);
+        // One read waits in the queue; one arriving before it has waited starts no reader...
+        submit_gated();
+        assert_eq!(threads(&store), MIN_READERS, "nothing has waited yet");
+        // ...one arriving after it has waited GROW_AFTER does.
+        std::thread::sleep(2 * GROW_AFTER);
+        submit_gated();
+        assert_eq!(threads(&store), MIN_READERS + 1);
+        started.recv().unwrap(); // the new reader took the read that waited
+
+        drop(gates);
+        let answers: Vec<i64> = done.iter().take(MIN_READERS + 2).collect();
+        assert_eq!(answers, vec![7; MIN_READERS + 2]);
+    }
+
+    /// Reads served from memory never start more readers, however many queue up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_reads_from_memory_start_no_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        for _ in 0..20 {
+            let reads: Vec<_> = (0..500)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.get_session(ApiId::Anam, "x").await })
+                })
+                .collect();
+            for read in reads {
+                assert!(read.await.unwrap().unwrap().is_none());
+            }
+        }
+        assert_eq!(threads(&store), MIN_READERS);
     }
 }

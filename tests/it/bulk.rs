@@ -26,6 +26,7 @@ per_backend!(
     imported_tickets_continue_after_the_highest_without_a_sequence_field,
     a_broken_line_is_named_and_nothing_of_its_batch_is_stored,
     a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_sessions,
+    a_broken_first_line_is_named_and_blank_lines_are_skipped,
     an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
@@ -532,6 +533,36 @@ async fn a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_session
         "{} sessions of a {}-line file stored, though its line {k} is broken",
         stored.len(),
         broken.len()
+    );
+}
+
+/// Lines are read in chunks: a bad line that opens the file (so the chunk before it is empty) is
+/// still named, and a run of blank lines longer than a chunk is skipped like a short one.
+async fn a_broken_first_line_is_named_and_blank_lines_are_skipped() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let original = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+
+    let mut broken = original.clone();
+    broken[0] = "{\"kind\":".into();
+    let storage = Storage::new().await;
+    let out = import(&storage, &file(&broken)).await;
+    assert!(!out.status.success(), "the import succeeded");
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 1:"),
+        "the message does not name line 1:\n{err}"
+    );
+    assert!(session_lines(&export(&storage, &[]).await).is_empty());
+
+    let mut spaced = vec![String::new(); 3000];
+    spaced.extend(original.iter().cloned());
+    spaced.push(String::new());
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&spaced)).await;
+    assert_same_ndjson(
+        &export(&storage, &[]).await,
+        &file(&original),
+        "blank lines",
     );
 }
 
