@@ -19,7 +19,7 @@ usage() {
 usage: bench/run.sh [--quick] [--scale [N]] [--no-build] [--no-prism] [--no-perf] [--keep] [--out FILE]
 
   (default)    full run, about 10 minutes: cached GET of every api vs the baseline (3 alternated
-               runs x 8 s, medians), latency at 50 % of the baseline's maximum rate, durable
+               runs x 8 s, medians), latency at 50 % of the baseline's maximum rate (3 runs), durable
                creates, import rate, startup time, cache-miss GETs, Prism, a perf profile.
                Writes docs/BENCHMARKS.md (keeping its scale section).
   --quick      smoke run: 1 x 3 s per case; writes target/bench/BENCHMARKS-quick.md.
@@ -96,7 +96,7 @@ quick)
     OUT=${OUT:-target/bench/BENCHMARKS-quick.md}
     ;;
 default)
-    RUNS=3 DUR=8 WARM=3 FIXED_RUNS=2 FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6
+    RUNS=3 DUR=8 WARM=3 FIXED_RUNS=3 FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6
     QUIET_MAX=${QUIET_MAX:-60}
     PRISM_DUR=8 PERF_DUR=5
     OUT=${OUT:-docs/BENCHMARKS.md}
