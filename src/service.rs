@@ -62,7 +62,9 @@ pub struct NewSession {
 #[derive(Debug)]
 pub struct PreparedBatch {
     rows: Vec<SessionRow>,
-    origin: Origin,
+    /// Restored sessions only: the highest sequence number per tenant, which the tenant's
+    /// sequence continues after.
+    restored_seqs: Vec<(ApiId, String, i64)>,
 }
 
 impl PreparedBatch {
@@ -538,17 +540,38 @@ impl Service {
             p.api.profile().assign_sequence(&mut p.doc, b.3);
             b.3 += 1;
         }
+        let mut restored_seqs: Vec<(ApiId, String, i64)> = Vec::new();
+        if origin == Origin::Restore {
+            for p in &prepared {
+                let Some(n) = p.api.profile().sequence_of(&p.doc) else {
+                    continue;
+                };
+                match restored_seqs
+                    .iter_mut()
+                    .find(|(a, t, _)| *a == p.api && *t == p.tenant)
+                {
+                    Some((_, _, h)) => *h = (*h).max(n),
+                    None => restored_seqs.push((p.api, p.tenant.clone(), n)),
+                }
+            }
+        }
         let rows = parallel_map(prepared, |_, p| encode(p));
-        Ok(PreparedBatch { rows, origin })
+        Ok(PreparedBatch {
+            rows,
+            restored_seqs,
+        })
     }
 
     /// The storing half of [`Service::create_batch`]: one transaction, all or nothing.
     pub async fn store_batch(&self, batch: PreparedBatch) -> Result<usize, BatchError> {
         let fail = |index: usize, error: AdminError| BatchError { index, error };
-        let PreparedBatch { rows, origin } = batch;
+        let PreparedBatch {
+            rows,
+            restored_seqs,
+        } = batch;
         let count = rows.len();
         let ids: Vec<(ApiId, String)> = rows.iter().map(|r| (r.api, r.id.clone())).collect();
-        let stored = self.store.insert_sessions(rows.clone()).await;
+        let stored = self.store.insert_sessions(rows).await;
         for (api, id) in &ids {
             self.sessions.invalidate(*api, id);
         }
@@ -578,27 +601,11 @@ impl Service {
             }
             Err(e) => return Err(fail(0, e.into())),
         }
-        if origin == Origin::Restore {
-            // The tenants' sequences continue after the highest restored number.
-            let mut highest: Vec<(ApiId, &str, i64)> = Vec::new();
-            for row in &rows {
-                let Some(n) = self.restored_seq(row) else {
-                    continue;
-                };
-                match highest
-                    .iter_mut()
-                    .find(|(a, t, _)| *a == row.api && *t == row.tenant)
-                {
-                    Some((_, _, h)) => *h = (*h).max(n),
-                    None => highest.push((row.api, &row.tenant, n)),
-                }
-            }
-            for (api, tenant, n) in highest {
-                self.store
-                    .raise_seq(api, tenant, n)
-                    .await
-                    .map_err(|e| fail(0, e.into()))?;
-            }
+        for (api, tenant, n) in restored_seqs {
+            self.store
+                .raise_seq(api, &tenant, n)
+                .await
+                .map_err(|e| fail(0, e.into()))?;
         }
         Ok(count)
     }

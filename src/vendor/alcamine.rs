@@ -27,17 +27,17 @@ fn agree(
     field: &[&str],
     problems: &mut Vec<Violation>,
 ) {
-    let pointer = format!("/{object}/{}", field.join("/"));
-    let inner = doc
-        .get(object)
-        .and_then(|o| o.pointer(&format!("/{}", field.join("/"))))
-        .cloned();
-    match (doc.get(id_key).cloned(), inner) {
+    let mut inner = doc.get(object);
+    for key in field {
+        inner = inner.and_then(|v| v.get(key));
+    }
+    match (doc.get(id_key), inner) {
         (Some(outer), Some(inner)) if outer != inner => problems.push(Violation::new(
-            pointer,
+            format!("/{object}/{}", field.join("/")),
             format!("must equal `{id_key}` ({outer})"),
         )),
         (None, Some(inner)) => {
+            let inner = inner.clone();
             doc.insert(id_key.to_owned(), inner);
         }
         _ => {}
