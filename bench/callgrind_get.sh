@@ -18,7 +18,7 @@ for tool in valgrind callgrind_control oha curl; do
     command -v "$tool" >/dev/null || { echo "callgrind_get: $tool is missing" >&2; exit 1; }
 done
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [[ -n ${KEEP:-} ]] && echo "kept $WORK" >&2 || rm -rf "$WORK"' EXIT
 
 # The demo's printed curl line gives the URL and credential header of a stored session.
 SESSIOND_LOG=warn "$BIN_DIR/sessiond" serve --demo --data-dir "$WORK/data" \

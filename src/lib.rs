@@ -150,7 +150,7 @@ async fn serve_public(
     routes: Arc<PublicRoutes>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let drain = http::drain::Drain::new();
     let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(stop);
     loop {
@@ -171,13 +171,13 @@ async fn serve_public(
             hyper_util::rt::TokioIo::new(stream),
             http::public::Connection(routes.clone()),
         );
-        let connection = graceful.watch(connection);
+        let connection = drain.watch(connection);
         tokio::spawn(async move {
             // A client that goes away mid-request is not the server's error.
             let _ = connection.await;
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drain.shutdown().await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! they parse, call the service, and hand the outcome to `error.rs` / the body writers.
 
 pub mod admin;
+pub mod drain;
 pub mod error;
 pub mod openapi;
 pub mod public;

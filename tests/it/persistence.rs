@@ -164,3 +164,39 @@ async fn acknowledged_writes_survive_kill_9() {
         assert_survived(&server, ack).await;
     }
 }
+
+/// Stopping the server closes keep-alive connections that sit idle after their last answer, and
+/// every request sent before the stop is answered.
+#[tokio::test]
+async fn stopping_closes_idle_keep_alive_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, one) = TestServer::with_one_session(ApiId::Anam).await;
+    let request = format!(
+        "GET /anam/v1/sessions/{} HTTP/1.1\r\nHost: sessiond\r\nAuthorization: Bearer {}\r\n\r\n",
+        one.id, one.key
+    );
+    // Several connections, each answered once and then left open.
+    let mut connections = Vec::new();
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(server.public).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        while !received.ends_with(&one.body) {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the answer: {received:?}");
+            received.extend_from_slice(&buf[..n]);
+        }
+        assert!(received.starts_with(b"HTTP/1.1 200 "), "{received:?}");
+        connections.push(conn);
+    }
+    // A hang here (the server waiting for its idle connections) fails the test instead of CI.
+    tokio::time::timeout(std::time::Duration::from_secs(60), server.stop())
+        .await
+        .expect("the server stopped");
+    for mut conn in connections {
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing more after the stop: {rest:?}");
+    }
+}
