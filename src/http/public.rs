@@ -33,8 +33,17 @@ struct Route {
     template: String,
     prefix: String,
     suffix: String,
-    credential: Credential,
+    credential: KeyHeader,
     errors: PublicErrors,
+}
+
+/// Where a route's key is presented, resolved once (a header name given as a string would be
+/// parsed and lower-cased again on every request).
+enum KeyHeader {
+    /// A header holding the key itself.
+    Named(header::HeaderName),
+    /// `Authorization: Bearer <key>`.
+    Bearer,
 }
 
 impl Route {
@@ -49,7 +58,13 @@ impl Route {
             prefix: template[..open].to_owned(),
             suffix: template[close + 1..].to_owned(),
             template,
-            credential: service.contract(api).credential.clone(),
+            credential: match &service.contract(api).credential {
+                Credential::Header(name) => KeyHeader::Named(
+                    header::HeaderName::from_bytes(name.as_bytes())
+                        .expect("the contract loader accepts only valid header names"),
+                ),
+                Credential::Bearer => KeyHeader::Bearer,
+            },
             errors: PublicErrors::new(api),
         }
     }
@@ -257,13 +272,13 @@ impl Future for Answer {
 }
 
 /// The presented credential: `None` when absent; `Some("")` never matches a key.
-fn credential<'h>(rule: &Credential, headers: &'h HeaderMap) -> Option<&'h str> {
+fn credential<'h>(rule: &KeyHeader, headers: &'h HeaderMap) -> Option<&'h str> {
     match rule {
-        Credential::Header(name) => headers
-            .get(name.as_str())
+        KeyHeader::Named(name) => headers
+            .get(name)
             .map(|v| v.to_str().unwrap_or_default())
             .filter(|v| !v.is_empty()),
-        Credential::Bearer => {
+        KeyHeader::Bearer => {
             let value = headers
                 .get(header::AUTHORIZATION)?
                 .to_str()

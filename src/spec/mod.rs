@@ -407,7 +407,7 @@ fn credential(document: &Value, op: &Value, params: &[&Value]) -> anyhow::Result
         return match (scheme["type"].as_str(), scheme["in"].as_str()) {
             (Some("apiKey"), Some("header")) => {
                 let header = scheme["name"].as_str().context("apiKey without name")?;
-                Ok(Credential::Header(header.to_owned()))
+                key_header(header)
             }
             (Some("http"), _)
                 if scheme["scheme"]
@@ -424,8 +424,15 @@ fn credential(document: &Value, op: &Value, params: &[&Value]) -> anyhow::Result
         .iter()
         .find(|p| p["in"] == "header" && p["required"] == true)
         .and_then(|p| p["name"].as_str())
-        .map(|h| Credential::Header(h.to_owned()))
         .context("no credential: neither a security requirement nor a required header parameter")
+        .and_then(key_header)
+}
+
+/// A credential carried in the header `name`, which must be a valid HTTP header name.
+fn key_header(name: &str) -> anyhow::Result<Credential> {
+    hyper::header::HeaderName::from_bytes(name.as_bytes())
+        .with_context(|| format!("`{name}` is not a valid HTTP header name"))?;
+    Ok(Credential::Header(name.to_owned()))
 }
 
 /// Compiles `schema` (a node of `document`) into a draft 2020-12 validator. The document's
@@ -483,6 +490,18 @@ fn normalize(schema: &Value, v30: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_header_must_be_a_valid_header_name() {
+        assert_eq!(
+            key_header("X-Api-Key").unwrap(),
+            Credential::Header("X-Api-Key".into())
+        );
+        for bad in ["", "X Api Key", "X-Api-Key:", "Schlüssel"] {
+            let e = key_header(bad).unwrap_err().to_string();
+            assert!(e.contains("not a valid HTTP header name"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn derives_routes_and_credentials_from_the_documents() {
