@@ -454,6 +454,7 @@ impl Service {
         self.require_tenant(api, tenant).await?;
         let new = self.prepare_new(api, tenant, input, origin)?;
         let id = new.id.clone();
+        let restored_seq = new.restored_seq;
         let stored = if new.needs_seq {
             // Numbers are handed out only to documents that passed every check and were
             // stored, so a rejected create leaves no gap.
@@ -470,7 +471,10 @@ impl Service {
         self.sessions.invalidate(api, &id);
         match stored {
             Ok(row) => {
-                self.after_restore(origin, &row).await?;
+                // A restored session keeps its number; the tenant's sequence continues after it.
+                if let Some(n) = restored_seq {
+                    self.store.raise_seq(api, tenant, n).await?;
+                }
                 Ok(written(row))
             }
             Err(StoreError::Conflict) => Err(AdminError::Conflict(format!("session {id} exists"))),
@@ -541,18 +545,14 @@ impl Service {
             b.3 += 1;
         }
         let mut restored_seqs: Vec<(ApiId, String, i64)> = Vec::new();
-        if origin == Origin::Restore {
-            for p in &prepared {
-                let Some(n) = p.api.profile().sequence_of(&p.doc) else {
-                    continue;
-                };
-                match restored_seqs
-                    .iter_mut()
-                    .find(|(a, t, _)| *a == p.api && *t == p.tenant)
-                {
-                    Some((_, _, h)) => *h = (*h).max(n),
-                    None => restored_seqs.push((p.api, p.tenant.clone(), n)),
-                }
+        for p in &prepared {
+            let Some(n) = p.restored_seq else { continue };
+            match restored_seqs
+                .iter_mut()
+                .find(|(a, t, _)| *a == p.api && *t == p.tenant)
+            {
+                Some((_, _, h)) => *h = (*h).max(n),
+                None => restored_seqs.push((p.api, p.tenant.clone(), n)),
             }
         }
         let rows = parallel_map(prepared, |_, p| encode(p));
@@ -610,26 +610,6 @@ impl Service {
         Ok(count)
     }
 
-    /// A restored session keeps its sequence number; the tenant's sequence continues after it.
-    async fn after_restore(&self, origin: Origin, row: &SessionRow) -> Result<(), AdminError> {
-        if origin != Origin::Restore {
-            return Ok(());
-        }
-        if let Some(n) = self.restored_seq(row) {
-            self.store.raise_seq(row.api, &row.tenant, n).await?;
-        }
-        Ok(())
-    }
-
-    fn restored_seq(&self, row: &SessionRow) -> Option<i64> {
-        let profile = row.api.profile();
-        if !profile.uses_sequence() {
-            return None;
-        }
-        let doc: Value = serde_json::from_slice(row.doc_bytes()).ok()?;
-        profile.sequence_of(&doc)
-    }
-
     /// A checked new document, not numbered or stored yet.
     fn prepare_new(
         &self,
@@ -668,14 +648,19 @@ impl Service {
         };
         let restoring = origin == Origin::Restore;
         let doc = self.build(api, tenant, &id, None, &input, doc, restoring)?;
-        let needs_seq = profile.uses_sequence()
-            && !(restoring && profile.sequence_of(&doc).is_some_and(|n| n > 0));
+        let restored_seq = if restoring && profile.uses_sequence() {
+            profile.sequence_of(&doc).filter(|&n| n > 0)
+        } else {
+            None
+        };
+        let needs_seq = profile.uses_sequence() && restored_seq.is_none();
         Ok(Prepared {
             api,
             id,
             tenant: tenant.to_owned(),
             doc,
             needs_seq,
+            restored_seq,
         })
     }
 
@@ -918,6 +903,8 @@ struct Prepared {
     tenant: String,
     doc: Value,
     needs_seq: bool,
+    /// A restored document's own sequence number: the tenant's sequence continues after it.
+    restored_seq: Option<i64>,
 }
 
 /// `f` over `items` on all cores (rayon's pool), results in order.
