@@ -1,6 +1,7 @@
 //! Persistence: one [`Store`] trait and one module per backend. The backend is chosen by the DSN at
 //! start-up. Stores hold bytes and ids; they know nothing of vendors' rules or of HTTP.
 
+mod codec;
 mod postgres;
 mod sqlite;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use codec::read_blob;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -19,10 +19,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::codec::Codecs;
 use super::{BuildRow, KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow};
 use crate::vendor::ApiId;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_codecs.sql"),
+];
+/// Batches at least this large are compressed on every core (rayon) rather than on the caller.
+const PARALLEL_PACK: usize = 64;
 /// Reader threads that always run: enough for reads served from memory, which are CPU-bound.
 const MIN_READERS: usize = 4;
 /// Most reader threads: how many reads may wait on the disk at once.
@@ -50,6 +56,8 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
 pub struct SqliteStore {
     readers: Arc<Readers>,
     jobs: mpsc::Sender<Job>,
+    /// Compression of the stored documents (see [`super::codec`]).
+    codecs: Arc<Codecs>,
 }
 
 /// One read, run on a reader thread's connection.
@@ -299,6 +307,8 @@ impl SqliteStore {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer, WRITER_CACHE_KIB)?;
         migrate(&mut writer)?;
+        let codecs =
+            Arc::new(Codecs::load(&writer).context("loading the compression dictionaries")?);
         let readers = Arc::new(Readers {
             path: path.to_owned(),
             queue: Mutex::new(ReadQueue {
@@ -321,7 +331,11 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .context("starting the SQLite writer thread")?;
-        Ok(SqliteStore { readers, jobs })
+        Ok(SqliteStore {
+            readers,
+            jobs,
+            codecs,
+        })
     }
 
     /// Runs `f` on the writer thread in its own savepoint; answers after the group commit.
@@ -376,16 +390,47 @@ fn api_of(s: &str) -> rusqlite::Result<ApiId> {
     })
 }
 
-fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+fn session_from(r: &rusqlite::Row<'_>, codecs: &Codecs) -> rusqlite::Result<SessionRow> {
     let api: String = r.get("api")?;
+    let unpack = |blob: Vec<u8>| {
+        codecs.unpack(blob).map(Bytes::from).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })
+    };
     Ok(SessionRow {
         api: api_of(&api)?,
         id: r.get("id")?,
         tenant: r.get("tenant")?,
         version: r.get("version")?,
-        body: Bytes::from(r.get::<_, Vec<u8>>("body")?),
-        doc: r.get::<_, Option<Vec<u8>>>("doc")?.map(Bytes::from),
+        body: unpack(r.get("body")?)?,
+        doc: r
+            .get::<_, Option<Vec<u8>>>("doc")?
+            .map(unpack)
+            .transpose()?,
     })
+}
+
+/// A session row as stored: its documents compressed.
+struct PackedRow {
+    api: ApiId,
+    id: String,
+    tenant: String,
+    version: i64,
+    body: Vec<u8>,
+    doc: Option<Vec<u8>>,
+}
+
+impl PackedRow {
+    fn new(row: &SessionRow, codecs: &Codecs) -> PackedRow {
+        PackedRow {
+            api: row.api,
+            id: row.id.clone(),
+            tenant: row.tenant.clone(),
+            version: row.version,
+            body: codecs.pack(row.api, &row.body),
+            doc: row.doc.as_ref().map(|d| codecs.pack(row.api, d)),
+        }
+    }
 }
 
 fn key_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
@@ -403,7 +448,7 @@ fn key_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     })
 }
 
-fn insert_row(c: &Connection, row: &SessionRow) -> StoreResult<()> {
+fn insert_row(c: &Connection, row: &PackedRow) -> StoreResult<()> {
     let mut st = c
         .prepare_cached(
             "INSERT INTO sessions (api, id, tenant, version, body, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -414,8 +459,8 @@ fn insert_row(c: &Connection, row: &SessionRow) -> StoreResult<()> {
         row.id,
         row.tenant,
         row.version,
-        &row.body[..],
-        row.doc.as_deref()
+        row.body,
+        row.doc
     ]) {
         Ok(_) => Ok(()),
         Err(e) if is_constraint(&e) => Err(StoreError::Conflict),
@@ -501,6 +546,7 @@ impl Store for SqliteStore {
         // One job on the writer thread: the number and the row are kept or undone together
         // (a failed insert rolls back the job's savepoint, and with it the reservation).
         let tenant = tenant.to_owned();
+        let codecs = self.codecs.clone();
         self.write(move |c| {
             let n = c
                 .query_row(
@@ -512,7 +558,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .ok_or(StoreError::NotFound)?;
             let row = build(n);
-            insert_row(c, &row)?;
+            insert_row(c, &PackedRow::new(&row, &codecs))?;
             Ok(row)
         })
         .await
@@ -605,30 +651,43 @@ impl Store for SqliteStore {
     }
 
     async fn insert_session(&self, row: &SessionRow) -> StoreResult<()> {
-        let row = row.clone();
+        let row = PackedRow::new(row, &self.codecs);
         self.write(move |c| insert_row(c, &row)).await
     }
 
     async fn insert_sessions(&self, rows: Vec<SessionRow>) -> StoreResult<()> {
+        let rows = if rows.len() < PARALLEL_PACK {
+            rows.iter()
+                .map(|r| PackedRow::new(r, &self.codecs))
+                .collect()
+        } else {
+            // Compressed on every core, not on the writer thread nor on this async task.
+            let codecs = self.codecs.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            rayon::spawn(move || {
+                use rayon::prelude::*;
+                let packed: Vec<PackedRow> = rows
+                    .par_iter()
+                    .map(|r| PackedRow::new(r, &codecs))
+                    .collect();
+                let _ = tx.send(packed);
+            });
+            rx.await
+                .map_err(|_| StoreError::backend(CommitFailed("compression failed".into())))?
+        };
         // One job, so one savepoint: a conflict anywhere leaves nothing of the batch.
         self.write(move |c| rows.iter().try_for_each(|row| insert_row(c, row)))
             .await
     }
 
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()> {
-        let row = row.clone();
+        let row = PackedRow::new(row, &self.codecs);
         self.write(move |c| {
             let changed = c
                 .execute(
                     "UPDATE sessions SET version = ?3, body = ?4, doc = ?5
                      WHERE api = ?1 AND id = ?2 AND version = ?3 - 1",
-                    params![
-                        row.api.as_str(),
-                        row.id,
-                        row.version,
-                        &row.body[..],
-                        row.doc.as_deref()
-                    ],
+                    params![row.api.as_str(), row.id, row.version, row.body, row.doc],
                 )
                 .map_err(backend)?;
             if changed == 1 {
@@ -671,10 +730,11 @@ impl Store for SqliteStore {
 
     async fn get_session(&self, api: ApiId, id: &str) -> StoreResult<Option<SessionRow>> {
         let id = id.to_owned();
+        let codecs = self.codecs.clone();
         self.read(move |c| {
             c.prepare_cached("SELECT * FROM sessions WHERE api = ?1 AND id = ?2")
                 .and_then(|mut st| {
-                    st.query_row(params![api.as_str(), id], session_from)
+                    st.query_row(params![api.as_str(), id], |r| session_from(r, &codecs))
                         .optional()
                 })
                 .map_err(backend)
@@ -690,6 +750,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Page> {
         let tenant = tenant.to_owned();
+        let codecs = self.codecs.clone();
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
@@ -714,7 +775,7 @@ impl Store for SqliteStore {
                     break;
                 }
                 last_pk = Some(r.get::<_, i64>("pk").map_err(backend)?);
-                out.push(session_from(r).map_err(backend)?);
+                out.push(session_from(r, &codecs).map_err(backend)?);
             }
             Ok(Page {
                 rows: out,

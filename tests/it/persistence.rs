@@ -200,3 +200,101 @@ async fn stopping_closes_idle_keep_alive_connections() {
         assert!(rest.is_empty(), "nothing more after the stop: {rest:?}");
     }
 }
+
+/// The SQLite file as the previous schema version (1) wrote it: every document as plain JSON,
+/// no `codecs` table. Done behind the server's back, through a connection of our own.
+fn downgrade_to_plain_json(db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = conn
+        .prepare("SELECT pk, body, doc FROM sessions")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!rows.is_empty());
+    for (pk, body, doc) in rows {
+        let plain = |blob: Vec<u8>| sessiond::store::read_blob(&conn, blob).unwrap();
+        conn.execute(
+            "UPDATE sessions SET body = ?2, doc = ?3 WHERE pk = ?1",
+            rusqlite::params![pk, plain(body), doc.map(plain)],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("DROP TABLE codecs; PRAGMA user_version = 1;")
+        .unwrap();
+}
+
+/// How many stored session documents are compressed, and how many there are.
+fn compressed_documents(db: &std::path::Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT SUM((substr(body, 1, 1) = x'00') + (doc IS NOT NULL AND substr(doc, 1, 1) = x'00')),
+                SUM(1 + (doc IS NOT NULL))
+         FROM sessions",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// A store written before documents were compressed (schema version 1) opens with this binary:
+/// it is migrated, its plain-JSON rows serve the same bytes, and every new write is compressed.
+#[tokio::test]
+async fn a_store_of_schema_version_1_keeps_serving_its_plain_json_rows() {
+    // A plain test runs on SQLite (compression is the SQLite store's; PostgreSQL compresses
+    // large values itself).
+    let server = TestServer::start().await;
+    let mut acks = Vec::new();
+    for api in ApiId::ALL {
+        acks.push(write_everything(&server, api).await);
+    }
+    let storage = server.stop().await;
+    let db = storage.data_dir().join("sessiond.db");
+    let (compressed, all) = compressed_documents(&db);
+    assert_eq!(compressed, all, "every document is stored compressed");
+    downgrade_to_plain_json(&db);
+    assert_eq!(compressed_documents(&db).0, 0);
+
+    let server = TestServer::start_in(storage).await;
+    for ack in &acks {
+        assert_survived(&server, ack).await;
+        let (id, _) = ack.sessions.iter().next().unwrap();
+        assert!(
+            server
+                .storage()
+                .stored_document(ack.api, id)
+                .await
+                .is_some()
+        );
+    }
+    // A write after the upgrade is compressed, and reads back.
+    let anam = acks.iter().find(|a| a.api == ApiId::Anam).unwrap();
+    let (id, _) = anam.sessions.iter().next().unwrap();
+    let patched = server
+        .patch_session(ApiId::Anam, id, fixtures::labelled(ApiId::Anam, "upgraded"))
+        .await
+        .expect(200);
+    let public = server
+        .public_get(ApiId::Anam, id, Some(&anam.live_key))
+        .await
+        .expect(200);
+    assert_eq!(public.body, patched.body);
+    let storage = server.stop().await;
+    let conn = rusqlite::Connection::open(storage.data_dir().join("sessiond.db")).unwrap();
+    let (body_tag, doc_tag): (Vec<u8>, Option<Vec<u8>>) = conn
+        .query_row(
+            "SELECT substr(body, 1, 1), substr(doc, 1, 1) FROM sessions WHERE api = 'anam' AND id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(body_tag, [0], "the patched body is compressed");
+    assert!(
+        doc_tag.as_ref().is_none_or(|t| t == &[0]),
+        "and so is its document"
+    );
+    // Nothing else was rewritten.
+    let (compressed, _) = compressed_documents(&storage.data_dir().join("sessiond.db"));
+    assert_eq!(compressed, 1 + i64::from(doc_tag.is_some()));
+}

@@ -184,7 +184,10 @@ impl Storage {
                 |r| r.get(0),
             )
             .ok();
-        bytes.map(|b| serde_json::from_slice(&b).expect("the stored document is JSON"))
+        bytes.map(|b| {
+            let json = sessiond::store::read_blob(&conn, b).expect("a readable stored blob");
+            serde_json::from_slice(&json).expect("the stored document is JSON")
+        })
     }
 
     /// Makes the store fail every query from now on while the server keeps running: the tables
