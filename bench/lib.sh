@@ -151,6 +151,8 @@ tree_ticks() {
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# resident FILE: how much of FILE is in the OS page cache, e.g. "5.1G of 5.2G" (fincore, util-linux).
+resident() { echo "$(fincore --noheadings --output RES "$1" | tr -d " ") of $(du -h --apparent-size "$1" | cut -f1)"; }
 # core_jiffies N: "total idle" jiffies of core N.
 core_jiffies() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat

@@ -11,7 +11,8 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -69,6 +70,9 @@ struct Readers {
     path: PathBuf,
     queue: Mutex<ReadQueue>,
     wake: Condvar,
+    /// Of a thousand recent reads, how many blocked on the disk (a moving average, over the
+    /// reader threads' batches and the reads run inline).
+    blocked_permille: AtomicU64,
 }
 
 #[derive(Default)]
@@ -79,15 +83,7 @@ struct ReadQueue {
     idle: usize,
     /// Reader threads running or starting.
     threads: usize,
-    /// Of a thousand recent reads, how many blocked on the disk (moving average over batches).
-    blocked_permille: u64,
     closed: bool,
-}
-
-impl ReadQueue {
-    fn disk_bound(&self) -> bool {
-        self.blocked_permille >= DISK_BOUND_PERMILLE
-    }
 }
 
 /// Voluntary context switches of the calling thread so far (0 if the OS will not say).
@@ -97,6 +93,55 @@ fn blocking_waits() -> u64 {
 }
 
 impl Readers {
+    /// Whether recent reads blocked on the disk.
+    fn disk_bound(&self) -> bool {
+        self.blocked_permille.load(Ordering::Relaxed) >= DISK_BOUND_PERMILLE
+    }
+
+    /// Folds `ran` reads, `blocked` of which blocked on the disk, into the moving average.
+    /// (Concurrent updates may lose one another's: the average only steers, it does not count.)
+    fn count_blocked(&self, ran: u64, blocked: u64) {
+        if let Some(permille) = (blocked * 1000).checked_div(ran) {
+            let old = self.blocked_permille.load(Ordering::Relaxed);
+            let new = (old * 7 + permille.min(1000)) / 8;
+            self.blocked_permille.store(new, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `read` on the calling thread, on a connection of that thread's own, and counts
+    /// whether it blocked; `Err(panic)` if it panicked. `read` comes back if no connection
+    /// could be opened.
+    fn inline<T, F: FnOnce(&Connection) -> T>(
+        self: &Arc<Self>,
+        read: F,
+    ) -> Result<std::thread::Result<T>, F> {
+        thread_local! {
+            /// The calling thread's connection to each open store (a process may open several).
+            static CONNECTIONS: std::cell::RefCell<Vec<(Weak<Readers>, Connection)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        CONNECTIONS.with_borrow_mut(|conns| {
+            // Connections to stores that were closed go with them.
+            conns.retain(|(store, _)| store.strong_count() > 0);
+            let me = Arc::downgrade(self);
+            let at = match conns.iter().position(|(store, _)| store.ptr_eq(&me)) {
+                Some(at) => at,
+                None => match open_reader(&self.path) {
+                    Ok(conn) => {
+                        conns.push((me, conn));
+                        conns.len() - 1
+                    }
+                    Err(_) => return Err(read),
+                },
+            };
+            let conn = &conns[at].1;
+            let waits = blocking_waits();
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(conn)));
+            self.count_blocked(1, blocking_waits().saturating_sub(waits));
+            Ok(out)
+        })
+    }
+
     fn submit(self: &Arc<Self>, job: ReadJob) {
         let now = Instant::now();
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -106,7 +151,7 @@ impl Readers {
             return;
         }
         let waited = q.jobs.front().map_or(Duration::ZERO, |(at, _)| now - *at);
-        if q.threads < MAX_READERS && waited >= GROW_AFTER && q.disk_bound() {
+        if q.threads < MAX_READERS && waited >= GROW_AFTER && self.disk_bound() {
             q.threads += 1;
             let id = q.threads;
             drop(q);
@@ -145,10 +190,8 @@ impl Readers {
         let (mut ran, mut blocked) = (0u64, 0u64);
         loop {
             {
+                self.count_blocked(ran, blocked);
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(permille) = (blocked * 1000).checked_div(ran) {
-                    q.blocked_permille = (q.blocked_permille * 7 + permille.min(1000)) / 8;
-                }
                 while q.jobs.is_empty() && !q.closed {
                     q.idle += 1;
                     let (guard, timeout) = self
@@ -170,7 +213,7 @@ impl Readers {
                 let n = q
                     .jobs
                     .len()
-                    .min(if q.disk_bound() { 1 } else { READ_BATCH });
+                    .min(if self.disk_bound() { 1 } else { READ_BATCH });
                 batch.extend(q.jobs.drain(..n).map(|(_, job)| job));
                 if !q.jobs.is_empty() && q.idle > 0 {
                     self.wake.notify_one();
@@ -316,6 +359,7 @@ impl SqliteStore {
                 ..ReadQueue::default()
             }),
             wake: Condvar::new(),
+            blocked_permille: AtomicU64::new(0),
         });
         for i in 1..=MIN_READERS {
             // Opened here, so that a file that cannot be read fails `open`.
@@ -363,7 +407,32 @@ impl SqliteStore {
             .map_err(|_| StoreError::backend(CommitFailed("write abandoned".into())))?
     }
 
+    /// Runs `f` on a reader connection. While reads are served from memory (the store is in the
+    /// OS page cache), that is on the calling thread: a read then takes microseconds, less than
+    /// the two thread switches of handing it to a reader thread and back, which were most of a
+    /// cache miss's CPU. Once reads block on the disk, a read that waits would stall every
+    /// connection of the calling (runtime) thread, so they go to the reader threads, which
+    /// many reads can wait on side by side. Both kinds count their blocking, so the choice
+    /// follows the store's state either way.
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if !self.readers.disk_bound() {
+            match self.readers.inline(f) {
+                Ok(Ok(out)) => return out,
+                // A read that panics is an error, as on a reader thread.
+                Ok(Err(_panic)) => return Err(StoreError::backend(ReadFailed)),
+                // No connection here: the reader threads have theirs.
+                Err(f) => return self.read_on_readers(f).await,
+            }
+        }
+        self.read_on_readers(f).await
+    }
+
+    /// Runs `f` on a reader thread.
+    async fn read_on_readers<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -808,7 +877,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         let readers = &store.readers;
         assert_eq!(threads(&store), MIN_READERS);
-        let disk_bound = || readers.queue.lock().unwrap().disk_bound();
+        let disk_bound = || readers.disk_bound();
         assert!(!disk_bound(), "a new store assumes reads from memory");
 
         // Reads that sleep teach the readers that reads block. Each reader folds its last
@@ -877,13 +946,79 @@ mod tests {
             let reads: Vec<_> = (0..500)
                 .map(|_| {
                     let store = store.clone();
-                    tokio::spawn(async move { store.get_session(ApiId::Anam, "x").await })
+                    tokio::spawn(async move {
+                        store
+                            .read_on_readers(|c| {
+                                c.query_row("SELECT COUNT(*) FROM sessions", [], |r| {
+                                    r.get::<_, i64>(0)
+                                })
+                                .map_err(backend)
+                            })
+                            .await
+                    })
                 })
                 .collect();
             for read in reads {
-                assert!(read.await.unwrap().unwrap().is_none());
+                assert_eq!(read.await.unwrap().unwrap(), 0);
             }
         }
         assert_eq!(threads(&store), MIN_READERS);
+    }
+
+    /// The name of the thread a read ran on.
+    async fn read_thread(store: &SqliteStore) -> String {
+        store
+            .read(|_| Ok(std::thread::current().name().unwrap_or("").to_owned()))
+            .await
+            .unwrap()
+    }
+
+    /// While reads do not block, a read runs on the calling thread (no switch to a reader
+    /// and back); once they block on the disk, on the reader threads, and inline again once they
+    /// stop blocking. A read that panics is an error, and the connection stays usable.
+    #[test]
+    fn reads_run_inline_until_they_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        // A current-thread runtime polls on this thread.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let caller = std::thread::current().name().unwrap().to_owned();
+        rt.block_on(async {
+            assert_eq!(read_thread(&store).await, caller);
+            let session = store.get_session(ApiId::Anam, "x").await.unwrap();
+            assert!(session.is_none());
+
+            // Inline reads that block (sleeping is a voluntary switch, as a disk read is)
+            // soon send reads to the reader threads.
+            let mut blocked = 0;
+            while !store.readers.disk_bound() {
+                assert!(blocked < 1000, "blocking inline reads never counted");
+                store
+                    .read(|_| {
+                        std::thread::sleep(Duration::from_millis(1));
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                blocked += 1;
+            }
+            assert!(read_thread(&store).await.starts_with("sqlite-reader-"));
+
+            // Reads that do not block bring them back.
+            let mut fast = 0;
+            while store.readers.disk_bound() {
+                assert!(fast < 1000, "fast reads never counted");
+                read_thread(&store).await;
+                fast += 1;
+            }
+            assert_eq!(read_thread(&store).await, caller);
+
+            let panicked = store.read::<(), _>(|_| panic!("a bug in a read")).await;
+            assert!(matches!(panicked, Err(StoreError::Backend(_))));
+            // (Printing the panic may have blocked, so the next read may run on a reader.)
+            assert!(store.get_session(ApiId::Anam, "x").await.unwrap().is_none());
+        });
     }
 }
