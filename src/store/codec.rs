@@ -83,10 +83,13 @@ fn api_index(api: ApiId) -> usize {
 impl Codecs {
     /// Records this binary's dictionaries in the database (on the writer's connection, once
     /// the schema is current) and loads every dictionary the database has.
-    pub fn load(conn: &Connection) -> anyhow::Result<Codecs> {
+    pub fn load(conn: &mut Connection) -> anyhow::Result<Codecs> {
+        // Holding the write lock: two processes opening a new database at once (a server and
+        // the CLI) must not both give one id to different dictionaries.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for api in ApiId::ALL {
             let (name, dict) = embedded(api);
-            let known: Option<Vec<u8>> = conn
+            let known: Option<Vec<u8>> = tx
                 .query_row("SELECT dict FROM codecs WHERE name = ?1", [name], |r| {
                     r.get(0)
                 })
@@ -98,11 +101,11 @@ impl Codecs {
                 ),
                 None => {
                     let next: i64 =
-                        conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM codecs", [], |r| {
+                        tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM codecs", [], |r| {
                             r.get(0)
                         })?;
                     anyhow::ensure!(next <= 255, "no codec id left for dictionary `{name}`");
-                    conn.execute(
+                    tx.execute(
                         "INSERT INTO codecs (id, api, name, dict) VALUES (?1, ?2, ?3, ?4)",
                         params![next, api.as_str(), name, dict],
                     )?;
@@ -111,7 +114,7 @@ impl Codecs {
         }
         let mut by_id: Vec<Option<Codec>> = (0..256).map(|_| None).collect();
         let mut current = [0u8; ApiId::ALL.len()];
-        let mut st = conn.prepare("SELECT id, api, name, dict FROM codecs")?;
+        let mut st = tx.prepare("SELECT id, api, name, dict FROM codecs")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
@@ -132,6 +135,9 @@ impl Codecs {
                 ddict: DDict::create(&dict),
             });
         }
+        drop(rows);
+        drop(st);
+        tx.commit()?;
         Ok(Codecs { by_id, current })
     }
 
@@ -160,15 +166,20 @@ impl Codecs {
         })
     }
 
-    /// The JSON bytes of a stored blob.
-    pub fn unpack(&self, blob: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    /// The JSON bytes of a stored blob read through `conn`. A blob of a dictionary this store
+    /// did not have when it was opened (written since by a newer sessiond sharing the file) is
+    /// decoded with the dictionary `conn` finds in the database.
+    pub fn unpack(&self, blob: Vec<u8>, conn: &Connection) -> Result<Vec<u8>, CodecError> {
         let Some((id, frame)) = split(&blob)? else {
             return Ok(blob); // plain JSON
         };
-        let codec = self.by_id[id as usize]
-            .as_ref()
-            .ok_or(CodecError::UnknownCodec(id))?;
-        unpack_frame(frame, &codec.ddict)
+        match &self.by_id[id as usize] {
+            Some(codec) => unpack_frame(frame, &codec.ddict),
+            None => {
+                let dict = stored_dict(conn, id)?;
+                unpack_frame(frame, &DDict::create(&dict))
+            }
+        }
     }
 }
 
@@ -197,17 +208,25 @@ fn unpack_frame(frame: &[u8], ddict: &DDict<'_>) -> Result<Vec<u8>, CodecError> 
     Ok(out)
 }
 
+/// Dictionary `id` as the database has it.
+fn stored_dict(conn: &Connection, id: u8) -> Result<Vec<u8>, CodecError> {
+    conn.query_row("SELECT dict FROM codecs WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
+        .ok()
+        .flatten()
+        .ok_or(CodecError::UnknownCodec(id))
+}
+
 /// The JSON bytes of a blob read from a `sessions` row through any connection to a sessiond
 /// database (for tools and tests that read the file behind the server's back).
 pub fn read_blob(conn: &Connection, blob: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let Some((id, frame)) = split(&blob)? else {
         return Ok(blob);
     };
-    let dict: Vec<u8> = conn
-        .query_row("SELECT dict FROM codecs WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?
-        .ok_or(CodecError::UnknownCodec(id))?;
-    Ok(unpack_frame(frame, &DDict::create(&dict))?)
+    Ok(unpack_frame(
+        frame,
+        &DDict::create(&stored_dict(conn, id)?),
+    )?)
 }
 
 #[cfg(test)]
@@ -215,10 +234,10 @@ mod tests {
     use super::*;
 
     fn codecs() -> (Connection, Codecs) {
-        let conn = Connection::open_in_memory().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0002_codecs.sql"))
             .unwrap();
-        let codecs = Codecs::load(&conn).unwrap();
+        let codecs = Codecs::load(&mut conn).unwrap();
         (conn, codecs)
     }
 
@@ -248,7 +267,7 @@ mod tests {
                     blob.len(),
                     doc.len()
                 );
-                assert_eq!(codecs.unpack(blob.clone()).unwrap(), doc);
+                assert_eq!(codecs.unpack(blob.clone(), &conn).unwrap(), doc);
                 assert_eq!(read_blob(&conn, blob).unwrap(), doc);
             }
         }
@@ -256,30 +275,30 @@ mod tests {
 
     #[test]
     fn a_document_unlike_the_dictionary_still_round_trips() {
-        let (_, codecs) = codecs();
+        let (conn, codecs) = codecs();
         let odd: Vec<u8> = format!(r#"{{"x":"{}"}}"#, r"é ☃ \u0000 ".repeat(200)).into_bytes();
         for api in ApiId::ALL {
             for doc in [DOC, &odd[..]] {
-                assert_eq!(codecs.unpack(codecs.pack(api, doc)).unwrap(), doc);
+                assert_eq!(codecs.unpack(codecs.pack(api, doc), &conn).unwrap(), doc);
             }
         }
     }
 
     #[test]
     fn plain_json_blobs_are_read_as_they_are() {
-        let (_, codecs) = codecs();
-        assert_eq!(codecs.unpack(DOC.to_vec()).unwrap(), DOC);
+        let (conn, codecs) = codecs();
+        assert_eq!(codecs.unpack(DOC.to_vec(), &conn).unwrap(), DOC);
         // Too short to gain anything: stored as it is.
         assert_eq!(codecs.pack(ApiId::Anam, b"{}"), b"{}");
     }
 
     #[test]
     fn loading_again_keeps_the_ids_and_reads_old_blobs() {
-        let (conn, first) = codecs();
+        let (mut conn, first) = codecs();
         let blob = first.pack(ApiId::Alcamine, DOC);
-        let again = Codecs::load(&conn).unwrap();
+        let again = Codecs::load(&mut conn).unwrap();
         assert_eq!(again.current, first.current);
-        assert_eq!(again.unpack(blob).unwrap(), DOC);
+        assert_eq!(again.unpack(blob, &conn).unwrap(), DOC);
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM codecs", [], |r| r.get(0))
             .unwrap();
@@ -288,39 +307,55 @@ mod tests {
 
     #[test]
     fn a_changed_dictionary_under_an_old_name_is_refused() {
-        let (conn, _) = codecs();
+        let (mut conn, _) = codecs();
         conn.execute("UPDATE codecs SET dict = x'00' WHERE name = 'anam-1'", [])
             .unwrap();
-        let err = Codecs::load(&conn).err().expect("refused").to_string();
+        let err = Codecs::load(&mut conn).err().expect("refused").to_string();
         assert!(err.contains("anam-1"), "{err}");
+    }
+
+    /// A dictionary that another process (a newer sessiond sharing the file) recorded after this
+    /// store was opened is found in the database.
+    #[test]
+    fn a_dictionary_recorded_later_is_read_from_the_database() {
+        let (conn, codecs) = codecs();
+        let (_, anam) = embedded(ApiId::Anam);
+        conn.execute(
+            "INSERT INTO codecs (id, api, name, dict) VALUES (42, 'anam', 'anam-2', ?1)",
+            [anam],
+        )
+        .unwrap();
+        let mut blob = codecs.pack(ApiId::Anam, DOC);
+        blob[1] = 42; // the same dictionary's bytes, under the new id
+        assert_eq!(codecs.unpack(blob, &conn).unwrap(), DOC);
     }
 
     #[test]
     fn damaged_blobs_are_errors_not_garbage() {
-        let (_, codecs) = codecs();
+        let (conn, codecs) = codecs();
         let blob = codecs.pack(ApiId::Opencx, DOC);
         let mut unknown = blob.clone();
         unknown[1] = 200;
         assert!(matches!(
-            codecs.unpack(unknown),
+            codecs.unpack(unknown, &conn),
             Err(CodecError::UnknownCodec(200))
         ));
         let mut truncated = blob.clone();
         truncated.truncate(blob.len() - 3);
         assert!(matches!(
-            codecs.unpack(truncated),
+            codecs.unpack(truncated, &conn),
             Err(CodecError::Corrupt(_))
         ));
         let mut flipped = blob.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        // A flipped byte either fails to decode or decodes to other bytes of the same length;
-        // zstd has no checksum here, SQLite's own page checks are the integrity layer.
-        if let Ok(bytes) = codecs.unpack(flipped) {
+        // A flipped byte either fails to decode or decodes to other bytes of the same length:
+        // frames carry no checksum (4 bytes a document), as a plain JSON row has none either.
+        if let Ok(bytes) = codecs.unpack(flipped, &conn) {
             assert_eq!(bytes.len(), DOC.len());
         }
         assert!(matches!(
-            codecs.unpack(vec![TAG]),
+            codecs.unpack(vec![TAG], &conn),
             Err(CodecError::Corrupt(_))
         ));
     }

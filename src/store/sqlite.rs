@@ -351,7 +351,7 @@ impl SqliteStore {
         configure(&writer, WRITER_CACHE_KIB)?;
         migrate(&mut writer)?;
         let codecs =
-            Arc::new(Codecs::load(&writer).context("loading the compression dictionaries")?);
+            Arc::new(Codecs::load(&mut writer).context("loading the compression dictionaries")?);
         let readers = Arc::new(Readers {
             path: path.to_owned(),
             queue: Mutex::new(ReadQueue {
@@ -459,10 +459,15 @@ fn api_of(s: &str) -> rusqlite::Result<ApiId> {
     })
 }
 
-fn session_from(r: &rusqlite::Row<'_>, codecs: &Codecs) -> rusqlite::Result<SessionRow> {
+/// A session row read through `conn` (whose `codecs` table names any codec that `codecs` lacks).
+fn session_from(
+    r: &rusqlite::Row<'_>,
+    codecs: &Codecs,
+    conn: &Connection,
+) -> rusqlite::Result<SessionRow> {
     let api: String = r.get("api")?;
     let unpack = |blob: Vec<u8>| {
-        codecs.unpack(blob).map(Bytes::from).map_err(|e| {
+        codecs.unpack(blob, conn).map(Bytes::from).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
         })
     };
@@ -803,7 +808,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached("SELECT * FROM sessions WHERE api = ?1 AND id = ?2")
                 .and_then(|mut st| {
-                    st.query_row(params![api.as_str(), id], |r| session_from(r, &codecs))
+                    st.query_row(params![api.as_str(), id], |r| session_from(r, &codecs, c))
                         .optional()
                 })
                 .map_err(backend)
@@ -844,7 +849,7 @@ impl Store for SqliteStore {
                     break;
                 }
                 last_pk = Some(r.get::<_, i64>("pk").map_err(backend)?);
-                out.push(session_from(r, &codecs).map_err(backend)?);
+                out.push(session_from(r, &codecs, c).map_err(backend)?);
             }
             Ok(Page {
                 rows: out,
