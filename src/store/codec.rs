@@ -25,7 +25,7 @@ use crate::vendor::ApiId;
 /// First byte of a compressed blob. JSON text starts with `{` (or whitespace), never with 0.
 const TAG: u8 = 0;
 /// Compression level. With these dictionaries, on generated sessions of another seed than they
-/// were trained on, level 1 compressed as well as 2 (3.1–4.5 x) and 5–20 % faster than 3.
+/// were trained on, level 1 compressed as well as 2 and 5–20 % faster than 3.
 const LEVEL: i32 = 1;
 /// Largest document a frame may claim to hold: a corrupt length must not allocate gigabytes.
 const MAX_DOCUMENT: u64 = 64 << 20;
