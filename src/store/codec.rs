@@ -11,8 +11,9 @@
 //! dictionary it ever used, so a later binary with new dictionaries still reads every row, and
 //! the database file stays readable without this binary's copy of them.
 //!
-//! Compression happens off the writer thread (on the caller, or on every core for batches), and
-//! decompression on the reader threads; the session cache holds the plain bytes, so a cached GET
+//! Compression happens off the writer thread (on the caller, or on every core for batches; only a
+//! numbered OpenCX create, whose document is built from its number, is compressed on the writer),
+//! and decompression where the read runs; the session cache holds the plain bytes, so a cached GET
 //! never sees a compressed blob.
 
 use std::cell::RefCell;
@@ -175,10 +176,7 @@ impl Codecs {
         };
         match &self.by_id[id as usize] {
             Some(codec) => unpack_frame(frame, &codec.ddict),
-            None => {
-                let dict = stored_dict(conn, id)?;
-                unpack_frame(frame, &DDict::create(&dict))
-            }
+            None => unpack_with_stored_dict(conn, id, frame),
         }
     }
 }
@@ -208,13 +206,15 @@ fn unpack_frame(frame: &[u8], ddict: &DDict<'_>) -> Result<Vec<u8>, CodecError> 
     Ok(out)
 }
 
-/// Dictionary `id` as the database has it.
-fn stored_dict(conn: &Connection, id: u8) -> Result<Vec<u8>, CodecError> {
-    conn.query_row("SELECT dict FROM codecs WHERE id = ?1", [id], |r| r.get(0))
+/// Decodes `frame` with dictionary `id` as the database behind `conn` has it.
+fn unpack_with_stored_dict(conn: &Connection, id: u8, frame: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let dict: Vec<u8> = conn
+        .query_row("SELECT dict FROM codecs WHERE id = ?1", [id], |r| r.get(0))
         .optional()
         .ok()
         .flatten()
-        .ok_or(CodecError::UnknownCodec(id))
+        .ok_or(CodecError::UnknownCodec(id))?;
+    unpack_frame(frame, &DDict::create(&dict))
 }
 
 /// The JSON bytes of a blob read from a `sessions` row through any connection to a sessiond
@@ -223,10 +223,7 @@ pub fn read_blob(conn: &Connection, blob: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let Some((id, frame)) = split(&blob)? else {
         return Ok(blob);
     };
-    Ok(unpack_frame(
-        frame,
-        &DDict::create(&stored_dict(conn, id)?),
-    )?)
+    Ok(unpack_with_stored_dict(conn, id, frame)?)
 }
 
 #[cfg(test)]

@@ -123,12 +123,12 @@ impl Readers {
         CONNECTIONS.with_borrow_mut(|conns| {
             // Connections to stores that were closed go with them.
             conns.retain(|(store, _)| store.strong_count() > 0);
-            let me = Arc::downgrade(self);
-            let at = match conns.iter().position(|(store, _)| store.ptr_eq(&me)) {
+            let me = Arc::as_ptr(self);
+            let at = match conns.iter().position(|(store, _)| store.as_ptr() == me) {
                 Some(at) => at,
                 None => match open_reader(&self.path) {
                     Ok(conn) => {
-                        conns.push((me, conn));
+                        conns.push((Arc::downgrade(self), conn));
                         conns.len() - 1
                     }
                     Err(_) => return Err(read),
@@ -419,15 +419,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        if !self.readers.disk_bound() {
+        let f = if self.readers.disk_bound() {
+            f
+        } else {
             match self.readers.inline(f) {
                 Ok(Ok(out)) => return out,
                 // A read that panics is an error, as on a reader thread.
                 Ok(Err(_panic)) => return Err(StoreError::backend(ReadFailed)),
                 // No connection here: the reader threads have theirs.
-                Err(f) => return self.read_on_readers(f).await,
+                Err(f) => f,
             }
-        }
+        };
         self.read_on_readers(f).await
     }
 
@@ -618,7 +620,8 @@ impl Store for SqliteStore {
         build: BuildRow,
     ) -> StoreResult<SessionRow> {
         // One job on the writer thread: the number and the row are kept or undone together
-        // (a failed insert rolls back the job's savepoint, and with it the reservation).
+        // (a failed insert rolls back the job's savepoint, and with it the reservation). The
+        // row is built from the number, so it is compressed here, on the writer thread.
         let tenant = tenant.to_owned();
         let codecs = self.codecs.clone();
         self.write(move |c| {
