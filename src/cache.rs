@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use quick_cache::sync::Cache;
@@ -192,11 +192,35 @@ impl CachedKey {
     }
 }
 
+/// Milliseconds on a monotonic clock, read as cheaply as the OS allows: every cached GET checks a
+/// key's age. The key TTL is seconds long, so Linux's coarse clock (it advances once per kernel
+/// tick, 1–4 ms, and is read from memory without the TSC) is precise enough.
+fn coarse_millis() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::time::{ClockId, clock_gettime};
+        // It cannot fail for this clock on Linux; if it did, every key would count as expired
+        // and be checked against the store again, which is safe.
+        clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE).map_or(u64::MAX, |t| {
+            (t.tv_sec() as u64).saturating_mul(1000) + t.tv_nsec() as u64 / 1_000_000
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+    }
+}
+
 /// Keys by hash. Entries are re-checked against the store after `ttl`, so a revocation made by
 /// another process (the offline CLI, another node) takes effect within `ttl` even if no
 /// invalidation reaches this one.
 pub struct KeyCache {
-    map: RwLock<HashMap<[u8; 32], (CachedKey, Instant), DigestHasher>>,
+    /// Each key with the [`coarse_millis`] until which it is fresh.
+    map: RwLock<HashMap<[u8; 32], (CachedKey, u64), DigestHasher>>,
     epoch: Mutex<u64>,
     ttl: Duration,
 }
@@ -212,10 +236,15 @@ impl KeyCache {
 
     /// The cached key, if present and fresh.
     pub fn get(&self, hash: &[u8; 32]) -> Option<CachedKey> {
+        self.with(hash, CachedKey::clone)
+    }
+
+    /// `f` of the cached key, if present and fresh, under the map's read lock (the read path
+    /// uses it without cloning the key's tenant).
+    pub fn with<R>(&self, hash: &[u8; 32], f: impl FnOnce(&CachedKey) -> R) -> Option<R> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        map.get(hash)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(k, _)| k.clone())
+        let (key, fresh_until) = map.get(hash)?;
+        (coarse_millis() < *fresh_until).then(|| f(key))
     }
 
     pub fn ticket(&self) -> u64 {
@@ -223,12 +252,14 @@ impl KeyCache {
     }
 
     pub fn fill(&self, ticket: u64, key: CachedKey) {
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let fresh_until = coarse_millis().saturating_add(ttl);
         let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
         if *epoch == ticket {
             self.map
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(key.hash, (key, Instant::now()));
+                .insert(key.hash, (key, fresh_until));
         }
     }
 

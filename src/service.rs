@@ -234,17 +234,20 @@ impl Service {
             return Some(Err(PublicError::MissingCredential));
         };
         let hash = auth::hash_key(key);
-        let cached = self.keys.get(&hash)?;
-        if let Err(e) = cached.admits(api, &hash) {
-            return Some(Err(e));
-        }
-        if let Err(e) = check_public_id(api, id) {
-            return Some(Err(e));
-        }
-        match self.sessions.get(api, id) {
-            Some(s) if *s.tenant == *cached.tenant => Some(Ok(s.body)),
-            _ => None,
-        }
+        self.keys
+            .with(&hash, |cached| {
+                if let Err(e) = cached.admits(api, &hash) {
+                    return Some(Err(e));
+                }
+                if let Err(e) = check_public_id(api, id) {
+                    return Some(Err(e));
+                }
+                match self.sessions.get(api, id) {
+                    Some(s) if *s.tenant == *cached.tenant => Some(Ok(s.body)),
+                    _ => None,
+                }
+            })
+            .flatten()
     }
 
     /// The public GET: the stored body of session `id` of `api`, if `key` may read it.

@@ -125,10 +125,8 @@ impl PublicRoutes {
         let start = self.log.then(Instant::now);
         let path = request.uri().path();
         let Some((index, raw_id)) = self
-            .routes
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| r.id(path).map(|id| (i, id)))
+            .candidate(path)
+            .and_then(|i| self.routes[i].id(path).map(|id| (i, id)))
         else {
             return self.done(start, &request, None, self.not_found(path));
         };
@@ -171,6 +169,24 @@ impl PublicRoutes {
             }
             Ok(response)
         }))
+    }
+
+    /// The only route `path` can match. On the combined listener that is the route of the api
+    /// `/{api}/…` names, told apart by where the second `/` is and the first letter, so one
+    /// prefix is compared instead of up to five (callgrind: a search for the `/` cost more).
+    fn candidate(&self, path: &str) -> Option<usize> {
+        match self.fallback {
+            Fallback::Api => Some(0),
+            Fallback::Combined => {
+                let path = path.as_bytes();
+                self.routes.iter().position(|r| {
+                    let name = r.api.as_str().as_bytes();
+                    path.get(name.len() + 1) == Some(&b'/')
+                        && path.get(1) == Some(&name[0])
+                        && path[..=name.len()].ends_with(name)
+                })
+            }
+        }
     }
 
     fn not_found(&self, path: &str) -> PublicResponse {
