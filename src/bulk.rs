@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use crate::service::{AdminError, BatchError, NewSession, Origin, PreparedBatch, Service};
+use crate::service::{AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, Service};
 use crate::store::{KeyRow, StoreError};
 use crate::vendor::ApiId;
 use crate::vendor::fake::Fake;
@@ -86,7 +86,7 @@ pub async fn seed(
                 NewSession {
                     api,
                     tenant: tenant.to_owned(),
-                    doc: profile.generate(&mut Fake { rng: &mut rng }, tenant),
+                    doc: NewDoc::Parsed(profile.generate(&mut Fake { rng: &mut rng }, tenant)),
                 }
             })
             .collect();
@@ -205,14 +205,43 @@ enum Line {
         #[serde(default)]
         revoked: bool,
     },
+    /// Read by [`parse_line`] itself.
+    #[serde(skip_deserializing)]
     Session {
         api: ApiId,
         tenant: String,
-        session: Value,
+        session: NewDoc,
     },
 }
 
+/// A session record, its document kept as text (checked to be JSON, not parsed into a tree).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRecord {
+    #[expect(dead_code, reason = "only matched: `session` is its one value")]
+    kind: SessionKind,
+    api: ApiId,
+    tenant: String,
+    session: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SessionKind {
+    Session,
+}
+
 fn parse_line(text: &str) -> Result<Line, String> {
+    // Nearly every line is a session: read as one without building its document's tree, which
+    // is parsed where it is checked (see `NewDoc::Text`). Any other line, or a session line
+    // this does not take, goes the general way below, whose errors name what is wrong.
+    if let Ok(r) = serde_json::from_str::<SessionRecord>(text) {
+        return Ok(Line::Session {
+            api: r.api,
+            tenant: r.tenant,
+            session: NewDoc::Text(r.session),
+        });
+    }
     let mut value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if value.get("kind") == Some(&Value::from("session")) {
         let obj = value.as_object_mut().expect("has a key, so an object");
@@ -230,7 +259,7 @@ fn parse_line(text: &str) -> Result<Line, String> {
         return Ok(Line::Session {
             api,
             tenant,
-            session,
+            session: NewDoc::Parsed(session),
         });
     }
     serde_json::from_value(value).map_err(|e| e.to_string())
