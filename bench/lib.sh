@@ -116,6 +116,19 @@ cargo_release() {
 # The machine
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# cpu_speed: MB/s of `sha256sum` over 256 MiB of zeros on the load core, the median of 3 — a fixed
+# single-core workload, so runs on other days (this VM's speed has been seen to halve) compare.
+cpu_speed() {
+    local -a rates=()
+    local t0 t1
+    for _ in 1 2 3; do
+        t0=$(date +%s%N)
+        head -c 268435456 /dev/zero | taskset -c "${LOAD_CORE:-1}" sha256sum >/dev/null
+        t1=$(date +%s%N)
+        rates+=("$(calc '%.0f' "256 * 1.048576 / (($t1 - $t0) / 1e9)")")
+    done
+    median "${rates[@]}"
+}
 cpu_model() { awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo; }
 mem_gib() { awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo; }
 os_name() { (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}"); }

@@ -368,6 +368,7 @@ machine_section() {
     emit "| load generator | $(wrk_version)$(command -v oha >/dev/null && echo ", $(oha --version 2>/dev/null | head -1) (fixed-rate runs)") |"
     emit "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml') |"
     emit "| load average at start (1/5/15 min) | $(loadavg) |"
+    emit "| CPU speed reference: \`sha256sum\` of 256 MiB of zeros on one core, median of 3 | $(cpu_speed) MB/s |"
     emit ""
 }
 
