@@ -415,10 +415,11 @@ pub async fn import(
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
     // Batch N is stored (on the store's writer) while batch N+1 is read and checked.
-    let mut storing = Storing::new(service, |lines: &Vec<u64>, e| BulkError::Line {
+    let fail = |lines: &Vec<u64>, e: BatchError| BulkError::Line {
         line: lines[e.index],
         message: describe(&e.error),
-    });
+    };
+    let mut storing = Storing::new(service, fail);
     let mut totals = Totals::default();
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
@@ -429,7 +430,19 @@ pub async fn import(
         // (A chunk may be empty: blank lines only, or the lines before a bad one.)
         while chunk.is_empty() {
             match records.recv().await {
-                Some(next) => chunk = next?.into(),
+                Some(Ok(next)) => chunk = next.into(),
+                Some(Err(unreadable)) => {
+                    // Name the first bad line: a session before the unreadable one may be bad
+                    // too (its batch was not checked yet), or the batch being stored may fail.
+                    storing.settle().await?;
+                    if !batch.is_empty() {
+                        service
+                            .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
+                            .await
+                            .map_err(|e| fail(&batch_lines, e))?;
+                    }
+                    return Err(unreadable);
+                }
                 None => {
                     return Err(BulkError::Io(std::io::Error::other(
                         "the reader thread stopped",

@@ -533,9 +533,14 @@ impl Service {
             let doc = match item.doc {
                 NewDoc::Parsed(doc) => doc,
                 NewDoc::Text(text) => serde_json::from_str(text.get()).map_err(|e| {
+                    // (It is JSON, so only a limit can refuse it: a number out of range.)
+                    let message = e.to_string();
+                    let at = format!(" at line {} column {}", e.line(), e.column());
+                    let message = message.strip_suffix(&at).unwrap_or(&message);
+                    let message = format!("{message} (column {} of the document)", e.column());
                     fail(
                         index,
-                        AdminError::Invalid(vec![Violation::new("", e.to_string())]),
+                        AdminError::Invalid(vec![Violation::new("", message)]),
                     )
                 })?,
             };

@@ -28,6 +28,7 @@ per_backend!(
     a_broken_line_is_named_and_nothing_of_its_batch_is_stored,
     a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_sessions,
     a_broken_first_line_is_named_and_blank_lines_are_skipped,
+    the_first_bad_line_is_named_though_a_later_one_is_unreadable,
     an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
@@ -436,8 +437,12 @@ async fn imported_tickets_continue_after_the_highest_without_a_sequence_field() 
 /// A way to break a session line of an Anam export.
 type Breakage = (&'static str, fn(&str) -> String);
 
-const BREAKAGES: [Breakage; 4] = [
+const BREAKAGES: [Breakage; 5] = [
     ("malformed JSON", |l| l[..l.len() - 1].to_owned()),
+    // JSON, but not a document a number of which fits in a double.
+    ("a number out of range", |l| {
+        l.replacen(r#""session":{"#, r#""session":{"x":1e400,"#, 1)
+    }),
     ("Anam endTime before startTime", |l| {
         edited(l, |r| {
             r["session"]["startTime"] = json!("2026-01-05T10:00:00.000Z");
@@ -532,6 +537,26 @@ async fn a_broken_line_is_named_and_nothing_of_its_batch_is_stored() {
             assert_import_stops_at(original, &broken, k, what).await;
         }
     }
+}
+
+/// A bad session and, later in its batch, a line that is not JSON: the import names the first.
+async fn the_first_bad_line_is_named_though_a_later_one_is_unreadable() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let original = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+    let (_, invalid) = BREAKAGES[2];
+    let (_, malformed) = BREAKAGES[0];
+    let (broken, first) = replace_session(&original, 3, invalid);
+    let (broken, second) = replace_session(&broken, 6, malformed);
+    assert!(first < second);
+    let storage = Storage::new().await;
+    let out = import(&storage, &file(&broken)).await;
+    assert!(!out.status.success(), "the import succeeded");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {first}:")) && !err.contains(&format!("line {second}:")),
+        "the message does not name line {first} alone:\n{err}"
+    );
+    assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
 }
 
 /// A file shorter than one batch is stored whole or not at all, though it holds several apis (so
