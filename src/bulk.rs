@@ -437,7 +437,7 @@ pub async fn import(
                     storing.settle().await?;
                     if !batch.is_empty() {
                         service
-                            .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
+                            .check_only(std::mem::take(&mut batch), Origin::Restore)
                             .await
                             .map_err(|e| fail(&batch_lines, e))?;
                     }

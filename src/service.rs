@@ -510,14 +510,13 @@ impl Service {
         self.store_batch(batch).await
     }
 
-    /// The checking half of [`Service::create_batch`]: every document checked, numbered and
-    /// encoded; nothing stored yet (sequence numbers are reserved, so storing can overlap the
-    /// preparation of the next batch).
-    pub async fn prepare_batch(
+    /// Every document of a batch checked, and encoded when it needs no sequence number; nothing
+    /// reserved or stored, so a failed batch changes nothing.
+    async fn check_batch(
         &self,
         items: Vec<NewSession>,
         origin: Origin,
-    ) -> Result<PreparedBatch, BatchError> {
+    ) -> Result<Vec<Staged>, BatchError> {
         let fail = |index: usize, error: AdminError| BatchError { index, error };
         let mut tenants: Vec<(ApiId, &str)> = Vec::new();
         for (index, item) in items.iter().enumerate() {
@@ -528,9 +527,8 @@ impl Service {
                 tenants.push((item.api, &item.tenant));
             }
         }
-        // Check every document and encode those that need no number (CPU work, spread over
-        // the cores); then number and encode the others.
-        let mut staged = parallel_map(items, |index, item| {
+        // CPU work, spread over the cores.
+        parallel_map(items, |index, item| {
             let doc = match item.doc {
                 NewDoc::Parsed(doc) => doc,
                 NewDoc::Text(text) => serde_json::from_str(text.get()).map_err(|e| {
@@ -556,7 +554,19 @@ impl Service {
             })
         })
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+    }
+
+    /// The checking half of [`Service::create_batch`]: every document checked, numbered and
+    /// encoded; nothing stored yet (sequence numbers are reserved, so storing can overlap the
+    /// preparation of the next batch).
+    pub async fn prepare_batch(
+        &self,
+        items: Vec<NewSession>,
+        origin: Origin,
+    ) -> Result<PreparedBatch, BatchError> {
+        let fail = |index: usize, error: AdminError| BatchError { index, error };
+        let mut staged = self.check_batch(items, origin).await?;
         let mut blocks: Vec<(ApiId, String, i64, i64)> = Vec::new(); // api, tenant, count, next
         for p in Staged::waiting(&mut staged) {
             match blocks.iter_mut().find(|b| b.0 == p.api && b.1 == p.tenant) {
@@ -600,6 +610,16 @@ impl Service {
             rows,
             restored_seqs,
         })
+    }
+
+    /// Whether every session of a batch could be created, changing nothing (import uses it to
+    /// name the first bad line of a batch it will not store).
+    pub async fn check_only(
+        &self,
+        items: Vec<NewSession>,
+        origin: Origin,
+    ) -> Result<(), BatchError> {
+        self.check_batch(items, origin).await.map(drop)
     }
 
     /// The storing half of [`Service::create_batch`]: one transaction, all or nothing.
