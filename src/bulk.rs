@@ -355,31 +355,49 @@ fn spawn_reader(
     std::thread::spawn(move || {
         let mut line_no = 0u64;
         let mut eof = false;
+        // The chunk's lines, one after another in one buffer the thread keeps. Before, a `String`
+        // per line was allocated here and freed on a rayon thread (5 alternated imports of 50 000
+        // sessions: median CPU 1.32 s before, 1.26 s after).
+        let mut text = String::new();
+        let mut lines: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(CHUNK);
+        let mut unreadable = None;
         while !eof {
             // Up to CHUNK lines, numbered.
-            let mut texts: Vec<(u64, String)> = Vec::with_capacity(CHUNK);
-            while texts.len() < CHUNK {
-                let mut buf = String::new();
-                match input.read_line(&mut buf) {
+            text.clear();
+            lines.clear();
+            while lines.len() < CHUNK {
+                let start = text.len();
+                match input.read_line(&mut text) {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
                     Ok(_) => {
                         line_no += 1;
-                        if !buf.trim().is_empty() {
-                            texts.push((line_no, buf));
+                        if text[start..].trim().is_empty() {
+                            text.truncate(start);
+                        } else {
+                            lines.push((line_no, start..text.len()));
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(e.into()));
-                        return;
+                        // The lines read before it are still sent: one of them may be the first
+                        // bad line.
+                        unreadable = Some(if e.kind() == std::io::ErrorKind::InvalidData {
+                            BulkError::Line {
+                                line: line_no + 1,
+                                message: "not UTF-8 text".into(),
+                            }
+                        } else {
+                            e.into()
+                        });
+                        break;
                     }
                 }
             }
-            let parsed: Vec<(u64, Result<Line, String>)> = texts
-                .into_par_iter()
-                .map(|(n, text)| (n, parse_line(text.trim())))
+            let parsed: Vec<(u64, Result<Line, String>)> = lines
+                .par_iter()
+                .map(|(n, range)| (*n, parse_line(text[range.clone()].trim())))
                 .collect();
             let mut chunk: Chunk = Vec::with_capacity(parsed.len() + 1);
             for (n, line) in parsed {
@@ -395,6 +413,11 @@ fn spawn_reader(
                         return;
                     }
                 }
+            }
+            if let Some(e) = unreadable {
+                let _ = tx.blocking_send(Ok(chunk));
+                let _ = tx.blocking_send(Err(e));
+                return;
             }
             if eof {
                 chunk.push((line_no, None));

@@ -29,6 +29,7 @@ per_backend!(
     a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_sessions,
     a_broken_first_line_is_named_and_blank_lines_are_skipped,
     the_first_bad_line_is_named_though_a_later_one_is_unreadable,
+    a_line_that_is_not_utf8_is_named_unless_a_bad_line_comes_before_it,
     an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
@@ -118,8 +119,13 @@ async fn export(storage: &Storage, apis: &[ApiId]) -> String {
 
 /// `import -i FILE` of `ndjson`, whatever the outcome.
 async fn import(storage: &Storage, ndjson: &str) -> Output {
+    import_bytes(storage, ndjson.as_bytes()).await
+}
+
+/// [`import`] of a file that need not be UTF-8.
+async fn import_bytes(storage: &Storage, bytes: &[u8]) -> Output {
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), ndjson).unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
     run(storage, &["import", "-i", file.path().to_str().unwrap()]).await
 }
 
@@ -557,6 +563,48 @@ async fn the_first_bad_line_is_named_though_a_later_one_is_unreadable() {
         "the message does not name line {first} alone:\n{err}"
     );
     assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
+}
+
+/// A line with a byte that is not UTF-8 is named as such, but a bad session before it (read in the
+/// same chunk) is named first; nothing of the batch is stored either way.
+async fn a_line_that_is_not_utf8_is_named_unless_a_bad_line_comes_before_it() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let original = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+    // Line `k` (from 1) of `lines` with a 0xFF byte inside its first string.
+    let with_bad_byte = |lines: &[String], k: usize| -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let mut line = line.clone().into_bytes();
+            if i + 1 == k {
+                line.insert(2, 0xFF);
+            }
+            bytes.extend(line);
+            bytes.push(b'\n');
+        }
+        bytes
+    };
+    let (_, invalid) = BREAKAGES[2];
+    let (_, unreadable) = replace_session(&original, 6, str::to_owned);
+    let alone = with_bad_byte(&original, unreadable);
+    let (broken, first) = replace_session(&original, 3, invalid);
+    let after_a_bad_session = with_bad_byte(&broken, unreadable);
+    for (bytes, named, what) in [
+        (alone, unreadable, "the line that is not UTF-8"),
+        (after_a_bad_session, first, "the invalid session before it"),
+    ] {
+        let storage = Storage::new().await;
+        let out = import_bytes(&storage, &bytes).await;
+        assert!(!out.status.success(), "{what}: the import succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("line {named}:")) && err.lines().count() == 1,
+            "{what}: the message does not name line {named} alone:\n{err}"
+        );
+        if named == unreadable {
+            assert!(err.contains("not UTF-8"), "{what}: {err}");
+        }
+        assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
+    }
 }
 
 /// A file shorter than one batch is stored whole or not at all, though it holds several apis (so
