@@ -714,7 +714,7 @@ main_run() {
     emit "## Import"
     emit ""
     emit "\`sessiond export\` of the seeded store ($(du -h "$WORK/export.ndjson" | cut -f1) of NDJSON), then \`sessiond import\` into an empty"
-    emit "data dir (not pinned; it validates every document and stores in atomic batches of 2000), $IMPORTS times (a fresh"
+    emit "data dir (not pinned; it validates every document and stores in atomic batches of 5000, \`sessiond::bulk::BATCH\`), $IMPORTS times (a fresh"
     emit "data dir each time, written back to disk with \`sync\` in between); the target is judged on the median."
     emit ""
     emit "| run | sessions | import says | wall time incl. process start s | sessions/s (import's own figure) | CPU s (user + sys) |"

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
+use rusqlite::hooks::Wal;
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::Codecs;
@@ -311,6 +313,54 @@ const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// [`MAX_READERS`] connections, this bounds their caches together to 16 MiB.
 const READER_CACHE_KIB: i64 = 256;
 
+/// WAL pages (4 KiB each) after which the checkpointer thread copies the WAL into the database
+/// file. SQLite's own automatic checkpoint runs on the committing thread every 1000 pages, so
+/// every write behind it waited; and rarer checkpoints write a page changed by several
+/// transactions once. Measured against it (4 alternated imports of 50 000 sessions; 3 alternated
+/// 5 s runs of 256 clients creating Anam sessions): import median ~72 k -> ~81 k sessions/s,
+/// creates about the same (11.3-12.1 k -> 10.9-12.5 k/s), slowest create 73-88 -> 44-59 ms.
+const CHECKPOINT_AFTER_PAGES: i32 = 4096;
+/// WAL pages after which the writer checkpoints itself, should the checkpointer fall behind.
+const CHECKPOINT_INLINE_PAGES: i32 = 16 * CHECKPOINT_AFTER_PAGES;
+/// Page cache of the checkpointer's connection, in KiB (a checkpoint copies pages through the
+/// OS, not through this cache).
+const CHECKPOINTER_CACHE_KIB: i64 = 256;
+
+/// Moves WAL checkpoints off the writer: a thread with a connection of its own runs a passive
+/// checkpoint (it blocks neither readers nor the writer) once the WAL holds
+/// [`CHECKPOINT_AFTER_PAGES`]; it stops with the writer's connection.
+fn start_checkpointer(path: &Path, writer: &mut Connection) -> anyhow::Result<()> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    configure(&conn, CHECKPOINTER_CACHE_KIB)?;
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sqlite-checkpointer".into())
+        .spawn(move || {
+            while woken.recv().is_ok() {
+                if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .context("starting the SQLite checkpointer thread")?;
+    // (Replaces SQLite's automatic checkpoint, which is a WAL hook too.)
+    writer.wal_hook(Some(move |wal: &mut Wal, pages: i32| {
+        if pages >= CHECKPOINT_INLINE_PAGES {
+            // Busy: the checkpointer is at it.
+            match wal.checkpoint() {
+                Err(e) if e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                _ => {}
+            }
+        } else if pages >= CHECKPOINT_AFTER_PAGES {
+            let _ = wake.try_send(()); // full: a checkpoint is already due
+        }
+        Ok(())
+    }))?;
+    Ok(())
+}
+
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // Negative: a size in KiB rather than in pages.
@@ -350,6 +400,7 @@ impl SqliteStore {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer, WRITER_CACHE_KIB)?;
         migrate(&mut writer)?;
+        start_checkpointer(path, &mut writer)?;
         let codecs =
             Arc::new(Codecs::load(&mut writer).context("loading the compression dictionaries")?);
         let readers = Arc::new(Readers {
@@ -874,6 +925,54 @@ mod tests {
 
     fn threads(store: &SqliteStore) -> usize {
         store.readers.queue.lock().unwrap().threads
+    }
+
+    /// The WAL is copied into the database file while the store is open (by the checkpointer
+    /// thread, which replaces SQLite's automatic checkpoint), not only when it closes.
+    #[test]
+    fn the_wal_is_checkpointed_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let db_size = || std::fs::metadata(&path).unwrap().len();
+        let before = db_size();
+        // A row of 3 000 bytes per 4 KiB page: 6 000 pages of WAL, in commits of 500 rows.
+        const ROWS: usize = 6000;
+        rt.block_on(async {
+            store
+                .write(|c| {
+                    c.execute_batch("CREATE TABLE filler (x BLOB)")
+                        .map_err(backend)
+                })
+                .await
+                .unwrap();
+            for _ in 0..ROWS / 500 {
+                store
+                    .write(|c| {
+                        for _ in 0..500 {
+                            c.execute("INSERT INTO filler VALUES (randomblob(3000))", [])
+                                .map_err(backend)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+        let written = (ROWS * 3000) as u64;
+        // (A bound on waiting for the checkpointer, not a measure of it.)
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while db_size() < before + written {
+            assert!(
+                Instant::now() < deadline,
+                "the database file is still {} bytes (it was {before}); the WAL holds the rows",
+                db_size()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Reads that block (as reads of a cold disk do) start more readers once every reader is busy
