@@ -133,6 +133,34 @@ cpu_model() { awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo; }
 mem_gib() { awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo; }
 os_name() { (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}"); }
 wrk_version() { wrk --version 2>&1 | head -1 | cut -d' ' -f1-2; }
+# page_reclaim: proactive reclaim of the OS page cache, as the kernel's DAMON interface shows it
+# (a VM may page out file pages nobody has touched for a while, however much memory is free:
+# then a store read a minute ago is not in memory any more).
+page_reclaim() {
+    local d ctx sch out=""
+    for d in /sys/kernel/mm/damon/admin/kdamonds/[0-9]*; do
+        [[ $(cat "$d/state" 2>/dev/null) == on ]] || continue
+        for ctx in "$d"/contexts/[0-9]*; do
+            for sch in "$ctx"/schemes/[0-9]*; do
+                [[ $(cat "$sch/action" 2>/dev/null) == pageout ]] || continue
+                local aggr age quota reset
+                aggr=$(cat "$ctx/monitoring_attrs/intervals/aggr_us")
+                age=$(cat "$sch/access_pattern/age/min")
+                quota=$(cat "$sch/quotas/bytes")
+                reset=$(cat "$sch/quotas/reset_interval_ms")
+                out+="DAMON pages out memory idle for $(calc '%.0f' "$aggr * $age / 1e6") s or more"
+                if [[ $(cat "$sch"/ops_filters/*/type 2>/dev/null) == *unmapped* ]]; then
+                    out+=" (unmapped pages: the OS page cache)"
+                fi
+                if ((quota > 0 && reset > 0)); then
+                    out+=", up to $(calc '%.0f' "$quota / 1048576 * 1000 / $reset") MiB/s"
+                fi
+            done
+        done
+    done
+    echo "${out:-none seen (no DAMON pageout scheme on)}"
+}
+
 # machine_rows DATE: the rows of the machine table both reports start with (header included).
 machine_rows() {
     echo "| | |"
@@ -142,6 +170,7 @@ machine_rows() {
     echo "| CPU | $(cpu_model) |"
     echo "| memory | $(mem_gib) |"
     echo "| OS, kernel | $(os_name), $(uname -r) |"
+    echo "| proactive page cache reclaim | $(page_reclaim) |"
 }
 
 # ---------------------------------------------------------------------------------------------
