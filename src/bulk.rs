@@ -407,16 +407,16 @@ fn spawn_reader(
                 match line {
                     Ok(line) => chunk.push((n, Some(line))),
                     Err(e) => {
-                        // Everything before the bad line is stored; nothing after it.
-                        let _ = tx.blocking_send(Ok(chunk));
-                        let _ = tx.blocking_send(Err(BulkError::Line {
+                        // Before the unreadable line, if any: this one is named.
+                        unreadable = Some(BulkError::Line {
                             line: n,
                             message: format!("not a valid record: {e}"),
-                        }));
-                        return;
+                        });
+                        break;
                     }
                 }
             }
+            // Everything before the bad line is stored; nothing after it.
             if let Some(e) = unreadable {
                 let _ = tx.blocking_send(Ok(chunk));
                 let _ = tx.blocking_send(Err(e));

@@ -470,13 +470,18 @@ fn replace_session(
     index: usize,
     with: impl FnOnce(&str) -> String,
 ) -> (Vec<String>, usize) {
-    let at = (0..lines.len())
+    let k = session_line(lines, index);
+    let mut out = lines.to_vec();
+    out[k - 1] = with(&lines[k - 1]);
+    (out, k)
+}
+
+/// The line number (from 1) of the `index`-th session line (from 0) of `lines`.
+fn session_line(lines: &[String], index: usize) -> usize {
+    1 + (0..lines.len())
         .filter(|&i| is_session(&lines[i]))
         .nth(index)
-        .unwrap_or_else(|| panic!("no session number {index}"));
-    let mut out = lines.to_vec();
-    out[at] = with(&lines[at]);
-    (out, at + 1)
+        .unwrap_or_else(|| panic!("no session number {index}"))
 }
 
 /// The session ids of `lines` in the batches import cuts them into: [`BATCH`] at a time, for a file
@@ -584,7 +589,7 @@ async fn a_line_that_is_not_utf8_is_named_unless_a_bad_line_comes_before_it() {
         bytes
     };
     let (_, invalid) = BREAKAGES[2];
-    let (_, unreadable) = replace_session(&original, 6, str::to_owned);
+    let unreadable = session_line(&original, 6);
     let alone = with_bad_byte(&original, unreadable);
     let (broken, first) = replace_session(&original, 3, invalid);
     let after_a_bad_session = with_bad_byte(&broken, unreadable);
