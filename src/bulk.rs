@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::service::{AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, Service};
 use crate::store::{KeyRow, StoreError};
@@ -67,7 +68,7 @@ pub async fn seed(
         Err(AdminError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    // Batch N is stored (on the store's writer) while batch N+1 is generated and checked.
+    // Batches are stored (on the store's writer) while the next ones are generated and checked.
     let mut storing = Storing::new(service, |first: &u64, e| {
         let n = first + e.index as u64 + 1;
         BulkError::Line {
@@ -94,11 +95,11 @@ pub async fn seed(
             })
             .collect();
         let prepared = service.prepare_batch(items, Origin::Client).await;
-        totals.sessions += storing.next(prepared, first).await?;
-        progress(totals.sessions);
+        storing.push(prepared, first).await?;
+        progress(storing.stored());
         generated += n;
     }
-    totals.sessions += storing.settle().await?;
+    totals.sessions = storing.finish().await?;
     progress(totals.sessions);
     Ok(totals)
 }
@@ -300,48 +301,86 @@ fn describe(e: &AdminError) -> String {
     }
 }
 
-/// The batch being stored on the store's writer while the next one is prepared, and what names
-/// its sessions in errors (`T`: the index of its first session, or the input line of each).
-struct Storing<'a, T> {
-    service: &'a Arc<Service>,
-    batch: Option<(tokio::task::JoinHandle<Result<usize, BatchError>>, T)>,
+/// Batches on their way to the store's writer: a task of their own stores them one after another,
+/// in the order they were queued, while the caller prepares the next ones. `T` names a batch's
+/// sessions in errors (the index of its first session, or the input line of each).
+///
+/// Up to [`STORE_AHEAD`] prepared batches wait for the writer. With only the one being stored,
+/// preparing batch N+2 could not start before batch N was committed, and both cores idled through
+/// every commit that took longer than a preparation.
+struct Storing<T> {
+    queue: Option<tokio::sync::mpsc::Sender<(PreparedBatch, T)>>,
+    storer: Option<tokio::task::JoinHandle<Result<(), (T, BatchError)>>>,
+    stored: Arc<AtomicU64>,
     fail: fn(&T, BatchError) -> BulkError,
 }
 
-impl<'a, T> Storing<'a, T> {
-    fn new(service: &'a Arc<Service>, fail: fn(&T, BatchError) -> BulkError) -> Self {
+/// Prepared batches that may wait for the store's writer, besides the one it is storing.
+const STORE_AHEAD: usize = 1;
+
+impl<T: Send + 'static> Storing<T> {
+    fn new(service: &Arc<Service>, fail: fn(&T, BatchError) -> BulkError) -> Self {
+        let (queue, mut batches) = tokio::sync::mpsc::channel::<(PreparedBatch, T)>(STORE_AHEAD);
+        let stored = Arc::new(AtomicU64::new(0));
+        let storer = tokio::spawn({
+            let service = service.clone();
+            let stored = stored.clone();
+            async move {
+                while let Some((batch, names)) = batches.recv().await {
+                    let n = service.store_batch(batch).await.map_err(|e| (names, e))?;
+                    stored.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        });
         Storing {
-            service,
-            batch: None,
+            queue: Some(queue),
+            storer: Some(storer),
+            stored,
             fail,
         }
     }
 
-    /// Waits for the batch being stored, if any: how many sessions it stored.
-    async fn settle(&mut self) -> Result<u64, BulkError> {
-        let Some((task, names)) = self.batch.take() else {
-            return Ok(0);
-        };
-        let stored = task
-            .await
-            .map_err(|e| BulkError::Io(std::io::Error::other(e)))?
-            .map_err(|e| (self.fail)(&names, e))?;
-        Ok(stored as u64)
+    /// Sessions stored so far.
+    fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
     }
 
-    /// Settles the batch being stored, then starts storing `prepared`. The stored batch's
-    /// error, if any, wins over the preparation's: its sessions come first.
-    async fn next(
+    /// Queues a prepared batch behind the others; waits while [`STORE_AHEAD`] batches wait. A
+    /// batch that failed its checks is the error unless a batch queued before it fails to store:
+    /// its sessions come first.
+    async fn push(
         &mut self,
         prepared: Result<PreparedBatch, BatchError>,
         names: T,
-    ) -> Result<u64, BulkError> {
-        let stored = self.settle().await?;
-        let prepared = prepared.map_err(|e| (self.fail)(&names, e))?;
-        let service = self.service.clone();
-        let task = tokio::spawn(async move { service.store_batch(prepared).await });
-        self.batch = Some((task, names));
-        Ok(stored)
+    ) -> Result<(), BulkError> {
+        let failed = match prepared {
+            Ok(batch) => match &self.queue {
+                Some(queue) => match queue.send((batch, names)).await {
+                    Ok(()) => return Ok(()),
+                    // The storer stopped at a batch that failed: that batch's error follows.
+                    Err(_) => None,
+                },
+                None => None,
+            },
+            Err(e) => Some((self.fail)(&names, e)),
+        };
+        self.finish().await?;
+        Err(failed
+            .unwrap_or_else(|| BulkError::Io(std::io::Error::other("the storing task stopped"))))
+    }
+
+    /// Waits until every queued batch is stored: how many sessions were stored in all, or the
+    /// error of the first batch that failed (none after it was stored).
+    async fn finish(&mut self) -> Result<u64, BulkError> {
+        self.queue = None; // the storer ends once the queue is empty
+        if let Some(storer) = self.storer.take() {
+            storer
+                .await
+                .map_err(|e| BulkError::Io(std::io::Error::other(e)))?
+                .map_err(|(names, e)| (self.fail)(&names, e))?;
+        }
+        Ok(self.stored())
     }
 }
 
@@ -440,13 +479,30 @@ pub async fn import(
     input: Box<dyn BufRead + Send>,
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
-    // Batch N is stored (on the store's writer) while batch N+1 is read and checked.
     let fail = |lines: &Vec<u64>, e: BatchError| BulkError::Line {
         line: lines[e.index],
         message: describe(&e.error),
     };
+    // Batches are stored (on the store's writer) while the next ones are read and checked.
     let mut storing = Storing::new(service, fail);
     let mut totals = Totals::default();
+    let read = read_into(service, input, &mut storing, &mut totals, progress).await;
+    // Whatever stopped the reading, the batches queued before it are stored first; a batch
+    // that fails to store holds earlier lines than the one that stopped it, so its error wins.
+    totals.sessions = storing.finish().await?;
+    progress(totals.sessions);
+    read.map(|()| totals)
+}
+
+/// The reading half of [`import`]: every record of `input`, tenants and keys stored as they come,
+/// sessions queued on `storing` in batches.
+async fn read_into(
+    service: &Arc<Service>,
+    input: Box<dyn BufRead + Send>,
+    storing: &mut Storing<Vec<u64>>,
+    totals: &mut Totals,
+    progress: &dyn Fn(u64),
+) -> Result<(), BulkError> {
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
     // Reading and parsing run on their own thread, ahead of checking and storing.
@@ -459,13 +515,13 @@ pub async fn import(
                 Some(Ok(next)) => chunk = next.into(),
                 Some(Err(unreadable)) => {
                     // Name the first bad line: a session before the unreadable one may be bad
-                    // too (its batch was not checked yet), or the batch being stored may fail.
-                    storing.settle().await?;
+                    // too (its batch was not checked yet), or a batch being stored may fail.
+                    storing.finish().await?;
                     if !batch.is_empty() {
                         service
                             .check_only(std::mem::take(&mut batch), Origin::Restore)
                             .await
-                            .map_err(|e| fail(&batch_lines, e))?;
+                            .map_err(|e| (storing.fail)(&batch_lines, e))?;
                     }
                     return Err(unreadable);
                 }
@@ -486,12 +542,8 @@ pub async fn import(
             let prepared = service
                 .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
                 .await;
-            totals.sessions += storing.next(prepared, lines).await?;
-            progress(totals.sessions);
-        }
-        if eof {
-            totals.sessions += storing.settle().await?;
-            progress(totals.sessions);
+            storing.push(prepared, lines).await?;
+            progress(storing.stored());
         }
         match parsed {
             None => break,
@@ -583,5 +635,5 @@ pub async fn import(
             }
         }
     }
-    Ok(totals)
+    Ok(())
 }

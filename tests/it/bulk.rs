@@ -31,6 +31,7 @@ per_backend!(
     the_first_bad_line_is_named_though_a_later_one_is_unreadable,
     a_line_that_is_not_utf8_is_named_unless_a_bad_line_comes_before_it,
     an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored,
+    a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_bad,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
 );
@@ -700,6 +701,45 @@ async fn an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored() {
         assert!(err.contains(&format!("line {k}:")), "{what}: {err}");
         assert_same_ndjson(&export(&storage, &[]).await, &before, what);
     }
+}
+
+/// A full batch whose session is already stored (found when the batch is stored, not when it is
+/// checked), then a bad tenant line, read while that batch is being stored: the import names the
+/// session, the earlier line, and stores nothing of its batch.
+async fn a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_bad() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let first = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+    let second = seeded_export(ApiId::Anam, &tenant, BATCH, 2).await;
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&first)).await;
+    let before = export(&storage, &[]).await;
+
+    let stored_line = session_lines(&file(&first))[3].clone();
+    let (mut file_lines, k) = replace_session(&second, 100, |_| stored_line);
+    let tenant_line = first
+        .iter()
+        .find(|l| record(l)["kind"] == "tenant")
+        .expect("the export starts with its tenant");
+    file_lines.push(edited(tenant_line, |r| r["id"] = json!("not a tenant id")));
+    let bad_tenant = file_lines.len();
+    assert_eq!(
+        file_lines.iter().filter(|l| is_session(l)).count(),
+        BATCH,
+        "the sessions fill one batch, stored once the tenant line is read"
+    );
+
+    let out = import(&storage, &file(&file_lines)).await;
+    assert!(!out.status.success(), "the import succeeded");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {k}:")),
+        "names line {k}, not the tenant's {bad_tenant}: {err}"
+    );
+    assert_same_ndjson(
+        &export(&storage, &[]).await,
+        &before,
+        "the store after the failed import",
+    );
 }
 
 // ---- stdin and stdout ---------------------------------------------------------------------------
