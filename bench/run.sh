@@ -598,6 +598,8 @@ main_run() {
         wait_200 "$PORT_BASE" "$path" "$hdr" 30 || die "baseline did not start"
         if perf_profile "$SD_PID" "http://127.0.0.1:$PORT_PUB$path" "$hdr" sessiond &&
             perf_profile "$BASE_PID" "http://127.0.0.1:$PORT_BASE$path" "$hdr" baseline; then
+            # The kernel's share of sessiond's CPU: what every server on this machine pays per request.
+            KERNEL_SHARE=$(awk '/\[kernel\.kallsyms\]/ { sub("%", "", $1); print $1; exit }' "$WORK/perf-dso.sessiond.txt")
             emit "## Where the CPU goes (cached anam GET under wrk load, \`perf record -F 999 -g\`, ${PERF_DUR} s each)"
             emit ""
             emit "Self time by binary/library, sessiond then the baseline:"
@@ -836,6 +838,14 @@ prism_run() {
     emit "- Server CPU time per request, Prism / sessiond: **${cpu_ratio} ×** ($M_CPU_US vs $(med anam.sd.cpu) µs; utime+stime of the"
     emit "  server process and its children from \`/proc/PID/stat\` over the run ÷ requests, as in the cached GET table). This"
     emit "  does not depend on how fast wrk is: it is how many more requests sessiond serves than Prism with the same CPU."
+    if [[ -n ${KERNEL_SHARE:-} ]]; then
+        local floor
+        floor=$(calc '%.2f' "$(med anam.sd.cpu) * $KERNEL_SHARE / 100")
+        emit "- Of sessiond's CPU per request, the kernel takes ${KERNEL_SHARE} % (the perf profile above: TCP, syscalls, wake-ups):"
+        emit "  ${floor} µs per request that a server on this machine pays however little it does in user space (the baseline's"
+        emit "  share is alike). Prism's CPU per request over that floor: **$(calc '%.1f' "$M_CPU_US / $floor") ×**, the most any server"
+        emit "  could be ahead of Prism here by this measure."
+    fi
     emit ""
 }
 

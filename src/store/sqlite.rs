@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -61,6 +62,8 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     /// Compression of the stored documents (see [`super::codec`]).
     codecs: Arc<Codecs>,
+    /// The writer and checkpointer threads, joined when the store is dropped.
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// One read, run on a reader thread's connection.
@@ -75,6 +78,9 @@ struct Readers {
     /// Of a thousand recent reads, how many blocked on the disk (a moving average, over the
     /// reader threads' batches and the reads run inline).
     blocked_permille: AtomicU64,
+    /// The reader threads, joined when the store is dropped (those that stopped on their own
+    /// are let go as others start).
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -174,9 +180,16 @@ impl Readers {
                     readers.exit();
                 }
             });
-        if started.is_err() {
-            self.exit();
+        match started {
+            Ok(thread) => self.keep(thread),
+            Err(_) => self.exit(),
         }
+    }
+
+    fn keep(&self, thread: JoinHandle<()>) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
     }
 
     fn exit(&self) {
@@ -240,11 +253,36 @@ fn open_reader(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// Closing: every thread of the store finishes what it was given and closes its connection
+/// before the drop returns. SQLite checkpoints the WAL into the database file and deletes it when
+/// the last connection to a database closes; a process that exits first leaves the WAL beside the
+/// file (safe, it is read back at the next open, but the database file alone, copied as a backup,
+/// would miss every write since the last checkpoint). Connections of other threads' inline reads
+/// close as those threads end.
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        let mut q = self.readers.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.closed = true;
-        self.readers.wake.notify_all();
+        {
+            let mut q = self.readers.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.closed = true;
+            self.readers.wake.notify_all();
+        }
+        // The writer commits what it was sent, then stops: its queue has no sender left. Its
+        // connection, closing, stops the checkpointer.
+        drop(std::mem::replace(&mut self.jobs, mpsc::channel().0));
+        let readers = std::mem::take(
+            &mut *self
+                .readers
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let me = std::thread::current().id();
+        for thread in self.threads.drain(..).chain(readers) {
+            // (A store dropped on one of its own threads cannot wait for that one.)
+            if thread.thread().id() != me && thread.join().is_err() {
+                tracing::warn!("a SQLite thread panicked");
+            }
+        }
     }
 }
 
@@ -329,11 +367,11 @@ const CHECKPOINTER_CACHE_KIB: i64 = 256;
 /// Moves WAL checkpoints off the writer: a thread with a connection of its own runs a passive
 /// checkpoint (it blocks neither readers nor the writer) once the WAL holds
 /// [`CHECKPOINT_AFTER_PAGES`]; it stops with the writer's connection.
-fn start_checkpointer(path: &Path, writer: &mut Connection) -> anyhow::Result<()> {
+fn start_checkpointer(path: &Path, writer: &mut Connection) -> anyhow::Result<JoinHandle<()>> {
     let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     configure(&conn, CHECKPOINTER_CACHE_KIB)?;
     let (wake, woken) = mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("sqlite-checkpointer".into())
         .spawn(move || {
             while woken.recv().is_ok() {
@@ -358,7 +396,7 @@ fn start_checkpointer(path: &Path, writer: &mut Connection) -> anyhow::Result<()
         }
         Ok(())
     }))?;
-    Ok(())
+    Ok(thread)
 }
 
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
@@ -400,7 +438,7 @@ impl SqliteStore {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer, WRITER_CACHE_KIB)?;
         migrate(&mut writer)?;
-        start_checkpointer(path, &mut writer)?;
+        let checkpointer = start_checkpointer(path, &mut writer)?;
         let codecs =
             Arc::new(Codecs::load(&mut writer).context("loading the compression dictionaries")?);
         let readers = Arc::new(Readers {
@@ -411,18 +449,20 @@ impl SqliteStore {
             }),
             wake: Condvar::new(),
             blocked_permille: AtomicU64::new(0),
+            threads: Mutex::new(Vec::new()),
         });
         for i in 1..=MIN_READERS {
             // Opened here, so that a file that cannot be read fails `open`.
             let conn = open_reader(path)?;
-            let readers = readers.clone();
-            std::thread::Builder::new()
+            let reader = readers.clone();
+            let thread = std::thread::Builder::new()
                 .name(format!("sqlite-reader-{i}"))
-                .spawn(move || readers.run(conn))
+                .spawn(move || reader.run(conn))
                 .context("starting a SQLite reader thread")?;
+            readers.keep(thread);
         }
         let (jobs, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .context("starting the SQLite writer thread")?;
@@ -430,6 +470,8 @@ impl SqliteStore {
             readers,
             jobs,
             codecs,
+            // The writer first: its connection, closing, stops the checkpointer.
+            threads: vec![writer, checkpointer],
         })
     }
 

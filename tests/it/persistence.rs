@@ -1,5 +1,6 @@
 //! Durability: tenants, keys, revocations and sessions survive a clean restart on the same data
-//! dir, and every acknowledged write survives `kill -9` of the real binary.
+//! dir, and every acknowledged write survives `kill -9` of the real binary; after a clean stop the
+//! embedded store is whole in its one database file.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sessiond::ApiId;
 
-use crate::common::process::ProcessServer;
+use crate::common::process::{ProcessServer, cli_ok};
 use crate::common::{Client, Storage, TestServer, fixtures};
 
 per_backend!(
@@ -297,4 +298,70 @@ async fn a_store_of_schema_version_1_keeps_serving_its_plain_json_rows() {
     // Nothing else was rewritten.
     let (compressed, _) = compressed_documents(&storage.data_dir().join("sessiond.db"));
     assert_eq!(compressed, 1 + i64::from(doc_tag.is_some()));
+}
+
+/// After a command that wrote (`seed`) and after a server's clean stop (SIGTERM), the SQLite store
+/// is whole in its database file: no write-ahead log is left beside it, and a copy of the file
+/// alone, as a backup would take, holds every session.
+#[tokio::test]
+async fn a_clean_stop_leaves_the_whole_sqlite_store_in_its_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let api = ApiId::Anam;
+    let tenant = cli_ok(&[
+        "tenants",
+        "create",
+        "--api",
+        "anam",
+        "--data-dir",
+        &data_dir,
+    ])
+    .await
+    .trim()
+    .to_owned();
+    cli_ok(&[
+        "seed",
+        "--api",
+        "anam",
+        "--tenant",
+        &tenant,
+        "--count",
+        "3000",
+        "--data-dir",
+        &data_dir,
+    ])
+    .await;
+    assert_whole_in_its_file(dir.path(), 3000, "after `sessiond seed`").await;
+
+    let server = ProcessServer::spawn_with(&["--data-dir".to_owned(), data_dir.clone()]).await;
+    for n in 0..200 {
+        server
+            .create_session(api, &tenant, &fixtures::labelled(api, &format!("s{n}")))
+            .await
+            .expect(201);
+    }
+    server.stop().await;
+    assert_whole_in_its_file(dir.path(), 3200, "after the server stopped").await;
+}
+
+async fn assert_whole_in_its_file(data_dir: &std::path::Path, sessions: usize, when: &str) {
+    let wal = data_dir.join("sessiond.db-wal");
+    if let Ok(meta) = std::fs::metadata(&wal) {
+        panic!("{when}: {} is left ({} bytes)", wal.display(), meta.len());
+    }
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        data_dir.join("sessiond.db"),
+        copy.path().join("sessiond.db"),
+    )
+    .unwrap();
+    let export = cli_ok(&["export", "--data-dir", copy.path().to_str().unwrap()]).await;
+    let stored = export
+        .lines()
+        .filter(|l| l.starts_with(r#"{"kind":"session""#))
+        .count();
+    assert_eq!(
+        stored, sessions,
+        "{when}: sessions in a copy of the database file"
+    );
 }

@@ -168,14 +168,34 @@ impl ProcessServer {
         }
     }
 
-    /// `kill -9` the process and reap it.
-    pub async fn kill9(mut self) {
+    /// `kill SIGNAL` the process.
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("the child is running").to_string();
         let status = std::process::Command::new("kill")
-            .args(["-9", &pid])
+            .args([signal, &pid])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -9 {pid} failed");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Stops the server as a service manager would (SIGTERM) and waits (bounded) for it to exit,
+    /// which it must do successfully.
+    pub async fn stop(mut self) {
+        self.signal("-TERM");
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("sessiond did not stop; its log:\n{}", self.log()))
+            .unwrap();
+        assert!(
+            exit.success(),
+            "sessiond stopped with {exit}; its log:\n{}",
+            self.log()
+        );
+    }
+
+    /// `kill -9` the process and reap it.
+    pub async fn kill9(mut self) {
+        self.signal("-9");
         let exit = self.child.wait().await.unwrap();
         assert!(!exit.success(), "sessiond survived kill -9: {exit}");
     }
