@@ -358,6 +358,10 @@ const READER_CACHE_KIB: i64 = 256;
 /// 5 s runs of 256 clients creating Anam sessions): import median ~72 k -> ~81 k sessions/s,
 /// creates about the same (11.3-12.1 k -> 10.9-12.5 k/s), slowest create 73-88 -> 44-59 ms.
 const CHECKPOINT_AFTER_PAGES: i32 = 4096;
+/// Bytes the WAL file is cut back to when SQLite starts it over after a complete checkpoint: a
+/// burst of writes (an import) may grow it far beyond [`CHECKPOINT_AFTER_PAGES`], and SQLite
+/// otherwise keeps the file at its largest size until the store closes.
+const WAL_SIZE_LIMIT: i64 = CHECKPOINT_AFTER_PAGES as i64 * 4096;
 /// WAL pages after which the writer checkpoints itself, should the checkpointer fall behind.
 const CHECKPOINT_INLINE_PAGES: i32 = 16 * CHECKPOINT_AFTER_PAGES;
 /// Page cache of the checkpointer's connection, in KiB (a checkpoint copies pages through the
@@ -404,6 +408,7 @@ fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     // Negative: a size in KiB rather than in pages.
     conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
@@ -981,29 +986,8 @@ mod tests {
             .unwrap();
         let db_size = || std::fs::metadata(&path).unwrap().len();
         let before = db_size();
-        // A row of 3 000 bytes per 4 KiB page: 6 000 pages of WAL, in commits of 500 rows.
-        const ROWS: usize = 6000;
-        rt.block_on(async {
-            store
-                .write(|c| {
-                    c.execute_batch("CREATE TABLE filler (x BLOB)")
-                        .map_err(backend)
-                })
-                .await
-                .unwrap();
-            for _ in 0..ROWS / 500 {
-                store
-                    .write(|c| {
-                        for _ in 0..500 {
-                            c.execute("INSERT INTO filler VALUES (randomblob(3000))", [])
-                                .map_err(backend)?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .unwrap();
-            }
-        });
+        // 6 000 pages of WAL.
+        write_filler(&store, &rt, 6000);
         // At least the pages the checkpointer is woken for reach the file, whenever it runs.
         let copied = CHECKPOINT_AFTER_PAGES as u64 * 4096;
         // (A bound on waiting for the checkpointer, not a measure of it.)
@@ -1013,6 +997,69 @@ mod tests {
                 Instant::now() < deadline,
                 "the database file is still {} bytes (it was {before}); the WAL holds the rows",
                 db_size()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Writes `rows` rows of 3 000 random bytes, about a 4 KiB page each, into table `filler`
+    /// (created if missing), in commits of 500.
+    fn write_filler(store: &SqliteStore, rt: &tokio::runtime::Runtime, rows: usize) {
+        rt.block_on(async {
+            store
+                .write(|c| {
+                    c.execute_batch("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+                        .map_err(backend)
+                })
+                .await
+                .unwrap();
+            for first in (0..rows).step_by(500) {
+                let n = (rows - first).min(500);
+                store
+                    .write(move |c| {
+                        for _ in 0..n {
+                            c.execute("INSERT INTO filler VALUES (randomblob(3000))", [])
+                                .map_err(backend)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+
+    /// After a burst of writes has grown the WAL past [`WAL_SIZE_LIMIT`] and been checkpointed, the
+    /// next write starts the WAL over and cuts the file back to the limit.
+    #[test]
+    fn a_wal_grown_by_a_burst_is_cut_back_once_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let wal = dir.path().join("s.db-wal");
+        let store = SqliteStore::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // 1.5 times the limit in pages.
+        write_filler(&store, &rt, (WAL_SIZE_LIMIT as usize / 4096) * 3 / 2);
+        let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let grown = wal_size();
+        assert!(
+            grown > WAL_SIZE_LIMIT as u64,
+            "the WAL grew to {grown} bytes only"
+        );
+        // Each write starts the WAL over once the checkpointer has copied all of it.
+        // (A bound on waiting for the checkpointer, not a measure of it.)
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            write_filler(&store, &rt, 1);
+            if wal_size() <= WAL_SIZE_LIMIT as u64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the WAL is still {} bytes (limit {WAL_SIZE_LIMIT})",
+                wal_size()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
