@@ -354,20 +354,26 @@ impl<T: Send + 'static> Storing<T> {
         prepared: Result<PreparedBatch, BatchError>,
         names: T,
     ) -> Result<(), BulkError> {
-        let failed = match prepared {
-            Ok(batch) => match &self.queue {
-                Some(queue) => match queue.send((batch, names)).await {
-                    Ok(()) => return Ok(()),
-                    // The storer stopped at a batch that failed: that batch's error follows.
-                    Err(_) => None,
-                },
-                None => None,
-            },
-            Err(e) => Some((self.fail)(&names, e)),
-        };
-        self.finish().await?;
-        Err(failed
-            .unwrap_or_else(|| BulkError::Io(std::io::Error::other("the storing task stopped"))))
+        match prepared {
+            Ok(batch) => {
+                let queue = self
+                    .queue
+                    .as_ref()
+                    .expect("batches are pushed before `finish`");
+                if queue.send((batch, names)).await.is_ok() {
+                    return Ok(());
+                }
+                // The storer stopped at a batch that failed to store: that batch's error.
+                self.finish().await?;
+                Err(BulkError::Io(std::io::Error::other(
+                    "the storing task stopped",
+                )))
+            }
+            Err(e) => {
+                self.finish().await?;
+                Err((self.fail)(&names, e))
+            }
+        }
     }
 
     /// Waits until every queued batch is stored: how many sessions were stored in all, or the
