@@ -170,7 +170,7 @@ impl Profile for Alcamine {
         } else {
             json!({ "provider": "GEMINI", "model": "GEMINI_2_0_FLASH_001", "temperature": 0.5 })
         };
-        let version = json!({
+        let mut version = json!({
             "id": version_id, "createdAt": at(-86400 * 7), "updatedAt": at(-86400 * 7),
             "createdBy": null, "updatedBy": null, "agentId": agent_id, "version": f.int(1, 12),
             "workspaceId": tenant, "sourceAgentVersionId": null, "themeId": f.cuid2(),
@@ -184,25 +184,29 @@ impl Profile for Alcamine {
             "systemPrompt": "You are a friendly researcher. Ask open questions and follow up.",
             "agentFlowId": null,
             "config": {
-                "llm": llm,
+                "llm": null,
                 "tts": { "provider": "ELEVENLABS", "model": "MULTILINGUAL_V2", "voiceId": f.alphanumeric(20) },
                 "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" },
             },
         });
+        // Nested documents are moved in after each `json!`: inside it, a `Value` is copied
+        // through serde (an Alcamine session's generation cost ~40 % of a seed's instructions).
+        version["config"]["llm"] = llm;
         let topic = f.pick(&[
             "Churn interview",
             "Pricing research",
             "Onboarding feedback",
             "Feature discovery",
         ]);
-        let agent = json!({
+        let mut agent = json!({
             "id": agent_id, "createdAt": at(-86400 * 30), "updatedAt": at(-86400 * 7),
             "createdBy": null, "updatedBy": null, "workspaceId": tenant, "publishedVersionId": version_id,
             "name": topic, "description": format!("{topic} with customers"),
             "slug": topic.to_lowercase().replace(' ', "-"), "status": "PUBLISHED",
             "sourceTemplateId": null, "archivedAt": null, "archivedBy": null, "completedAt": null,
-            "completedBy": null, "publishedAt": at(-86400 * 7), "publishedBy": null, "version": version,
+            "completedBy": null, "publishedAt": at(-86400 * 7), "publishedBy": null, "version": null,
         });
+        agent["version"] = version;
         let mut s = json!({
             "id": f.cuid2(), "createdAt": at(0), "updatedAt": at(0),
             "name": format!("{topic} with {email}"),
@@ -212,7 +216,7 @@ impl Profile for Alcamine {
             "recordAudio": f.chance(0.8), "isDemo": false,
             "agentId": agent_id, "agentVersionId": version_id, "workspaceId": tenant,
             "personId": person_id, "conversationId": conversation_id,
-            "agent": agent,
+            "agent": null,
             "conversation": {
                 "id": conversation_id, "createdAt": at(0), "updatedAt": at(0), "workspaceId": tenant,
                 "personId": person_id, "name": format!("Conversation with {email}"), "isDemo": false,
@@ -228,6 +232,7 @@ impl Profile for Alcamine {
             },
             "ledger": null,
         });
+        s["agent"] = agent;
         if status != "PENDING" {
             s["startedAt"] = json!(at(30));
             s["lastHeartbeatAt"] = json!(at(30 + f.int(10, 600)));

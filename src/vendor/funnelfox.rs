@@ -85,7 +85,9 @@ impl Profile for FunnelFox {
         let replies: Vec<Value> = (0..f.int(0, 6))
             .map(|i| {
                 let value = if f.chance(0.5) { json!(f.int(1, 99)) } else { json!(f.pick(&["yes", "no", "lose-weight", "build-muscle", "sleep-better", "beginner", "advanced"])) };
-                json!({ "screen_id": format!("screen-{}", i + 1), "element_id": format!("input-{}", i + 1), "value": value })
+                let mut reply = json!({ "screen_id": format!("screen-{}", i + 1), "element_id": format!("input-{}", i + 1), "value": null });
+                reply["value"] = value; // moved, not copied through serde as inside `json!`
+                reply
             })
             .collect();
         let mut s = json!({
@@ -100,10 +102,11 @@ impl Profile for FunnelFox {
             "profile_id": f.ulid(created),
             "query": format!("utm_source={source}&utm_campaign={campaign}"),
             "query_params": { "utm_source": source, "utm_campaign": campaign },
-            "replies": replies,
+            "replies": null,
             "user_agent": f.pick(super::fake::USER_AGENTS),
             "locale": &locale[..2],
         });
+        s["replies"] = Value::Array(replies);
         if f.chance(0.4) {
             s["experiment_id"] = json!(format!(
                 "exp-{}",

@@ -246,13 +246,15 @@ impl Profile for SaleSnip {
                 p
             })
             .collect();
-        json!({
+        let mut s = json!({
             "id": id,
             "project": tenant,
             "status": if f.chance(0.7) { "ACTIVE" } else { "COMPLETE" },
             "currency": f.pick(&["USD", "EUR", "GBP", "CAD", "AUD", "CHF", "SEK", "JPY"]),
-            "products": products,
+            "products": null,
             "metadata": { "customer_id": format!("cus_{}", f.alphanumeric(14)), "source": f.pick(&["pricing-page", "checkout", "email", "chat"]) },
-        })
+        });
+        s["products"] = Value::Array(products); // moved, not copied through serde as inside `json!`
+        s
     }
 }
