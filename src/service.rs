@@ -688,8 +688,14 @@ impl Service {
         let profile = api.profile();
         let (doc, input) = match origin {
             Origin::Fill => {
-                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-                let mut generated = profile.generate(&mut Fake { rng: &mut rng }, tenant);
+                thread_local! {
+                    // Seeded from the OS once per thread (ChaCha, like `rand::rng()`); seeding a
+                    // generator per create cost a `getrandom` call each.
+                    static FILL_RNG: std::cell::RefCell<rand::rngs::StdRng> =
+                        std::cell::RefCell::new(rand::SeedableRng::from_os_rng());
+                }
+                let mut generated =
+                    FILL_RNG.with_borrow_mut(|rng| profile.generate(&mut Fake { rng }, tenant));
                 deep_merge(&mut generated, Value::Object(input.clone()));
                 (into_object(generated)?, input)
             }
