@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod json;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -78,9 +78,9 @@ impl Profile for Alcamine {
         let now = json!(iso_millis(ctx.now));
         created_timestamp(doc, ctx, "createdAt", now.clone());
         updated_timestamp(doc, ctx, "updatedAt", now.clone());
-        default(doc, "status", json!("PENDING"));
-        default(doc, "recordAudio", json!(false));
-        default(doc, "isDemo", json!(false));
+        default(doc, "status", || json!("PENDING"));
+        default(doc, "recordAudio", || json!(false));
+        default(doc, "isDemo", || json!(false));
         lifecycle(
             doc,
             ctx,

@@ -97,11 +97,11 @@ impl Profile for Anam {
             "engineVersion",
             "apiKeyId",
         ] {
-            default(doc, key, Value::Null);
+            default(doc, key, || Value::Null);
         }
-        default(doc, "startTime", now.clone());
-        default(doc, "clientMetadata", json!({}));
-        default(doc, "personaConfig", json!({}));
+        default(doc, "startTime", || now.clone());
+        default(doc, "clientMetadata", || json!({}));
+        default(doc, "personaConfig", || json!({}));
 
         let ended_before = ctx
             .prev

@@ -56,9 +56,9 @@ impl Profile for FunnelFox {
         _problems: &mut Vec<Violation>,
     ) {
         created_timestamp(doc, ctx, "created_at", json!(ctx.now.timestamp()));
-        default(doc, "attributes", json!({}));
-        default(doc, "query_params", json!({}));
-        default(doc, "replies", json!([]));
+        default(doc, "attributes", || json!({}));
+        default(doc, "query_params", || json!({}));
+        default(doc, "replies", || json!([]));
     }
 
     fn error(&self, kind: PublicError) -> ErrorReply {

@@ -296,9 +296,13 @@ fn check_cuid2(s: &str) -> Result<(), String> {
     }
 }
 
-/// Sets `key` to `value` unless the document already has it.
-fn default(doc: &mut Map<String, Value>, key: &str, value: Value) {
-    doc.entry(key.to_owned()).or_insert(value);
+/// Sets `key` to `value()` unless the document already has it. Nearly every document has it, so
+/// neither the key nor the value is made before that is known (`entry` took an owned key: an
+/// allocation per default; and OpenCX's contact id default drew a UUID from the OS each time).
+fn default(doc: &mut Map<String, Value>, key: &str, value: impl FnOnce() -> Value) {
+    if !doc.contains_key(key) {
+        doc.insert(key.to_owned(), value());
+    }
 }
 
 /// Sets a server-derived field. A client that sent a different value gets a violation.
@@ -326,7 +330,7 @@ fn created_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str
         Some(prev) if ctx.sent(key).is_none() => {
             doc.insert(key.to_owned(), prev.clone());
         }
-        _ => default(doc, key, now),
+        _ => default(doc, key, || now),
     }
 }
 

@@ -58,11 +58,11 @@ impl Profile for OpenCx {
         problems: &mut Vec<Violation>,
     ) {
         let now = json!(iso_millis(ctx.now));
-        default(doc, "status", json!("open"));
-        default(doc, "ai_closure_type", Value::Null);
-        default(doc, "sentiment", Value::Null);
-        default(doc, "channel", json!({ "type": "api" }));
-        default(doc, "assist_mode", json!(false));
+        default(doc, "status", || json!("open"));
+        default(doc, "ai_closure_type", || Value::Null);
+        default(doc, "sentiment", || Value::Null);
+        default(doc, "channel", || json!({ "type": "api" }));
+        default(doc, "assist_mode", || json!(false));
         match (ctx.prev, ctx.sent("ticket_number")) {
             (Some(prev), _) => {
                 let ticket = prev.get("ticket_number").cloned().unwrap_or(Value::Null);
@@ -79,9 +79,9 @@ impl Profile for OpenCx {
             }
         }
         if let Some(Value::Object(contact)) = doc.get_mut("contact") {
-            default(contact, "id", json!(uuid::Uuid::new_v4().to_string()));
-            default(contact, "created_at", now.clone());
-            default(contact, "updated_at", now.clone());
+            default(contact, "id", || json!(uuid::Uuid::new_v4().to_string()));
+            default(contact, "created_at", || now.clone());
+            default(contact, "updated_at", || now.clone());
         }
         created_timestamp(doc, ctx, "created_at", now.clone());
         updated_timestamp(doc, ctx, "updated_at", now);

@@ -46,15 +46,17 @@ impl SaleSnip {
         }
         let quantity = product.entry("quantity").or_insert_with(|| json!({}));
         if let Value::Object(q) = quantity {
-            default(q, "initial", json!(1));
-            default(q, "minimum", json!(1));
-            default(q, "maximum", json!(100000));
-            let initial = q["initial"].clone();
-            default(q, "current", initial);
+            default(q, "initial", || json!(1));
+            default(q, "minimum", || json!(1));
+            default(q, "maximum", || json!(100000));
+            if !q.contains_key("current") {
+                let initial = q["initial"].clone();
+                q.insert("current".into(), initial);
+            }
         }
         for period in ["recurring", "trial"] {
             if let Some(Value::Object(p)) = product.get_mut(period) {
-                default(p, "count", json!(1));
+                default(p, "count", || json!(1));
             }
         }
 
@@ -137,7 +139,7 @@ impl Profile for SaleSnip {
             Value::String(format!("{}{short}", ctx.salesnip_url_base)),
             problems,
         );
-        default(doc, "status", json!("ACTIVE"));
+        default(doc, "status", || json!("ACTIVE"));
         lifecycle(doc, ctx, "status", &["ACTIVE", "COMPLETE"], problems);
         if let Some(Value::Array(products)) = doc.get_mut("products") {
             for (i, product) in products.iter_mut().enumerate() {

@@ -23,6 +23,7 @@ per_api!(
 per_backend!(
     export_import_export_is_byte_identical,
     a_session_line_in_another_layout_imports_as_its_export,
+    export_layout_lines_with_spaces_or_escapes_import_as_their_export,
     an_import_keeps_sessions_keys_revocations_and_tickets,
     imported_tickets_continue_after_the_highest_without_a_sequence_field,
     a_broken_line_is_named_and_nothing_of_its_batch_is_stored,
@@ -392,6 +393,59 @@ async fn a_session_line_in_another_layout_imports_as_its_export() {
     assert_same_ndjson(&export(&restored, &[]).await, &everything, "relaid lines");
 }
 
+/// Lines in the export's own layout are taken apart without reading the document first (its
+/// one reading is where it is checked); a tenant written with an escape goes the general way. Both
+/// give the same store, byte for byte, as the export: a document with spaces in it, and a tenant
+/// whose first letter is a `\u` escape.
+async fn export_layout_lines_with_spaces_or_escapes_import_as_their_export() {
+    let (source, _) = populate().await;
+    let everything = export(&source, &[]).await;
+    fn spaced(line: &str) -> (Value, String) {
+        let r = record(line);
+        let session = serde_json::to_string_pretty(&r["session"])
+            .unwrap()
+            .replace('\n', " ");
+        (r, session)
+    }
+    type Relayout = (&'static str, fn(&str) -> String);
+    let variants: [Relayout; 2] = [
+        ("documents with spaces", |line| {
+            let (r, session) = spaced(line);
+            format!(
+                r#"{{"kind":"session","api":{},"tenant":{},"session":{session}}}"#,
+                r["api"], r["tenant"]
+            )
+        }),
+        ("tenants with an escape", |line| {
+            let (r, session) = spaced(line);
+            let tenant = r["tenant"].as_str().unwrap();
+            let first = tenant.chars().next().unwrap();
+            format!(
+                r#"{{"kind":"session","api":{},"tenant":"\u{:04x}{}","session":{session}}}"#,
+                r["api"],
+                first as u32,
+                &tenant[first.len_utf8()..]
+            )
+        }),
+    ];
+    for (what, relay) in variants {
+        let relaid: Vec<String> = lines(&everything)
+            .iter()
+            .map(|line| {
+                if is_session(line) {
+                    relay(line)
+                } else {
+                    line.clone()
+                }
+            })
+            .collect();
+        assert_ne!(file(&relaid), everything, "{what}");
+        let restored = Storage::new().await;
+        import_ok(&restored, &file(&relaid)).await;
+        assert_same_ndjson(&export(&restored, &[]).await, &everything, what);
+    }
+}
+
 /// The sessions (as JSON: their bytes are the concern of the test above), the keys (their hashes
 /// travelled: keys made before the export work, or stay revoked, on the import), and OpenCX's
 /// ticket numbering survive export → import.
@@ -444,7 +498,7 @@ async fn imported_tickets_continue_after_the_highest_without_a_sequence_field() 
 /// A way to break a session line of an Anam export.
 type Breakage = (&'static str, fn(&str) -> String);
 
-const BREAKAGES: [Breakage; 5] = [
+const BREAKAGES: [Breakage; 6] = [
     ("malformed JSON", |l| l[..l.len() - 1].to_owned()),
     // JSON, but not a document a number of which fits in a double.
     ("a number out of range", |l| {
@@ -461,6 +515,10 @@ const BREAKAGES: [Breakage; 5] = [
         edited(l, |r| {
             r["tenant"] = json!(ApiId::Anam.profile().new_tenant_id())
         })
+    }),
+    // The export's layout up to its document, which something follows.
+    ("a member after the session", |l| {
+        format!(r#"{},"x":1}}"#, &l[..l.len() - 1])
     }),
 ];
 
