@@ -2,8 +2,9 @@
 //! size.
 //!
 //! serde_json's own `Value` visitor inserts member by member into a map that starts empty, so an
-//! object of twenty members rehashes its index four times and moves its entries as often (with the
-//! allocations, ~4 % of an import's instructions, callgrind). Here the members of an object being
+//! object of twenty members rehashes its index four times and moves its entries as often (this
+//! and two smaller changes together: 3.8 % of an import's instructions, callgrind, 10 000
+//! sessions). Here the members of an object being
 //! read wait on a stack the thread keeps, and the map is built from them in one go. The parser,
 //! its limits (nesting depth) and its errors are serde_json's: only the visitor differs, and the
 //! tree it gives is the same, member order and duplicate keys (the last value wins, at the place
