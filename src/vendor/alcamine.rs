@@ -75,7 +75,7 @@ impl Profile for Alcamine {
         ctx: &WriteCtx<'_>,
         problems: &mut Vec<Violation>,
     ) {
-        let now = json!(iso_millis(ctx.now));
+        let now = Value::from(iso_millis(ctx.now));
         created_timestamp(doc, ctx, "createdAt", now.clone());
         updated_timestamp(doc, ctx, "updatedAt", now.clone());
         default(doc, "status", || json!("PENDING"));
@@ -166,13 +166,13 @@ impl Profile for Alcamine {
         let email = f.email();
         let status = f.pick(&["PENDING", "IN_PROGRESS", "COMPLETED", "COMPLETED"]);
         let llm = if f.chance(0.7) {
-            json!({ "provider": "OPENAI", "model": f.pick(&["GPT_4O", "GPT_4_1", "GPT_4_1_MINI"]), "temperature": f.int(0, 10) as f64 / 10.0 })
+            object! { "provider": "OPENAI", "model": f.pick(&["GPT_4O", "GPT_4_1", "GPT_4_1_MINI"]), "temperature": f.int(0, 10) as f64 / 10.0 }
         } else {
-            json!({ "provider": "GEMINI", "model": "GEMINI_2_0_FLASH_001", "temperature": 0.5 })
+            object! { "provider": "GEMINI", "model": "GEMINI_2_0_FLASH_001", "temperature": 0.5 }
         };
-        let mut version = json!({
-            "id": version_id, "createdAt": at(-86400 * 7), "updatedAt": at(-86400 * 7),
-            "createdBy": null, "updatedBy": null, "agentId": agent_id, "version": f.int(1, 12),
+        let version = object! {
+            "id": version_id.as_str(), "createdAt": at(-86400 * 7), "updatedAt": at(-86400 * 7),
+            "createdBy": null, "updatedBy": null, "agentId": agent_id.as_str(), "version": f.int(1, 12),
             "workspaceId": tenant, "sourceAgentVersionId": null, "themeId": f.cuid2(),
             "incentiveType": "CASH", "incentiveAmount": f.int(1, 100) * 100, "incentiveCurrencyCode": "USD",
             "maxParticipants": f.int(10, 500),
@@ -184,67 +184,62 @@ impl Profile for Alcamine {
             "systemPrompt": "You are a friendly researcher. Ask open questions and follow up.",
             "agentFlowId": null,
             "config": {
-                "llm": null,
+                "llm": llm,
                 "tts": { "provider": "ELEVENLABS", "model": "MULTILINGUAL_V2", "voiceId": f.alphanumeric(20) },
                 "stt": { "provider": "DEEPGRAM", "model": "NOVA_3" },
             },
-        });
-        // Nested documents are moved in after each `json!`: inside it, a `Value` is copied
-        // through serde (an Alcamine session's generation cost ~40 % of a seed's instructions).
-        version["config"]["llm"] = llm;
+        };
         let topic = f.pick(&[
             "Churn interview",
             "Pricing research",
             "Onboarding feedback",
             "Feature discovery",
         ]);
-        let mut agent = json!({
-            "id": agent_id, "createdAt": at(-86400 * 30), "updatedAt": at(-86400 * 7),
-            "createdBy": null, "updatedBy": null, "workspaceId": tenant, "publishedVersionId": version_id,
+        let agent = object! {
+            "id": agent_id.as_str(), "createdAt": at(-86400 * 30), "updatedAt": at(-86400 * 7),
+            "createdBy": null, "updatedBy": null, "workspaceId": tenant, "publishedVersionId": version_id.as_str(),
             "name": topic, "description": format!("{topic} with customers"),
             "slug": topic.to_lowercase().replace(' ', "-"), "status": "PUBLISHED",
             "sourceTemplateId": null, "archivedAt": null, "archivedBy": null, "completedAt": null,
-            "completedBy": null, "publishedAt": at(-86400 * 7), "publishedBy": null, "version": null,
-        });
-        agent["version"] = version;
-        let mut s = json!({
+            "completedBy": null, "publishedAt": at(-86400 * 7), "publishedBy": null, "version": version,
+        };
+        let mut s = object! {
             "id": f.cuid2(), "createdAt": at(0), "updatedAt": at(0),
             "name": format!("{topic} with {email}"),
             "type": f.pick(&["WEB_VOICE", "INBOUND_CALL"]),
             "status": status,
             "completedAt": null, "lastHeartbeatAt": null, "startedAt": null, "endedAt": null,
             "recordAudio": f.chance(0.8), "isDemo": false,
-            "agentId": agent_id, "agentVersionId": version_id, "workspaceId": tenant,
-            "personId": person_id, "conversationId": conversation_id,
-            "agent": null,
+            "agentId": agent_id.as_str(), "agentVersionId": version_id.as_str(), "workspaceId": tenant,
+            "personId": person_id.as_str(), "conversationId": conversation_id.as_str(),
+            "agent": agent,
             "conversation": {
-                "id": conversation_id, "createdAt": at(0), "updatedAt": at(0), "workspaceId": tenant,
-                "personId": person_id, "name": format!("Conversation with {email}"), "isDemo": false,
+                "id": conversation_id.as_str(), "createdAt": at(0), "updatedAt": at(0), "workspaceId": tenant,
+                "personId": person_id.as_str(), "name": format!("Conversation with {email}"), "isDemo": false,
                 "lastViewedAt": null, "lastViewedBy": null, "lastSessionEndedAt": null,
                 "archivedAt": null, "archivedBy": null,
             },
             "person": {
-                "id": person_id, "createdAt": at(-120), "updatedAt": at(-60), "workspaceId": tenant,
+                "id": person_id.as_str(), "createdAt": at(-120), "updatedAt": at(-60), "workspaceId": tenant,
                 "properties": { "plan": f.pick(&["starter", "growth", "enterprise"]) },
                 "firstSeenAt": at(-120), "lastSeenAt": at(0), "identifiedAt": at(-60), "deletedAt": null,
-                "email": email, "phone": f.phone(), "rootPersonId": person_id,
+                "email": email.as_str(), "phone": f.phone(), "rootPersonId": person_id.as_str(),
                 "mergedBy": null, "mergedAt": null, "mergeMeta": {},
             },
             "ledger": null,
-        });
-        s["agent"] = agent;
+        };
         if status != "PENDING" {
-            s["startedAt"] = json!(at(30));
-            s["lastHeartbeatAt"] = json!(at(30 + f.int(10, 600)));
+            s["startedAt"] = Value::from(at(30));
+            s["lastHeartbeatAt"] = Value::from(at(30 + f.int(10, 600)));
         }
         if status == "COMPLETED" {
             let end = at(f.int(300, 1800));
-            s["completedAt"] = json!(end);
-            s["endedAt"] = json!(end);
-            s["lastHeartbeatAt"] = json!(end);
-            s["updatedAt"] = json!(end);
+            s["completedAt"] = Value::from(end.as_str());
+            s["endedAt"] = Value::from(end.as_str());
+            s["lastHeartbeatAt"] = Value::from(end.as_str());
+            s["updatedAt"] = Value::from(end);
             s["completedMeta"] =
-                json!({ "traceId": format!("trace-{}", f.alphanumeric(12).to_lowercase()) });
+                object! { "traceId": format!("trace-{}", f.alphanumeric(12).to_lowercase()) };
         }
         s
     }

@@ -86,7 +86,7 @@ impl Profile for Anam {
         ctx: &WriteCtx<'_>,
         problems: &mut Vec<Violation>,
     ) {
-        let now = json!(iso_millis(ctx.now));
+        let now = Value::from(iso_millis(ctx.now));
         for key in [
             "personaId",
             "clientLabel",
@@ -171,14 +171,14 @@ impl Profile for Anam {
         let length_ms = f.int(15_000, 1_800_000);
         let name = f.pick(&["Cara", "Leo", "Mia", "Astrid", "Kenji"]);
         let end = ended.then(|| start + chrono::Duration::milliseconds(length_ms));
-        json!({
+        object! {
             "id": f.uuid(),
-            "personaId": if f.chance(0.5) { json!(f.uuid()) } else { Value::Null },
+            "personaId": if f.chance(0.5) { Value::from(f.uuid()) } else { Value::Null },
             "clientLabel": f.pick(&["checkout-bot", "support-avatar", "anam-lab-chat", "onboarding-guide"]),
             "startTime": iso_millis(start),
             "endTime": end.map(iso_millis),
             "sessionLengthMs": end.map(|_| length_ms),
-            "exitStatus": if ended { json!(f.pick(&["NORMAL_EXIT", "CLOSED_BY_ENGINE", "ERROR"])) } else { Value::Null },
+            "exitStatus": if ended { Value::from(f.pick(&["NORMAL_EXIT", "CLOSED_BY_ENGINE", "ERROR"])) } else { Value::Null },
             "engineHost": format!("connect-{}.anam.ai/v1/webrtc/engines/anam-engine-{}", f.pick(&["eu", "us"]), f.alphanumeric(10).to_lowercase()),
             "engineProtocol": "https",
             "engineVersion": format!("v5.{}.{}", f.int(0, 4), f.int(0, 9)),
@@ -201,7 +201,7 @@ impl Profile for Anam {
             "organizationId": tenant,
             "createdAt": iso_millis(start),
             "updatedAt": iso_millis(end.unwrap_or(start)),
-        })
+        }
     }
 }
 

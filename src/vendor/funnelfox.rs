@@ -84,13 +84,11 @@ impl Profile for FunnelFox {
         let campaign = f.pick(&["winter", "spring-sale", "retarget", "brand"]);
         let replies: Vec<Value> = (0..f.int(0, 6))
             .map(|i| {
-                let value = if f.chance(0.5) { json!(f.int(1, 99)) } else { json!(f.pick(&["yes", "no", "lose-weight", "build-muscle", "sleep-better", "beginner", "advanced"])) };
-                let mut reply = json!({ "screen_id": format!("screen-{}", i + 1), "element_id": format!("input-{}", i + 1), "value": null });
-                reply["value"] = value; // moved, not copied through serde as inside `json!`
-                reply
+                let value = if f.chance(0.5) { Value::from(f.int(1, 99)) } else { Value::from(f.pick(&["yes", "no", "lose-weight", "build-muscle", "sleep-better", "beginner", "advanced"])) };
+                object! { "screen_id": format!("screen-{}", i + 1), "element_id": format!("input-{}", i + 1), "value": value }
             })
             .collect();
-        let mut s = json!({
+        let mut s = object! {
             "id": format!("{SESSION_PREFIX}{}", f.ulid(created)),
             "attributes": {
                 "city": city, "country": country, "ip": format!("203.0.113.{}", f.int(1, 254)),
@@ -102,13 +100,12 @@ impl Profile for FunnelFox {
             "profile_id": f.ulid(created),
             "query": format!("utm_source={source}&utm_campaign={campaign}"),
             "query_params": { "utm_source": source, "utm_campaign": campaign },
-            "replies": null,
+            "replies": replies,
             "user_agent": f.pick(super::fake::USER_AGENTS),
             "locale": &locale[..2],
-        });
-        s["replies"] = Value::Array(replies);
+        };
         if f.chance(0.4) {
-            s["experiment_id"] = json!(format!(
+            s["experiment_id"] = Value::from(format!(
                 "exp-{}",
                 f.pick(&["pricing-b", "paywall-v2", "onboarding-short"])
             ));

@@ -2,6 +2,28 @@
 //! field, documented defaults, derived fields, invariants, lifecycle rules, secret redaction and the
 //! exact error bodies its public route sends. Nothing here knows about HTTP or SQL.
 
+/// A JSON object made at its final size, its members in the order written: what the generators
+/// use instead of `json!`, which grows each map from empty (a rehash at every doubling). A value is
+/// `null`, a nested `{ … }`, or an expression `Value::from` takes, moved in (`json!` copies a
+/// `Value` it is given through serde).
+macro_rules! object {
+    (@ [$($out:tt)*]) => {
+        serde_json::Value::Object(serde_json::Map::from_iter([$($out)*]))
+    };
+    (@ [$($out:tt)*] $key:literal : null $(, $($rest:tt)*)?) => {
+        object!(@ [$($out)* ($key.to_owned(), serde_json::Value::Null),] $($($rest)*)?)
+    };
+    (@ [$($out:tt)*] $key:literal : { $($inner:tt)* } $(, $($rest:tt)*)?) => {
+        object!(@ [$($out)* ($key.to_owned(), object!($($inner)*)),] $($($rest)*)?)
+    };
+    (@ [$($out:tt)*] $key:literal : $value:expr $(, $($rest:tt)*)?) => {
+        object!(@ [$($out)* ($key.to_owned(), serde_json::Value::from($value)),] $($($rest)*)?)
+    };
+    ($($body:tt)*) => {
+        object!(@ [] $($body)*)
+    };
+}
+
 mod alcamine;
 mod anam;
 pub mod fake;

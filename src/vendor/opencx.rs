@@ -57,7 +57,7 @@ impl Profile for OpenCx {
         ctx: &WriteCtx<'_>,
         problems: &mut Vec<Violation>,
     ) {
-        let now = json!(iso_millis(ctx.now));
+        let now = Value::from(iso_millis(ctx.now));
         default(doc, "status", || json!("open"));
         default(doc, "ai_closure_type", || Value::Null);
         default(doc, "sentiment", || Value::Null);
@@ -115,40 +115,40 @@ impl Profile for OpenCx {
         let updated = created + chrono::Duration::seconds(f.int(0, 3 * 24 * 3600));
         let status = f.pick(&["open", "open", "closed_resolved", "closed_unresolved"]);
         let closed = status != "open";
-        let mut s = json!({
+        let mut s = object! {
             "id": f.uuid(),
             "status": status,
-            "ai_closure_type": if closed { json!(f.pick(&["assumed_resolved", "handed_off", "resolved"])) } else { Value::Null },
-            "sentiment": if f.chance(0.6) { json!(f.pick(&["angry", "happy", "neutral"])) } else { Value::Null },
+            "ai_closure_type": if closed { Value::from(f.pick(&["assumed_resolved", "handed_off", "resolved"])) } else { Value::Null },
+            "sentiment": if f.chance(0.6) { Value::from(f.pick(&["angry", "happy", "neutral"])) } else { Value::Null },
             "channel": { "type": f.pick(&["web", "email", "phone_voice", "slack", "sms", "whatsapp", "instagram", "messenger", "api", "web_voice"]) },
             "language": f.pick(&["en", "es", "fr", "de", "pt", "ja"]),
-            "assignee_id": if f.chance(0.3) { json!(f.uuid()) } else { Value::Null },
+            "assignee_id": if f.chance(0.3) { Value::from(f.uuid()) } else { Value::Null },
             "custom_data": { "order_id": format!("A-{}", f.int(1000, 99999)), "items": f.int(1, 9), "vip": f.chance(0.1) },
             "assist_mode": f.chance(0.2),
             "created_at": iso_millis(created),
             "updated_at": iso_millis(updated),
-        });
+        };
         if f.chance(0.7) {
             let name = f.name();
-            s["contact"] = json!({
+            s["contact"] = object! {
                 "id": f.uuid(),
                 "email": f.email(),
-                "phone_number": if f.chance(0.5) { json!(f.phone()) } else { Value::Null },
+                "phone_number": if f.chance(0.5) { Value::from(f.phone()) } else { Value::Null },
                 "name": name,
-                "custom_data": if f.chance(0.5) { json!({ "plan": f.pick(&["free", "pro", "enterprise"]) }) } else { Value::Null },
+                "custom_data": if f.chance(0.5) { object! { "plan": f.pick(&["free", "pro", "enterprise"]) } } else { Value::Null },
                 "created_at": iso_millis(created - chrono::Duration::days(f.int(0, 400))),
                 "updated_at": iso_millis(created),
                 "non_verified_name": Value::Null,
                 "non_verified_email": Value::Null,
                 "non_verified_custom_data": Value::Null,
-            });
+            };
         }
         if f.chance(0.3) {
-            s["team"] = json!({ "id": f.uuid(), "name": f.pick(&["Billing", "Support", "Sales", "Returns"]), "description": "Tier 2" });
+            s["team"] = object! { "id": f.uuid(), "name": f.pick(&["Billing", "Support", "Sales", "Returns"]), "description": "Tier 2" };
         }
         if closed && f.chance(0.4) {
-            s["handoff"] = json!({ "sentiment": f.pick(&["angry", "happy", "neutral"]), "summary": f.pick(&["Refund requested for a damaged item", "Customer cannot log in after a password reset", "Question about an invoice line"]) });
-            s["ticketing_system"] = json!({ "name": f.pick(&["zendesk", "freshdesk", "intercom", "hubspot", "salesforce"]), "external_id": f.int(10000, 999999).to_string(), "id_type": "ticket_id" });
+            s["handoff"] = object! { "sentiment": f.pick(&["angry", "happy", "neutral"]), "summary": f.pick(&["Refund requested for a damaged item", "Customer cannot log in after a password reset", "Question about an invoice line"]) };
+            s["ticketing_system"] = object! { "name": f.pick(&["zendesk", "freshdesk", "intercom", "hubspot", "salesforce"]), "external_id": f.int(10000, 999999).to_string(), "id_type": "ticket_id" };
         }
         s
     }

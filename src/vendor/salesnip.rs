@@ -226,37 +226,35 @@ impl Profile for SaleSnip {
                 let initial = base * f.int(80, 120) / 100;
                 let minimum = initial * f.int(60, 90) / 100;
                 let current = f.int(minimum, initial);
-                let mut p = json!({
+                let mut p = object! {
                     "id": pid, "name": name, "description": description,
                     "image": format!("https://cdn.example.com/products/{pid}.png"),
                     "price": { "current": current, "initial": initial, "minimum": minimum },
-                });
+                };
                 if f.chance(0.4) {
                     let max = f.int(5, 500);
                     let init = f.int(1, max.min(10));
-                    p["quantity"] = json!({ "current": f.int(init, max), "initial": init, "minimum": 1, "maximum": max });
+                    p["quantity"] = object! { "current": f.int(init, max), "initial": init, "minimum": 1, "maximum": max };
                 }
                 if f.chance(0.5) {
-                    p["recurring"] = json!({ "unit": f.pick(&["MONTH", "YEAR"]), "count": f.int(1, 3) });
+                    p["recurring"] = object! { "unit": f.pick(&["MONTH", "YEAR"]), "count": f.int(1, 3) };
                     if f.chance(0.4) {
-                        p["trial"] = json!({ "unit": f.pick(UNITS), "count": f.int(1, 14) });
+                        p["trial"] = object! { "unit": f.pick(UNITS), "count": f.int(1, 14) };
                     }
                 }
                 if f.chance(0.3) {
-                    p["metadata"] = json!({ "sku": f.alphanumeric(8).to_uppercase() });
+                    p["metadata"] = object! { "sku": f.alphanumeric(8).to_uppercase() };
                 }
                 p
             })
             .collect();
-        let mut s = json!({
+        object! {
             "id": id,
             "project": tenant,
             "status": if f.chance(0.7) { "ACTIVE" } else { "COMPLETE" },
             "currency": f.pick(&["USD", "EUR", "GBP", "CAD", "AUD", "CHF", "SEK", "JPY"]),
-            "products": null,
+            "products": products,
             "metadata": { "customer_id": format!("cus_{}", f.alphanumeric(14)), "source": f.pick(&["pricing-page", "checkout", "email", "chat"]) },
-        });
-        s["products"] = Value::Array(products); // moved, not copied through serde as inside `json!`
-        s
+        }
     }
 }
