@@ -423,6 +423,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn object_builds_what_json_builds() {
+        let inner = serde_json::json!({ "moved": true });
+        let built = object! {
+            "a": 1, "b": null, "c": { "d": [1, 2], "e": {} }, "f": "text", "g": inner.clone(),
+            "h": Some(2.5), "i": None::<i64>, "a": "again",
+        };
+        let expected = serde_json::json!({
+            "a": 1, "b": null, "c": { "d": [1, 2], "e": {} }, "f": "text", "g": inner,
+            "h": 2.5, "i": null, "a": "again",
+        });
+        assert_eq!(built, expected);
+        // The same members in the same order (a repeated key keeps its first place).
+        assert_eq!(built.to_string(), expected.to_string());
+        assert_eq!(
+            built.to_string(),
+            r#"{"a":"again","b":null,"c":{"d":[1,2],"e":{}},"f":"text","g":{"moved":true},"h":2.5,"i":null}"#
+        );
+    }
+
+    #[test]
     fn api_ids_round_trip() {
         for api in ApiId::ALL {
             assert_eq!(api.as_str().parse::<ApiId>().unwrap(), api);
