@@ -69,13 +69,14 @@ pub async fn seed(
         Err(e) => return Err(e.into()),
     }
     // Batches are stored (on the store's writer) while the next ones are generated and checked.
-    let mut storing = Storing::new(service, |first: &u64, e| {
+    let mut storing = Storing::start(service, |first: &u64, e| {
         let n = first + e.index as u64 + 1;
         BulkError::Line {
             line: n,
             message: format!("generated session {n}: {}", describe(&e.error)),
         }
-    });
+    })
+    .await?;
     let profile = api.profile();
     let mut generated = 0;
     while generated < count {
@@ -333,36 +334,62 @@ fn describe(e: &AdminError) -> String {
 /// preparing batch N+2 could not start before batch N was committed, and both cores idled through
 /// every commit that took longer than a preparation.
 struct Storing<T> {
+    service: Arc<Service>,
     queue: Option<tokio::sync::mpsc::Sender<(PreparedBatch, T)>>,
-    storer: Option<tokio::task::JoinHandle<Result<(), (T, BatchError)>>>,
+    storer: Option<tokio::task::JoinHandle<Stored<T>>>,
     stored: Arc<AtomicU64>,
     fail: fn(&T, BatchError) -> BulkError,
+    /// A bulk load began (the store held no session): [`Storing::finish`] ends it.
+    bulk: bool,
 }
+
+/// What the storing task did: the names and sizes of the batches it stored while a bulk load
+/// was on (a duplicate id is found only when the load ends), and the first batch that failed.
+type Stored<T> = (Vec<(T, usize)>, Result<(), (T, BatchError)>);
 
 /// Prepared batches that may wait for the store's writer, besides the one it is storing.
 const STORE_AHEAD: usize = 1;
 
 impl<T: Send + 'static> Storing<T> {
-    fn new(service: &Arc<Service>, fail: fn(&T, BatchError) -> BulkError) -> Self {
+    /// Starts a bulk load if the store holds no session (see [`crate::store::Store::begin_bulk`]).
+    async fn start(
+        service: &Arc<Service>,
+        fail: fn(&T, BatchError) -> BulkError,
+    ) -> Result<Self, BulkError> {
+        let bulk = service
+            .store()
+            .begin_bulk()
+            .await
+            .map_err(AdminError::from)?;
         let (queue, mut batches) = tokio::sync::mpsc::channel::<(PreparedBatch, T)>(STORE_AHEAD);
         let stored = Arc::new(AtomicU64::new(0));
         let storer = tokio::spawn({
             let service = service.clone();
             let stored = stored.clone();
             async move {
+                let mut kept = Vec::new();
                 while let Some((batch, names)) = batches.recv().await {
-                    let n = service.store_batch(batch).await.map_err(|e| (names, e))?;
-                    stored.fetch_add(n as u64, Ordering::Relaxed);
+                    match service.store_batch(batch).await {
+                        Ok(n) => {
+                            stored.fetch_add(n as u64, Ordering::Relaxed);
+                            if bulk {
+                                kept.push((names, n));
+                            }
+                        }
+                        Err(e) => return (kept, Err((names, e))),
+                    }
                 }
-                Ok(())
+                (kept, Ok(()))
             }
         });
-        Storing {
+        Ok(Storing {
+            service: service.clone(),
             queue: Some(queue),
             storer: Some(storer),
             stored,
             fail,
-        }
+            bulk,
+        })
     }
 
     /// Sessions stored so far.
@@ -400,17 +427,61 @@ impl<T: Send + 'static> Storing<T> {
         }
     }
 
-    /// Waits until every queued batch is stored: how many sessions were stored in all, or the
-    /// error of the first batch that failed (none after it was stored).
+    /// Waits until every queued batch is stored, and ends the bulk load if one is on: how many
+    /// sessions were stored in all, or the error of the first bad session (nothing of its batch,
+    /// nor of any batch after it, is stored).
     async fn finish(&mut self) -> Result<u64, BulkError> {
         self.queue = None; // the storer ends once the queue is empty
-        if let Some(storer) = self.storer.take() {
-            storer
+        let (kept, outcome) = match self.storer.take() {
+            Some(storer) => storer
                 .await
-                .map_err(|e| BulkError::Io(std::io::Error::other(e)))?
-                .map_err(|(names, e)| (self.fail)(&names, e))?;
+                .map_err(|e| BulkError::Io(std::io::Error::other(e)))?,
+            None => (Vec::new(), Ok(())),
+        };
+        if std::mem::take(&mut self.bulk) {
+            let end = self.service.store().end_bulk().await;
+            // A session id stored twice comes before whatever stopped the storing.
+            if let Some(duplicate) = end.map_err(AdminError::from)? {
+                let (names, _) = &kept[duplicate.call];
+                let before = kept[..duplicate.call].iter().map(|(_, n)| *n as u64);
+                self.stored.store(before.sum(), Ordering::Relaxed);
+                return Err((self.fail)(
+                    names,
+                    BatchError {
+                        index: duplicate.index,
+                        error: AdminError::Conflict(format!("session {} exists", duplicate.id)),
+                    },
+                ));
+            }
         }
+        outcome.map_err(|(names, e)| (self.fail)(&names, e))?;
         Ok(self.stored())
+    }
+}
+
+/// The input lines of a batch's sessions, as runs of consecutive numbers: a bulk load keeps them
+/// for every batch until it ends, and a batch of an export's sessions is one run.
+#[derive(Debug, Default)]
+struct Lines(Vec<(u64, u64)>);
+
+impl Lines {
+    fn push(&mut self, line: u64) {
+        match self.0.last_mut() {
+            Some((first, n)) if *first + *n == line => *n += 1,
+            _ => self.0.push((line, 1)),
+        }
+    }
+
+    /// The `index`-th line (from 0).
+    fn nth(&self, index: usize) -> u64 {
+        let mut rest = index as u64;
+        for &(first, n) in &self.0 {
+            if rest < n {
+                return first + rest;
+            }
+            rest -= n;
+        }
+        panic!("no line number {index} in the batch");
     }
 }
 
@@ -509,12 +580,12 @@ pub async fn import(
     input: Box<dyn BufRead + Send>,
     progress: &dyn Fn(u64),
 ) -> Result<Totals, BulkError> {
-    let fail = |lines: &Vec<u64>, e: BatchError| BulkError::Line {
-        line: lines[e.index],
+    let fail = |lines: &Lines, e: BatchError| BulkError::Line {
+        line: lines.nth(e.index),
         message: describe(&e.error),
     };
     // Batches are stored (on the store's writer) while the next ones are read and checked.
-    let mut storing = Storing::new(service, fail);
+    let mut storing = Storing::start(service, fail).await?;
     let mut totals = Totals::default();
     let read = read_into(service, input, &mut storing, &mut totals, progress).await;
     // Whatever stopped the reading, the batches queued before it are stored first; a batch
@@ -529,12 +600,12 @@ pub async fn import(
 async fn read_into(
     service: &Arc<Service>,
     input: Box<dyn BufRead + Send>,
-    storing: &mut Storing<Vec<u64>>,
+    storing: &mut Storing<Lines>,
     totals: &mut Totals,
     progress: &dyn Fn(u64),
 ) -> Result<(), BulkError> {
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
-    let mut batch_lines: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut batch_lines = Lines::default();
     // Reading and parsing run on their own thread, ahead of checking and storing.
     let mut records = spawn_reader(input);
     let mut chunk = std::collections::VecDeque::new();
@@ -568,7 +639,7 @@ async fn read_into(
         // at its size or at the end of the input: a file shorter than a batch is one batch.
         let flush = eof || batch.len() >= BATCH;
         if flush && !batch.is_empty() {
-            let lines = std::mem::replace(&mut batch_lines, Vec::with_capacity(BATCH));
+            let lines = std::mem::take(&mut batch_lines);
             let prepared = service
                 .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
                 .await;

@@ -103,6 +103,16 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+/// A session id stored twice in a bulk load (see [`Store::end_bulk`]): the later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkDuplicate {
+    /// Which [`Store::insert_sessions`] call of the load stored it (from 0)...
+    pub call: usize,
+    /// ...and where in that call's rows.
+    pub index: usize,
+    pub id: String,
+}
+
 /// Makes the row of a numbered session from its number (see [`Store::insert_numbered`]).
 pub type BuildRow = Box<dyn FnOnce(i64) -> SessionRow + Send>;
 
@@ -149,6 +159,21 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts many sessions in one transaction: all or none. [`StoreError::Conflict`] if an id
     /// is taken.
     async fn insert_sessions(&self, rows: Vec<SessionRow>) -> StoreResult<()>;
+    /// Starts a bulk load (import, seed) into a store that holds no session: a backend may drop
+    /// its session indexes, and build them once at [`Store::end_bulk`], rather than updating
+    /// them row by row. Until then what is written is one transaction, which nobody else sees
+    /// (a server sharing the store waits to write, and reads what was there before), and
+    /// sessions are stored by [`Store::insert_sessions`] alone. `false`: no bulk load (the store
+    /// holds sessions, or the backend has no such mode); writes go on as usual.
+    async fn begin_bulk(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
+    /// Ends a bulk load: builds the indexes and commits. Ids are checked only now: if two sessions
+    /// share one, the later is returned, and neither it nor anything stored after the start of its
+    /// [`Store::insert_sessions`] call is kept. Nothing to do without a bulk load.
+    async fn end_bulk(&self) -> StoreResult<Option<BulkDuplicate>> {
+        Ok(None)
+    }
     /// Replaces a session if its stored version is `row.version - 1`; else [`StoreError::Conflict`]
     /// ([`StoreError::NotFound`] if it is gone).
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()>;

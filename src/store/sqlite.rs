@@ -24,12 +24,15 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::Codecs;
-use super::{BuildRow, KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow};
+use super::{
+    BuildRow, BulkDuplicate, KeyRow, Page, SessionRow, Store, StoreError, StoreResult, TenantRow,
+};
 use crate::vendor::ApiId;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_codecs.sql"),
+    include_str!("../../migrations/sqlite/0003_session_indexes.sql"),
 ];
 /// Batches at least this large are compressed on every core (rayon) rather than on the caller.
 const PARALLEL_PACK: usize = 64;
@@ -60,6 +63,11 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
 pub struct SqliteStore {
     readers: Arc<Readers>,
     jobs: mpsc::Sender<Job>,
+    /// A bulk load under way, or not (see [`Store::begin_bulk`]); shared with the writer thread.
+    bulk: Arc<Mutex<Bulk>>,
+    /// Whether `bulk` is [`Bulk::On`]: reads then go to the writer, whose transaction holds the
+    /// load (and read it without taking the lock).
+    bulk_on: Arc<std::sync::atomic::AtomicBool>,
     /// Compression of the stored documents (see [`super::codec`]).
     codecs: Arc<Codecs>,
     /// The writer and checkpointer threads, joined when the store is dropped.
@@ -294,8 +302,36 @@ struct CommitFailed(String);
 #[error("the read was abandoned by its reader thread")]
 struct ReadFailed;
 
-/// The writer thread: group commit until every sender is gone.
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+/// A bulk load (see [`Store::begin_bulk`]): one transaction on the writer, kept open from group to
+/// group until the load ends.
+#[derive(Debug, Default)]
+enum Bulk {
+    #[default]
+    Off,
+    /// Loading, the session indexes dropped.
+    On {
+        /// The statements that create the dropped indexes, in their order.
+        indexes: Vec<String>,
+        /// The `pk` of the first row of each `insert_sessions` call, in order.
+        starts: Vec<i64>,
+    },
+    /// Ending the load failed: the writer rolls its transaction back (and turns this `Off`).
+    Abort,
+    /// The load's transaction failed and was rolled back: nothing of it is stored.
+    Lost(String),
+}
+
+fn lock(bulk: &Mutex<Bulk>) -> std::sync::MutexGuard<'_, Bulk> {
+    bulk.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the bulk load failed and was rolled back: {0}")]
+struct BulkLost(String);
+
+/// The writer thread: group commit until every sender is gone. While a bulk load is on, groups
+/// are not committed: the load is one transaction, committed when it ends.
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, bulk: Arc<Mutex<Bulk>>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         loop {
@@ -320,21 +356,43 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
         }
         let mut finishers = Vec::with_capacity(group.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            if conn.is_autocommit() {
+                conn.prepare_cached("BEGIN")?.execute([])?;
+            }
             // The job's savepoint by cached statements: rusqlite's `Savepoint` prepares its
             // SQL on every write (~4 000 instructions a create, callgrind). A failure here ends
-            // the transaction, which `tx` rolls back when dropped.
+            // the transaction, which is rolled back below.
             for job in group.drain(..) {
-                tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-                let (keep, finish) = job(&tx);
+                conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+                let (keep, finish) = job(&conn);
                 finishers.push(finish);
                 if !keep {
-                    tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                    conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
                 }
-                tx.prepare_cached("RELEASE job")?.execute([])?;
+                conn.prepare_cached("RELEASE job")?.execute([])?;
             }
-            tx.commit()
+            match *lock(&bulk) {
+                Bulk::On { .. } => Ok(()), // the load's transaction goes on
+                Bulk::Abort => Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the bulk load was abandoned".into()),
+                )),
+                Bulk::Off | Bulk::Lost(_) => conn.prepare_cached("COMMIT")?.execute([]).map(drop),
+            }
         })();
+        if let Err(e) = &outcome
+            && !conn.is_autocommit()
+        {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rollback failed");
+            }
+            let mut state = lock(&bulk);
+            if matches!(*state, Bulk::On { .. }) {
+                *state = Bulk::Lost(e.to_string());
+            } else if matches!(*state, Bulk::Abort) {
+                *state = Bulk::Off;
+            }
+        }
         let outcome = outcome.map_err(|e| e.to_string());
         tracing::debug!(target: "sessiond::store", writes = finishers.len(), "group committed");
         for finish in finishers {
@@ -494,13 +552,19 @@ impl SqliteStore {
             readers.keep(thread);
         }
         let (jobs, rx) = mpsc::channel();
+        let bulk = Arc::new(Mutex::new(Bulk::Off));
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn({
+                let bulk = bulk.clone();
+                move || writer_loop(writer, rx, bulk)
+            })
             .context("starting the SQLite writer thread")?;
         Ok(SqliteStore {
             readers,
             jobs,
+            bulk,
+            bulk_on: Arc::default(),
             codecs,
             // The writer first: its connection, closing, stops the checkpointer.
             threads: vec![writer, checkpointer],
@@ -544,6 +608,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        if self.bulk_on.load(Ordering::Relaxed) {
+            // Only the writer's connection sees what the load has written so far.
+            return self.write(f).await;
+        }
         let f = if self.readers.disk_bound() {
             f
         } else {
@@ -647,6 +715,50 @@ fn key_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         created_at: r.get("created_at")?,
         revoked: r.get::<_, Option<String>>("revoked_at")?.is_some(),
     })
+}
+
+fn backend_msg(message: &'static str) -> StoreError {
+    StoreError::Backend(message.into())
+}
+
+/// The end of a bulk load: runs `indexes` (the statements of the session indexes dropped for the
+/// load). If two rows share an id, the later row of the first such pair, and everything stored
+/// from the start of its `insert_sessions` call on (`starts`: the first `pk` of each call), are
+/// deleted before the indexes are built again; that row is returned.
+fn build_indexes(
+    c: &Connection,
+    indexes: &[String],
+    starts: &[i64],
+) -> StoreResult<Option<BulkDuplicate>> {
+    let build = || indexes.iter().try_for_each(|sql| c.execute_batch(sql));
+    match build() {
+        Ok(()) => return Ok(None),
+        Err(e) if !is_constraint(&e) => return Err(backend(e)),
+        Err(_) => {}
+    }
+    // (A sort of the whole table, as the index build was: no index helps here.)
+    let (pk, id): (i64, String) = c
+        .query_row(
+            "SELECT pk, id FROM (
+                 SELECT pk, id, row_number() OVER (PARTITION BY api, id ORDER BY pk) AS n
+                 FROM sessions)
+             WHERE n = 2 ORDER BY pk LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(backend)?;
+    let call = starts
+        .partition_point(|&start| start <= pk)
+        .checked_sub(1)
+        .ok_or_else(|| backend_msg("a duplicate session id before the bulk load's first row"))?;
+    c.execute("DELETE FROM sessions WHERE pk >= ?1", [starts[call]])
+        .map_err(backend)?;
+    build().map_err(backend)?;
+    Ok(Some(BulkDuplicate {
+        call,
+        index: (pk - starts[call]) as usize,
+        id,
+    }))
 }
 
 fn insert_row(c: &Connection, row: &PackedRow) -> StoreResult<()> {
@@ -877,8 +989,112 @@ impl Store for SqliteStore {
                 .map_err(|_| StoreError::backend(CommitFailed("compression failed".into())))?
         };
         // One job, so one savepoint: a conflict anywhere leaves nothing of the batch.
-        self.write(move |c| rows.iter().try_for_each(|row| insert_row(c, row)))
-            .await
+        let bulk = self.bulk.clone();
+        self.write(move |c| {
+            let mut state = lock(&bulk);
+            let start = match &mut *state {
+                Bulk::Off => None,
+                Bulk::On { starts, .. } => Some(starts),
+                Bulk::Abort | Bulk::Lost(_) => {
+                    return Err(backend_msg("the bulk load failed and was rolled back"));
+                }
+            };
+            if let Some(starts) = start {
+                // The load appends to an empty table: its rows' `pk`s follow one another.
+                let next: i64 = c
+                    .query_row("SELECT coalesce(max(pk), 0) + 1 FROM sessions", [], |r| {
+                        r.get(0)
+                    })
+                    .map_err(backend)?;
+                rows.iter().try_for_each(|row| insert_row(c, row))?;
+                starts.push(next);
+                return Ok(());
+            }
+            drop(state);
+            rows.iter().try_for_each(|row| insert_row(c, row))
+        })
+        .await
+    }
+
+    async fn begin_bulk(&self) -> StoreResult<bool> {
+        let (bulk, on) = (self.bulk.clone(), self.bulk_on.clone());
+        self.write(move |c| {
+            let mut state = lock(&bulk);
+            if !matches!(*state, Bulk::Off) {
+                return Err(backend_msg("a bulk load is under way"));
+            }
+            let has_sessions: bool = c
+                .query_row("SELECT EXISTS (SELECT 1 FROM sessions)", [], |r| r.get(0))
+                .map_err(backend)?;
+            // (An index without SQL is a table constraint's, which cannot be dropped.)
+            let indexes: Vec<(String, Option<String>)> = c
+                .prepare(
+                    "SELECT name, sql FROM sqlite_schema
+                     WHERE type = 'index' AND tbl_name = 'sessions' ORDER BY rowid",
+                )
+                .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(backend)?;
+            if has_sessions || indexes.iter().any(|(_, sql)| sql.is_none()) {
+                return Ok(false);
+            }
+            for (name, _) in &indexes {
+                c.execute_batch(&format!("DROP INDEX \"{name}\""))
+                    .map_err(backend)?;
+            }
+            *state = Bulk::On {
+                indexes: indexes.into_iter().filter_map(|(_, sql)| sql).collect(),
+                starts: Vec::new(),
+            };
+            on.store(true, Ordering::Relaxed);
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn end_bulk(&self) -> StoreResult<Option<BulkDuplicate>> {
+        let (bulk, on) = (self.bulk.clone(), self.bulk_on.clone());
+        let ended = self
+            .write(move |c| {
+                let mut state = lock(&bulk);
+                let (indexes, starts) = match std::mem::take(&mut *state) {
+                    Bulk::On { indexes, starts } => (indexes, starts),
+                    Bulk::Off => return Ok(None),
+                    Bulk::Lost(e) => return Err(StoreError::backend(BulkLost(e))),
+                    Bulk::Abort => {
+                        return Err(backend_msg("the bulk load failed and was rolled back"));
+                    }
+                };
+                on.store(false, Ordering::Relaxed);
+                // `Off` now: the writer commits this group, unless building the indexes fails.
+                let started = Instant::now();
+                let built = build_indexes(c, &indexes, &starts);
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "bulk load: session indexes built"
+                );
+                if built.is_err() {
+                    *state = Bulk::Abort;
+                }
+                built.map(Some)
+            })
+            .await?;
+        let Some(duplicate) = ended else {
+            return Ok(None);
+        };
+        // The load went through the WAL whole: a file as large as the rows. Copied into the
+        // database file and cut back now, not at some later checkpoint (or at the next open,
+        // which would first read all of it).
+        let path = self.readers.path.clone();
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            open_reader(&path)?
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .context("checkpointing the WAL")
+        })
+        .await;
+        if let Ok(Err(e)) = checkpoint {
+            tracing::warn!(error = %e, "the WAL is left for a later checkpoint");
+        }
+        Ok(duplicate)
     }
 
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()> {
@@ -1036,7 +1252,7 @@ mod tests {
         }
         drop(tx);
         let conn_path = dir.path().join("g.db");
-        writer_loop(conn, rx);
+        writer_loop(conn, rx, Arc::default());
         drop(answers_tx);
         // One group: every job was answered with the group's (successful) commit.
         let answered: Vec<_> = answers.iter().collect();
@@ -1303,5 +1519,184 @@ mod tests {
             // (Printing the panic may have blocked, so the next read may run on a reader.)
             assert!(store.get_session(ApiId::Anam, "x").await.unwrap().is_none());
         });
+    }
+
+    fn session(id: &str) -> SessionRow {
+        SessionRow {
+            api: ApiId::Anam,
+            id: id.into(),
+            tenant: "t".into(),
+            version: 1,
+            body: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+            doc: None,
+        }
+    }
+
+    fn sessions(ids: &[&str]) -> Vec<SessionRow> {
+        ids.iter().map(|id| session(id)).collect()
+    }
+
+    /// The ids of the stored sessions in `pk` order, read through a connection of its own (as
+    /// another process would).
+    fn stored_ids(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut st = conn.prepare("SELECT id FROM sessions ORDER BY pk").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn session_indexes(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut st = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'sessions' ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// A new store in a temporary dir (`s.db`) with Anam tenant `t`.
+    async fn store_with_tenant() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .create_tenant(ApiId::Anam, "t", "2026-12-02T00:00:00.000Z")
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    /// A bulk load into an empty store is one transaction that others see only once it ends, its
+    /// own reads see its rows, and the indexes are back when it ends: ids are unique again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_load_is_seen_whole_once_it_ends_with_its_indexes() {
+        let (dir, store) = store_with_tenant().await;
+        let path = dir.path().join("s.db");
+        assert!(store.begin_bulk().await.unwrap());
+        assert_eq!(
+            session_indexes(&path),
+            ["sessions_by_id", "sessions_by_tenant"],
+            "nor is the indexes' drop"
+        );
+        store.insert_sessions(sessions(&["a", "b"])).await.unwrap();
+        store.insert_sessions(sessions(&["c"])).await.unwrap();
+        assert!(
+            stored_ids(&path).is_empty(),
+            "others see the load only once it ends"
+        );
+        let read = store.get_session(ApiId::Anam, "c").await.unwrap();
+        assert_eq!(read.map(|r| r.body), Some(session("c").body));
+        let page = store
+            .list_sessions(ApiId::Anam, "t", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.rows.len(), 3);
+        assert_eq!(store.end_bulk().await.unwrap(), None);
+        assert_eq!(stored_ids(&path), ["a", "b", "c"]);
+        assert_eq!(
+            session_indexes(&path),
+            ["sessions_by_id", "sessions_by_tenant"]
+        );
+        assert!(matches!(
+            store.insert_session(&session("b")).await,
+            Err(StoreError::Conflict)
+        ));
+        // Ending again, or a load into a store that holds sessions: nothing to do.
+        assert_eq!(store.end_bulk().await.unwrap(), None);
+        assert!(!store.begin_bulk().await.unwrap());
+        store.insert_sessions(sessions(&["d"])).await.unwrap();
+        assert_eq!(stored_ids(&path), ["a", "b", "c", "d"]);
+    }
+
+    /// An id stored twice in a bulk load is found when it ends: the later one is named (its call
+    /// and place), and the calls before its call are kept, committed, with their indexes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_id_stored_twice_in_a_bulk_load_is_named_and_the_calls_before_it_are_kept() {
+        let (dir, store) = store_with_tenant().await;
+        let path = dir.path().join("s.db");
+        assert!(store.begin_bulk().await.unwrap());
+        store.insert_sessions(sessions(&["a", "b"])).await.unwrap();
+        store.insert_sessions(Vec::new()).await.unwrap();
+        store
+            .insert_sessions(sessions(&["c", "d", "a", "e"]))
+            .await
+            .unwrap();
+        // A second duplicate, later: the first one is named.
+        store.insert_sessions(sessions(&["f", "c"])).await.unwrap();
+        let duplicate = store.end_bulk().await.unwrap();
+        assert_eq!(
+            duplicate,
+            Some(BulkDuplicate {
+                call: 2,
+                index: 2,
+                id: "a".into()
+            })
+        );
+        assert_eq!(stored_ids(&path), ["a", "b"]);
+        assert_eq!(
+            session_indexes(&path),
+            ["sessions_by_id", "sessions_by_tenant"]
+        );
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.get_session(ApiId::Anam, "b").await.unwrap().is_some());
+        assert!(store.get_session(ApiId::Anam, "c").await.unwrap().is_none());
+    }
+
+    /// A store of schema version 2 (its id index part of the table) is migrated: same rows, same
+    /// `pk`s, the indexes now of their own, and ids still unique.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_of_schema_version_2_gets_indexes_that_a_bulk_load_can_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO tenants (api, id, created_at) VALUES ('anam', 't', 'now');
+                 INSERT INTO sessions (pk, api, id, tenant, version, body)
+                 VALUES (7, 'anam', 'x', 't', 1, CAST('{\"id\":\"x\"}' AS BLOB)),
+                        (9, 'anam', 'y', 't', 2, CAST('{\"id\":\"y\"}' AS BLOB));",
+            )
+            .unwrap();
+            assert_eq!(
+                session_indexes(&path),
+                ["sessions_by_tenant", "sqlite_autoindex_sessions_1"]
+            );
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            session_indexes(&path),
+            ["sessions_by_id", "sessions_by_tenant"]
+        );
+        let conn = Connection::open(&path).unwrap();
+        let rows: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT pk, id, version FROM sessions ORDER BY pk")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, [(7, "x".into(), 1), (9, "y".into(), 2)]);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert!(matches!(
+            store.insert_session(&session("x")).await,
+            Err(StoreError::Conflict)
+        ));
+        let page = store
+            .list_sessions(ApiId::Anam, "t", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.rows.len(), 2);
+        // It holds sessions: no bulk load.
+        assert!(!store.begin_bulk().await.unwrap());
     }
 }

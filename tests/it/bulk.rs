@@ -32,6 +32,7 @@ per_backend!(
     the_first_bad_line_is_named_though_a_later_one_is_unreadable,
     a_line_that_is_not_utf8_is_named_unless_a_bad_line_comes_before_it,
     an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored,
+    an_id_twice_in_a_file_for_an_empty_store_is_named_and_the_batches_before_it_are_kept,
     a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_bad,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
@@ -759,6 +760,40 @@ async fn an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored() {
         assert!(err.contains(&format!("line {k}:")), "{what}: {err}");
         assert_same_ndjson(&export(&storage, &[]).await, &before, what);
     }
+}
+
+/// Into an empty store (on SQLite a bulk load: ids are checked once every batch is in), a session id
+/// given twice in the file is named though a later line is bad too; the batches before the one
+/// holding its second line are kept whole, nothing after; and the ids are unique again afterwards.
+async fn an_id_twice_in_a_file_for_an_empty_store_is_named_and_the_batches_before_it_are_kept() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let original = seeded_export(ApiId::Anam, &tenant, 2 * BATCH + 100, 4).await;
+    let batches = batches(&original);
+    let earlier = session_lines(&file(&original))[10].clone();
+    let (broken, k) = replace_session(&original, BATCH + 20, |_| earlier);
+    let (_, invalid) = BREAKAGES[2];
+    let (broken, later) = replace_session(&broken, 2 * BATCH + 50, invalid);
+
+    let storage = Storage::new().await;
+    let out = import(&storage, &file(&broken)).await;
+    assert!(!out.status.success(), "the import succeeded");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {k}:")) && err.contains("exists"),
+        "names the duplicate at line {k}: {err}"
+    );
+    assert!(!err.contains(&format!("line {later}:")), "{err}");
+    assert_eq!(stored_session_ids(&storage, ApiId::Anam).await, batches[0]);
+
+    let out = import(&storage, &file(&original)).await;
+    assert!(!out.status.success(), "the stored ids were taken again");
+    let first = session_line(&original, 0);
+    assert!(
+        stderr(&out).contains(&format!("line {first}:")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stored_session_ids(&storage, ApiId::Anam).await, batches[0]);
 }
 
 /// A full batch whose session is already stored (found when the batch is stored, not when it is
