@@ -380,10 +380,11 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, bulk: Arc<Mutex<Bulk
                 Bulk::Off | Bulk::Lost(_) => conn.prepare_cached("COMMIT")?.execute([]).map(drop),
             }
         })();
-        if let Err(e) = &outcome
-            && !conn.is_autocommit()
-        {
-            if let Err(e) = conn.execute_batch("ROLLBACK") {
+        if let Err(e) = &outcome {
+            // (SQLite itself rolls back on some errors: I/O, a full disk.)
+            if !conn.is_autocommit()
+                && let Err(e) = conn.execute_batch("ROLLBACK")
+            {
                 tracing::warn!(error = %e, "rollback failed");
             }
             let mut state = lock(&bulk);
@@ -1056,15 +1057,16 @@ impl Store for SqliteStore {
         let ended = self
             .write(move |c| {
                 let mut state = lock(&bulk);
+                on.store(false, Ordering::Relaxed);
                 let (indexes, starts) = match std::mem::take(&mut *state) {
                     Bulk::On { indexes, starts } => (indexes, starts),
                     Bulk::Off => return Ok(None),
                     Bulk::Lost(e) => return Err(StoreError::backend(BulkLost(e))),
                     Bulk::Abort => {
+                        *state = Bulk::Abort; // still to be rolled back, after this group
                         return Err(backend_msg("the bulk load failed and was rolled back"));
                     }
                 };
-                on.store(false, Ordering::Relaxed);
                 // `Off` now: the writer commits this group, unless building the indexes fails.
                 let started = Instant::now();
                 let built = build_indexes(c, &indexes, &starts);
