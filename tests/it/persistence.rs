@@ -342,6 +342,33 @@ async fn a_clean_stop_leaves_the_whole_sqlite_store_in_its_database_file() {
     }
     server.stop().await;
     assert_whole_in_its_file(dir.path(), 3200, "after the server stopped").await;
+
+    // Reads from the store (the cache starts empty) run on the runtime's threads, each with a
+    // connection of its own that closes as its thread ends: the last of them to close is the one
+    // that leaves the store whole in its file.
+    let server = ProcessServer::spawn_with(&["--data-dir".to_owned(), data_dir.clone()]).await;
+    let ids: Vec<String> = server
+        .list_all(api, &tenant, 500)
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3200);
+    let mut readers = tokio::task::JoinSet::new();
+    for ids in ids.chunks(200) {
+        let (client, ids) = ((*server).clone(), ids.to_vec());
+        readers.spawn(async move {
+            for id in ids {
+                client
+                    .admin_session(Method::GET, api, &id)
+                    .await
+                    .expect(200);
+            }
+        });
+    }
+    readers.join_all().await;
+    server.stop().await;
+    assert_whole_in_its_file(dir.path(), 3200, "after reads and a stop").await;
 }
 
 async fn assert_whole_in_its_file(data_dir: &std::path::Path, sessions: usize, when: &str) {
