@@ -127,6 +127,16 @@ struct ServeArgs {
     /// Size of the session read cache in MiB (0 disables it).
     #[arg(long, env = "SESSIOND_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
+    /// Do not read the SQLite store's session id index into memory at start. By default it is
+    /// read in the background, so that a GET missing the cache after a restart waits on the disk
+    /// for its row alone. The variable: 1, true, yes or on turn the prewarm off; 0, false, no, off
+    /// or unset leave it on.
+    #[arg(
+        long,
+        env = "SESSIOND_NO_PREWARM",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    no_prewarm: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -260,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.store.config();
     config.demo = args.demo;
+    config.prewarm = !args.no_prewarm;
     config.admin_token = args.admin_token.map(Secret::new);
     config.service = ServiceOptions {
         salesnip_url_base: args.salesnip_url_base,

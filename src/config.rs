@@ -21,6 +21,9 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Create the demo tenants, keys and sessions (idempotent) and print curl lines.
     pub demo: bool,
+    /// Read the store's session id index into memory in the background once serving
+    /// ([`crate::store::Store::prewarm`]).
+    pub prewarm: bool,
     pub service: ServiceOptions,
 }
 
@@ -34,6 +37,7 @@ impl Config {
             specs_dir: None,
             admin_token: None,
             demo: false,
+            prewarm: true,
             service: ServiceOptions::default(),
         }
     }

@@ -138,6 +138,9 @@ pub async fn run(
         tasks.spawn(serve_public(listener, app.api_routes(api), stopped()));
     }
     tracing::info!(%public_addr, %admin_addr, "sessiond listening");
+    if config.prewarm {
+        app.service.store().prewarm();
+    }
     while let Some(done) = tasks.join_next().await {
         done.context("server task panicked")??;
     }

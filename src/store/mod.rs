@@ -192,6 +192,13 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the backend answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Starts reading, in the background, what a GET that misses the session cache looks up
+    /// first (the index from session id to row) into memory, so that after a restart such a GET
+    /// waits on the disk for its row alone. `serve` calls it once, after it starts listening;
+    /// requests are answered meanwhile. Nothing to do for a backend with a cache of its own
+    /// that outlives the server (PostgreSQL's shared buffers).
+    fn prewarm(&self) {}
+
     /// Changes made by other processes sharing this store, for backends that can report them
     /// (PostgreSQL `LISTEN/NOTIFY`). Called once at start-up; `None`: nothing to report (SQLite:
     /// one server per file; the offline CLI only adds rows, and key revocations it makes reach

@@ -73,6 +73,8 @@ pub struct SqliteStore {
     /// The writer and checkpointer threads, joined when the store is dropped; each hands back
     /// its connection, to be closed after the others (see the `Drop`).
     threads: Vec<StoreThread>,
+    /// The thread reading the id index at start (see [`Store::prewarm`]), and how to stop it.
+    prewarmer: Mutex<Option<(rusqlite::InterruptHandle, StoreThread)>>,
 }
 
 /// A thread of the store; it ends handing back its connection, if it still has one.
@@ -317,9 +319,25 @@ impl Drop for SqliteStore {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        // A store closing does not wait for the whole index to be read. The interrupted
+        // connection closes first: SQLite's checkpoint on close would stop at the interrupt, so
+        // as the last one to close it would leave the WAL.
+        let prewarmer = self
+            .prewarmer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|(interrupt, thread)| {
+                interrupt.interrupt();
+                thread
+            });
         let me = std::thread::current().id();
         let mut connections = Vec::new();
-        for thread in self.threads.drain(..).chain(readers) {
+        for thread in prewarmer
+            .into_iter()
+            .chain(self.threads.drain(..))
+            .chain(readers)
+        {
             // (A store dropped on one of its own threads cannot wait for that one.)
             if thread.thread().id() == me {
                 continue;
@@ -618,6 +636,7 @@ impl SqliteStore {
             codecs,
             // The writer first: it stops the checkpointer as it ends.
             threads: vec![writer, checkpointer],
+            prewarmer: Mutex::new(None),
         })
     }
 
@@ -1267,6 +1286,60 @@ impl Store for SqliteStore {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await
     }
+
+    /// Reads every page of the id index once, on a thread and connection of its own: SQLite
+    /// reads them into the OS page cache, where a cache miss then finds them. Its own page cache
+    /// stays small ([`READER_CACHE_KIB`]), so the process's memory does not grow.
+    fn prewarm(&self) {
+        let mut slot = self.prewarmer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let conn = match open_reader(&self.readers.path) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "the session id index is not prewarmed");
+                return;
+            }
+        };
+        let interrupt = conn.get_interrupt_handle();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-prewarm".into())
+            .spawn(move || {
+                let started = Instant::now();
+                match read_id_index(&conn) {
+                    Ok(sessions) => tracing::info!(
+                        sessions,
+                        ms = started.elapsed().as_millis() as u64,
+                        "store: session id index read into memory"
+                    ),
+                    // The store is closing: it closes this connection first (see the `Drop`).
+                    Err(e)
+                        if e.sqlite_error_code()
+                            == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+                    {
+                        return Some(conn);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the session id index is not prewarmed"),
+                }
+                close(conn); // (while the store's own connections are open: never the last)
+                None
+            });
+        match thread {
+            Ok(thread) => *slot = Some((interrupt, thread)),
+            Err(e) => tracing::warn!(error = %e, "the session id index is not prewarmed"),
+        }
+    }
+}
+
+/// Reads every page of the `(api, id)` index (counting its entries walks all of them, without
+/// decoding a row): how many entries it has.
+fn read_id_index(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM sessions INDEXED BY sessions_by_id",
+        [],
+        |r| r.get(0),
+    )
 }
 
 #[cfg(test)]
@@ -1371,6 +1444,9 @@ mod tests {
             let path = dir.path().join("s.db");
             let store = SqliteStore::open(&path).unwrap();
             write_filler(&store, &rt, 300, 100);
+            if round % 2 == 0 {
+                store.prewarm(); // its connection too is closed one at a time
+            }
             drop(store);
             let wal = dir.path().join("s.db-wal");
             assert!(
@@ -1608,6 +1684,34 @@ mod tests {
             // (Printing the panic may have blocked, so the next read may run on a reader.)
             assert!(store.get_session(ApiId::Anam, "x").await.unwrap().is_none());
         });
+    }
+
+    /// The prewarm reads the id index, on a thread the store stops and joins when dropped: the
+    /// last connection to close then still moves the WAL into the database file.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_prewarm_reads_the_id_index_and_ends_with_the_store() {
+        let (dir, store) = store_with_tenant().await;
+        let path = dir.path().join("s.db");
+        let ids: Vec<String> = (0..3000).map(|i| format!("s{i:04}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        store.insert_sessions(sessions(&ids)).await.unwrap();
+        let conn = open_reader(&path).unwrap();
+        assert_eq!(read_id_index(&conn).unwrap(), 3000);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM sessions INDEXED BY sessions_by_id",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert_eq!(plan, "SCAN sessions USING COVERING INDEX sessions_by_id");
+        close(conn);
+        store.prewarm();
+        store.prewarm(); // a second call starts nothing
+        tokio::task::block_in_place(|| drop(store));
+        assert!(!dir.path().join("s.db-wal").exists(), "the WAL is left");
+        assert_eq!(stored_ids(&path).len(), 3000);
+        assert_integrity(&path);
     }
 
     fn session(id: &str) -> SessionRow {

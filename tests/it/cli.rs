@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::Value;
 use sessiond::ApiId;
 
-use crate::common::process::{cli, cli_ok};
+use crate::common::process::{ProcessServer, cli, cli_ok, seeded_data_dir};
 use crate::common::{Storage, TestServer};
 
 per_backend!(keys_made_and_revoked_by_the_cli_work_on_the_server,);
@@ -157,4 +157,61 @@ async fn openapi_command_prints_the_served_document() {
         .expect(200)
         .json();
     assert_eq!(printed, served);
+}
+
+/// `serve` reads the SQLite store's id index once at start, in the background, and says so in its
+/// log; `--no-prewarm`, or `SESSIOND_NO_PREWARM` set to a true value, turns that off, and a false
+/// value (`0`) leaves it on.
+#[tokio::test]
+async fn serve_prewarms_the_id_index_unless_told_not_to() {
+    const DONE: &str = "session id index read into memory";
+    let (_dir, data_dir, tenant) = seeded_data_dir(ApiId::Anam, 1500).await;
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--data-dir", &data_dir]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+
+    for env in [&[][..], &[("SESSIOND_NO_PREWARM", "0")][..]] {
+        let server = ProcessServer::spawn_with_env(&args(&[]), env).await;
+        let mut waited = 0;
+        while !server.log().contains(DONE) {
+            assert!(
+                waited < 600,
+                "no prewarm within 30 s ({env:?}); log:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        let line = server
+            .log()
+            .lines()
+            .find(|l| l.contains(DONE))
+            .unwrap()
+            .to_owned();
+        assert!(line.contains("sessions=1500"), "{line}");
+        server.stop().await;
+    }
+
+    for (extra, env) in [
+        (&["--no-prewarm"][..], &[][..]),
+        (&[][..], &[("SESSIOND_NO_PREWARM", "1")][..]),
+        (&[][..], &[("SESSIOND_NO_PREWARM", "true")][..]),
+    ] {
+        let server = ProcessServer::spawn_with_env(&args(extra), env).await;
+        // A read of the store (the session cache starts empty), then a clean stop: a prewarm
+        // of 1 500 entries would have been done and logged long before.
+        let sessions = server.list_all(ApiId::Anam, &tenant, 500).await;
+        assert_eq!(sessions.len(), 1500);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let log = server.log();
+        server.stop().await;
+        assert!(
+            !log.contains(DONE),
+            "prewarmed with {extra:?} {env:?}:\n{log}"
+        );
+    }
 }

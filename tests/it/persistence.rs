@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sessiond::ApiId;
 
-use crate::common::process::{ProcessServer, cli_ok};
+use crate::common::process::{ProcessServer, cli_ok, seeded_data_dir};
 use crate::common::{Client, Storage, TestServer, fixtures};
 
 per_backend!(
@@ -305,32 +305,8 @@ async fn a_store_of_schema_version_1_keeps_serving_its_plain_json_rows() {
 /// alone, as a backup would take, holds every session.
 #[tokio::test]
 async fn a_clean_stop_leaves_the_whole_sqlite_store_in_its_database_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap().to_owned();
     let api = ApiId::Anam;
-    let tenant = cli_ok(&[
-        "tenants",
-        "create",
-        "--api",
-        "anam",
-        "--data-dir",
-        &data_dir,
-    ])
-    .await
-    .trim()
-    .to_owned();
-    cli_ok(&[
-        "seed",
-        "--api",
-        "anam",
-        "--tenant",
-        &tenant,
-        "--count",
-        "3000",
-        "--data-dir",
-        &data_dir,
-    ])
-    .await;
+    let (dir, data_dir, tenant) = seeded_data_dir(api, 3000).await;
     assert_whole_in_its_file(dir.path(), 3000, "after `sessiond seed`").await;
 
     let server = ProcessServer::spawn_with(&["--data-dir".to_owned(), data_dir.clone()]).await;

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::process::{Output, Stdio};
 
-use tempfile::NamedTempFile;
+use sessiond::ApiId;
+use tempfile::{NamedTempFile, TempDir};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
@@ -13,8 +14,10 @@ use super::{ADMIN_TOKEN, Client, Storage};
 pub const BIN: &str = env!("CARGO_BIN_EXE_sessiond");
 
 /// Settings the binary reads from the environment; the children of the tests see none of ours.
-const ENV: [&str; 9] = [
+const ENV: [&str; 11] = [
     "SESSIOND_DATA_DIR",
+    "SESSIOND_CACHE_MB",
+    "SESSIOND_NO_PREWARM",
     "SESSIOND_STORE",
     "SESSIOND_STORE_TIMEOUT_MS",
     "SESSIOND_SPECS_DIR",
@@ -69,6 +72,36 @@ pub async fn cli_with_input(args: &[&str], input: &[u8]) -> Output {
     }
 }
 
+/// A new SQLite data dir in which the CLI made an `api` tenant and seeded `count` sessions of it:
+/// the dir, its path, the tenant.
+pub async fn seeded_data_dir(api: ApiId, count: u64) -> (TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().expect("a UTF-8 temp dir").to_owned();
+    let tenant = cli_ok(&[
+        "tenants",
+        "create",
+        "--api",
+        api.as_str(),
+        "--data-dir",
+        &path,
+    ])
+    .await
+    .trim()
+    .to_owned();
+    let count = count.to_string();
+    let seed = [
+        "seed",
+        "--api",
+        api.as_str(),
+        "--tenant",
+        &tenant,
+        "--count",
+        &count,
+    ];
+    cli_ok(&[&seed[..], &["--data-dir", &path][..]].concat()).await;
+    (dir, path, tenant)
+}
+
 /// Runs `sessiond ARGS`, which must succeed; its stdout.
 pub async fn cli_ok(args: &[&str]) -> String {
     let out = cli(args).await;
@@ -116,6 +149,11 @@ impl ProcessServer {
     /// Starts `sessiond serve ARGS` (`ARGS` name the storage: see [`Storage::args`]) and waits
     /// (bounded) until `/healthz` answers.
     pub async fn spawn_with(args: &[String]) -> ProcessServer {
+        ProcessServer::spawn_with_env(args, &[]).await
+    }
+
+    /// [`ProcessServer::spawn_with`], with these environment variables set too.
+    pub async fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> ProcessServer {
         let (public, admin) = (free_addr(), free_addr());
         let log = NamedTempFile::new().unwrap();
         let child = command()
@@ -123,6 +161,7 @@ impl ProcessServer {
             .args(["--admin-listen", &admin.to_string()])
             .args(args)
             .env("SESSIOND_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log.reopen().unwrap()))

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Cache misses on a cold store with and without the prewarm (`sessiond serve` reads the SQLite
+# store's session id index into memory in the background at start; `--no-prewarm` turns it off),
+# side by side in one run. Rounds alternate the two; each run starts the server right after the OS
+# page cache was dropped (a server just after a reboot), waits PREWARM_WAIT s, warms up for 3 s,
+# then GETs random ids of the store with wrk over CONNS connection(s) for SECS s, server and wrk
+# on separate cores. Printed per run: requests, p50, p99, max, and what the server read from the
+# disk per request (read_bytes of /proc/PID/io over the measured run); then the medians.
+#
+# Usage: bench/prewarm_side_by_side.sh [DATA_DIR]   (as root: it drops the page cache)
+# Without DATA_DIR it builds a store of N sessions per api by seed, export and import into an empty
+# dir (the bulk load writes the id index in one piece, as a restore does). With DATA_DIR it uses
+# that store and adds a key to the first tenant of each api (the key is not revoked afterwards).
+# Env: N (200000 per api), ROUNDS (4), SECS (15), CONNS (1), PREWARM_WAIT (3), SAMPLE (ids, 300000),
+# CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK).
+# wrk's percentiles are corrected for coordinated omission: a stall of the disk adds samples for the
+# requests a steady client would have sent meanwhile, so max shows the stalls themselves.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+LOG_TAG=prewarm
+N=${N:-200000}
+ROUNDS=${ROUNDS:-4}
+SECS=${SECS:-15}
+CONNS=${CONNS:-1}
+PREWARM_WAIT=${PREWARM_WAIT:-3}
+SAMPLE=${SAMPLE:-300000}
+CACHE_MB=${CACHE_MB:-64}
+WORK=${WORK:-$(mktemp -d)}
+PORT=${PORT:-18480}
+mkdir -p "$WORK"
+SERVER=
+cleanup() {
+    [[ -n $SERVER ]] && kill "$SERVER" 2>/dev/null
+    if [[ -n ${KEEP:-} ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+cd "$ROOT"
+for tool in cargo wrk curl taskset shuf; do
+    command -v "$tool" >/dev/null || die "$tool is missing (wrk: apt-get install wrk)"
+done
+[[ -w /proc/sys/vm/drop_caches ]] || die "dropping the page cache needs root: without it no run is cold"
+(($(nproc) >= 2)) || die "needs 2 cores (server and wrk on separate ones)"
+
+cargo build --release --quiet
+BIN=$WORK/sessiond
+cp "${CARGO_TARGET_DIR:-target}/release/sessiond" "$BIN"
+
+if (($# > 0)); then
+    DATA=$1
+    [[ -s $DATA/sessiond.db ]] || die "no store in $DATA (sessiond.db)"
+else
+    DATA=$WORK/store
+    log "building a store of $((N * 5)) sessions (seed, export, import)"
+    for api in salesnip opencx funnelfox alcamine anam; do
+        t=$("$BIN" tenants create --api "$api" --data-dir "$WORK/gen")
+        "$BIN" seed --api "$api" --tenant "$t" --count "$N" --seed 7 --data-dir "$WORK/gen" >/dev/null 2>&1
+    done
+    "$BIN" export --data-dir "$WORK/gen" -o "$WORK/all.ndjson" 2>/dev/null
+    rm -rf "$WORK/gen"
+    "$BIN" import --data-dir "$DATA" -i "$WORK/all.ndjson" 2>&1 | tail -1 >&2
+    rm -f "$WORK/all.ndjson"
+fi
+
+# The request list: SAMPLE random ids of every api, each with a key of its tenant.
+declare -A VPATH=([salesnip]=/salesnip/v1/sessions/ [opencx]=/opencx/chat/sessions/
+    [funnelfox]=/funnelfox/public/v1/sessions/ [alcamine]=/alcamine/sessions/ [anam]=/anam/v1/sessions/)
+declare -A HNAME=([salesnip]=X-Api-Key [opencx]=Authorization [funnelfox]=Fox-Secret
+    [alcamine]=Authorization [anam]=Authorization)
+declare -A CRED=()
+for api in "${!VPATH[@]}"; do
+    tenant=$("$BIN" tenants list --api "$api" --data-dir "$DATA" | head -1 | awk '{ print $1 }')
+    [[ -n $tenant ]] || continue
+    key=$("$BIN" keys create --api "$api" --tenant "$tenant" --data-dir "$DATA" | sed -n 's/^key: *//p')
+    if [[ ${HNAME[$api]} == Authorization ]]; then CRED[$api]="Bearer $key"; else CRED[$api]=$key; fi
+done
+log "sampling $SAMPLE ids (sessiond export, streamed)"
+"$BIN" export --data-dir "$DATA" 2>"$WORK/export.log" | ids_of - | shuf -n "$SAMPLE" |
+    while IFS=$'\t' read -r api id; do
+        [[ -n ${CRED[$api]:-} ]] && printf '%s%s\t%s\t%s\n' "${VPATH[$api]}" "$id" "${HNAME[$api]}" "${CRED[$api]}"
+    done >"$WORK/reqs.tsv"
+[[ -s $WORK/reqs.tsv ]] || die "no session ids in the store"
+
+read_bytes() { awk '/^read_bytes/ { print $2 }' "/proc/$1/io"; }
+declare -A RESULTS=()
+# run LABEL [serve flags...]: one cold run; its figures go to RESULTS[LABEL.*].
+run() {
+    local label=$1
+    shift
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    SESSIOND_LOG=info taskset -c 0 "$BIN" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
+        --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$((PORT + 1))" "$@" >"$WORK/$label.log" 2>&1 &
+    SERVER=$!
+    until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
+    sleep "$PREWARM_WAIT"
+    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
+    local b0 b1 line n
+    b0=$(read_bytes "$SERVER")
+    line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
+        "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
+    b1=$(read_bytes "$SERVER")
+    kill "$SERVER"
+    wait "$SERVER" || true
+    SERVER=
+    n=$(kv requests "$line")
+    (($(kv errors "$line") + $(kv non2xx "$line") == 0)) || die "$label: errors or non-2xx answers: $line"
+    local rps kib p50 p99 max prewarm
+    rps=$(calc '%.0f' "$n * 1e6 / $(kv duration_us "$line")")
+    kib=$(calc '%.1f' "($b1 - $b0) / 1024 / $n")
+    p50=$(calc '%.3f' "$(kv p50_us "$line") / 1000")
+    p99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
+    max=$(calc '%.1f' "$(kv max_us "$line") / 1000")
+    prewarm=$(sed -n 's/.*session id index read into memory.*ms=\([0-9]*\).*/\1 ms/p' "$WORK/$label.log" | head -1)
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$kib" "${prewarm:--}"
+    RESULTS[$label.rps]+=" $rps"
+    RESULTS[$label.p50]+=" $p50"
+    RESULTS[$label.p99]+=" $p99"
+    RESULTS[$label.kib]+=" $kib"
+}
+
+sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
+echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
+echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB"
+echo
+echo "| run | req/s | p50 ms | p99 ms | max ms | KiB read from disk per request | prewarm took |"
+echo "|---|---:|---:|---:|---:|---:|---|"
+for round in $(seq 1 "$ROUNDS"); do
+    if ((round % 2)); then
+        run prewarm
+        run no-prewarm --no-prewarm
+    else
+        run no-prewarm --no-prewarm
+        run prewarm
+    fi
+done
+echo
+echo "Medians over $ROUNDS rounds (prewarm / no-prewarm):"
+for m in rps p50 p99 kib; do
+    # shellcheck disable=SC2086
+    a=$(median ${RESULTS[prewarm.$m]})
+    # shellcheck disable=SC2086
+    b=$(median ${RESULTS[no-prewarm.$m]})
+    if [[ $(calc '%d' "$b == 0") == 1 ]]; then ratio="n/a"; else ratio="$(calc '%.2f' "$a / $b") x"; fi
+    echo "  $m: $a / $b = $ratio"
+done
