@@ -957,7 +957,9 @@ scale_run() {
     emit "Random GETs over $(wc -l <"$WORK/big-reqs.tsv") ids sampled from the big store (mostly cache misses: the data is far larger"
     emit "than the cache), and over all ids of a $n_small-session store (fits the cache) with the same settings."
     emit "The big store is served twice: **cold**, right after the OS page cache was dropped ($dropped), so that most"
-    emit "misses read the disk (a server just after a reboot); then **warm**, after reading the database file once"
+    emit "misses read the disk (a server just after a reboot), and cold again with \`--no-prewarm\` (\`serve\` then does not read the"
+    emit "session id index into the OS page cache at start, in the background, and a miss reads an index page besides the row's);"
+    emit "then **warm**, after reading the database file once"
     emit "(\`cat\`), so that misses are served from the OS page cache, as on a server that has run for a while"
     emit "when the store fits in RAM ($(mem_gib) here; the store is $(du -sh "$STORE" | cut -f1))."
     emit "sessiond on core $SERVER_CORE, the generator on core $LOAD_CORE."
@@ -972,6 +974,13 @@ scale_run() {
     emit "| store | startup to first 200 ms | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS after MiB (peak) |"
     emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     scale_serve "$isess sessions, cold" "$big_start" "$WORK/big-reqs.tsv" "$WORK/big-urls.txt" big
+    stop_pid "$SD_PID"
+
+    # Cold again, without the prewarm of the id index (`serve --no-prewarm`): what it is worth.
+    phase "scale: serve big store, cold, --no-prewarm"
+    if [[ $dropped == yes ]]; then sync && echo 3 >/proc/sys/vm/drop_caches; fi
+    timed_start "$STORE" "$probe_path" "$probe_hdr" --cache-mb "$SCALE_CACHE_MB" --no-prewarm
+    scale_serve "$isess sessions, cold, \`--no-prewarm\`" "$STARTUP_MS" "$WORK/big-reqs.tsv" "$WORK/big-urls.txt" bignp
     stop_pid "$SD_PID"
 
     # The same store once the OS page cache holds it, as it does on a server that has run for a
@@ -1025,12 +1034,14 @@ scale_run() {
     emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | oha core busy % | RSS after MiB (peak) |"
     emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     emit "| $isess sessions, cold | $SCALE_RATE | $(med big.f.rps) | $(med big.f.p50) | $(med big.f.p99) | $(med big.f.p999) | $(med big.f.cpu) | $(med big.f.busy1) | $(mib "$(med big.f.rss)") ($(mib "$(med big.hwm)")) |"
+    emit "| $isess sessions, cold, \`--no-prewarm\` | $SCALE_RATE | $(med bignp.f.rps) | $(med bignp.f.p50) | $(med bignp.f.p99) | $(med bignp.f.p999) | $(med bignp.f.cpu) | $(med bignp.f.busy1) | $(mib "$(med bignp.f.rss)") ($(mib "$(med bignp.hwm)")) |"
     emit "| $isess sessions, warm | $SCALE_RATE | $(med warm.f.rps) | $(med warm.f.p50) | $(med warm.f.p99) | $(med warm.f.p999) | $(med warm.f.cpu) | $(med warm.f.busy1) | $(mib "$(med warm.f.rss)") ($(mib "$(med warm.hwm)")) |"
     emit "| $n_small sessions | $SCALE_RATE | $(med small.f.rps) | $(med small.f.p50) | $(med small.f.p99) | $(med small.f.p999) | $(med small.f.cpu) | $(med small.f.busy1) | $(mib "$(med small.f.rss)") ($(mib "$(med small.hwm)")) |"
     emit "| big cold / small | | | $rf50 × | $rf99 × | $rf999 × | | | |"
+    emit "| big cold, \`--no-prewarm\` / small | | | $(calc '%.2f' "$(med bignp.f.p50) / $(med small.f.p50)") × | $(calc '%.2f' "$(med bignp.f.p99) / $(med small.f.p99)") × | $(calc '%.2f' "$(med bignp.f.p999) / $(med small.f.p999)") × | | | |"
     emit "| big warm / small | | | $wf50 × | $wf99 × | $wf999 × | | | |"
     emit ""
-    if (($(calc '%d' "$(med big.f.rps) < 0.95 * $SCALE_RATE || $(med warm.f.rps) < 0.95 * $SCALE_RATE || $(med small.f.rps) < 0.95 * $SCALE_RATE"))); then
+    if (($(calc '%d' "$(med big.f.rps) < 0.95 * $SCALE_RATE || $(med bignp.f.rps) < 0.95 * $SCALE_RATE || $(med warm.f.rps) < 0.95 * $SCALE_RATE || $(med small.f.rps) < 0.95 * $SCALE_RATE"))); then
         short=" (**a run fell more than 5 % short of the target rate**: read it with the oha core column)"
         emit "Note: a run achieved less than 95 % of the target rate$( (($(calc '%d' "$(med big.f.busy1) >= 95 || $(med small.f.busy1) >= 95"))) && echo ", with oha's core saturated: the generator, not the server, set the pace"). Its percentiles are then not at the same rate as the other's."
         emit ""
