@@ -4,8 +4,9 @@
 # side by side in one run. Rounds alternate the two; each run starts the server right after the OS
 # page cache was dropped (a server just after a reboot), waits PREWARM_WAIT s, warms up for 3 s,
 # then GETs random ids of the store with wrk over CONNS connection(s) for SECS s, server and wrk
-# on separate cores. Printed per run: requests, p50, p99, max, and what the server read from the
-# disk per request (read_bytes of /proc/PID/io over the measured run); then the medians.
+# on separate cores. Printed per run: requests, p50, p99, max, what the server read from the
+# disk per request (read_bytes of /proc/PID/io over the measured run) and its CPU time per request
+# (utime + stime of /proc/PID/stat over the measured run); then the medians.
 #
 # Usage: bench/prewarm_side_by_side.sh [DATA_DIR]   (as root: it drops the page cache)
 # Without DATA_DIR it builds a store of N sessions per api by seed, export and import into an empty
@@ -37,10 +38,11 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$ROOT"
-for tool in cargo wrk curl taskset shuf; do
-    command -v "$tool" >/dev/null || die "$tool is missing (wrk: apt-get install wrk)"
+for tool in cargo curl taskset shuf; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
 done
 [[ -w /proc/sys/vm/drop_caches ]] || die "dropping the page cache needs root: without it no run is cold"
+apt_tool wrk
 (($(nproc) >= 2)) || die "needs 2 cores (server and wrk on separate ones)"
 
 cargo build --release --quiet
@@ -83,6 +85,9 @@ log "sampling $SAMPLE ids (sessiond export, streamed)"
 [[ -s $WORK/reqs.tsv ]] || die "no session ids in the store"
 
 read_bytes() { awk '/^read_bytes/ { print $2 }' "/proc/$1/io"; }
+# The server's CPU time (user + system, all threads), in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
 declare -A RESULTS=()
 # run LABEL [serve flags...]: one cold run; its figures go to RESULTS[LABEL.*].
 run() {
@@ -96,36 +101,40 @@ run() {
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
     sleep "$PREWARM_WAIT"
     taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
-    local b0 b1 line n
+    local b0 b1 t0 t1 line n
     b0=$(read_bytes "$SERVER")
+    t0=$(cpu_ticks "$SERVER")
     line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
         "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
     b1=$(read_bytes "$SERVER")
+    t1=$(cpu_ticks "$SERVER")
     kill "$SERVER"
     wait "$SERVER" || true
     SERVER=
     n=$(kv requests "$line")
     (($(kv errors "$line") + $(kv non2xx "$line") == 0)) || die "$label: errors or non-2xx answers: $line"
-    local rps kib p50 p99 max prewarm
+    local rps kib cpu p50 p99 max prewarm
     rps=$(calc '%.0f' "$n * 1e6 / $(kv duration_us "$line")")
     kib=$(calc '%.1f' "($b1 - $b0) / 1024 / $n")
+    cpu=$(calc '%.1f' "($t1 - $t0) * 1e6 / $TICK / $n")
     p50=$(calc '%.3f' "$(kv p50_us "$line") / 1000")
     p99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
     max=$(calc '%.1f' "$(kv max_us "$line") / 1000")
     prewarm=$(sed -n 's/.*session id index read into memory.*ms=\([0-9]*\).*/\1 ms/p' "$WORK/$label.log" | head -1)
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$kib" "${prewarm:--}"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$kib" "$cpu" "${prewarm:--}"
     RESULTS[$label.rps]+=" $rps"
     RESULTS[$label.p50]+=" $p50"
     RESULTS[$label.p99]+=" $p99"
     RESULTS[$label.kib]+=" $kib"
+    RESULTS[$label.cpu]+=" $cpu"
 }
 
 sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
 echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB"
 echo
-echo "| run | req/s | p50 ms | p99 ms | max ms | KiB read from disk per request | prewarm took |"
-echo "|---|---:|---:|---:|---:|---:|---|"
+echo "| run | req/s | p50 ms | p99 ms | max ms | KiB read from disk per request | server CPU µs per request | prewarm took |"
+echo "|---|---:|---:|---:|---:|---:|---:|---|"
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
         run prewarm
@@ -137,7 +146,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "Medians over $ROUNDS rounds (prewarm / no-prewarm):"
-for m in rps p50 p99 kib; do
+for m in rps p50 p99 kib cpu; do
     # shellcheck disable=SC2086
     a=$(median ${RESULTS[prewarm.$m]})
     # shellcheck disable=SC2086
