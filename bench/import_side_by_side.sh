@@ -12,6 +12,9 @@
 # twice (a store per build). 10 M sessions (N=2000000): ~14 GB file, ~25 min on a 2-core VM.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+LOG_TAG=import
 BASE_REV=${1:-HEAD~1}
 N=${N:-200000}
 ROUNDS=${ROUNDS:-1}
@@ -30,15 +33,7 @@ base_sha=$(git rev-parse --short "$BASE_REV")
 echo "== building the working tree ($(git rev-parse --short HEAD)$(git diff --quiet || echo ', with changes'))" >&2
 cargo build --release --quiet
 cp "${CARGO_TARGET_DIR:-target}/release/sessiond" "$WORK/sessiond-new"
-if [[ ! -x $WORK/sessiond-base-$base_sha ]]; then
-    echo "== building $base_sha (a worktree, its own target dir)" >&2
-    rm -rf "$WORK/base-src"
-    git worktree add --detach --quiet "$WORK/base-src" "$base_sha"
-    (cd "$WORK/base-src" && CARGO_TARGET_DIR="$WORK/base-target" cargo build --release --quiet)
-    cp "$WORK/base-target/release/sessiond" "$WORK/sessiond-base-$base_sha"
-    git worktree remove --force "$WORK/base-src"
-    rm -rf "$WORK/base-target"
-fi
+build_rev "$base_sha" "$WORK/sessiond-base-$base_sha"
 
 file=$WORK/sessions-$N.ndjson
 if [[ ! -s $file ]]; then

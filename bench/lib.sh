@@ -1,4 +1,5 @@
-# bench/lib.sh: helpers shared by bench/run.sh and bench/postgres.sh (sourced, not run).
+# bench/lib.sh: helpers shared by bench/run.sh, bench/postgres.sh and the side-by-side scripts
+# (sourced, not run).
 #
 # The sourcing script sets ROOT (the repository, also the working dir), SCRIPT (its name, for usage
 # errors) and LOG_TAG (log prefix) before sourcing, defines usage(), calls `bench_init` (the settings
@@ -103,6 +104,20 @@ copy_bins() {
     done
     mkdir -p "$WORK/bin"
     cp "$@" "$WORK/bin/"
+}
+
+# build_rev REV DEST: the release binary of git revision REV, built in a worktree with a target dir
+# of its own under $WORK (removed afterwards), copied to DEST; kept if DEST exists already.
+build_rev() {
+    local rev=$1 dest=$2
+    [[ -x $dest ]] && return 0
+    log "building $rev (a worktree, its own target dir)"
+    rm -rf "$WORK/rev-src"
+    git worktree add --detach --quiet "$WORK/rev-src" "$rev"
+    (cd "$WORK/rev-src" && CARGO_TARGET_DIR="$WORK/rev-target" cargo build --release --quiet)
+    cp "$WORK/rev-target/release/sessiond" "$dest"
+    git worktree remove --force "$WORK/rev-src"
+    rm -rf "$WORK/rev-target"
 }
 
 # cargo_release [CARGO-BUILD-ARGS...]: `cargo build --release` into the target dir BIN_DIR belongs to.

@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# Cache misses on a cold store with and without the prewarm (`sessiond serve` reads the SQLite
-# store's session id index into memory in the background at start; `--no-prewarm` turns it off),
-# side by side in one run. Rounds alternate the two; each run starts the server right after the OS
-# page cache was dropped (a server just after a reboot), waits PREWARM_WAIT s, warms up for 3 s,
-# then GETs random ids of the store with wrk over CONNS connection(s) for SECS s, server and wrk
-# on separate cores. Printed per run: requests, p50, p99, max, what the server read from the
-# disk per request (read_bytes of /proc/PID/io over the measured run) and its CPU time per request
-# (utime + stime of /proc/PID/stat over the measured run); then the medians.
+# Cache misses on a cold store, two ways side by side in one run. By default `sessiond serve` with
+# and without the prewarm (it reads the SQLite store's session id index into memory in the
+# background at start; `--no-prewarm` turns it off); with BASE_REV=REV, this tree's release build
+# against REV's (both with the default flags). Rounds alternate the two; each run starts the server
+# right after the OS page cache was dropped (a server just after a reboot), waits PREWARM_WAIT s,
+# warms up for 3 s, then GETs random ids of the store with wrk over CONNS connection(s) for SECS s,
+# server and wrk on separate cores. Printed per run: requests, p50, p99, max, what the server read
+# from the disk per request (read_bytes of /proc/PID/io over the measured run), its CPU time per
+# request (utime + stime of /proc/PID/stat over the measured run), its threads and peak RSS at the
+# end; then the medians.
 #
-# Usage: bench/prewarm_side_by_side.sh [DATA_DIR]   (as root: it drops the page cache)
+# Usage: bench/cold_side_by_side.sh [DATA_DIR]   (as root: it drops the page cache)
 # Without DATA_DIR it builds a store of N sessions per api by seed, export and import into an empty
 # dir (the bulk load writes the id index in one piece, as a restore does). With DATA_DIR it uses
 # that store and adds a key to the first tenant of each api (the key is not revoked afterwards).
-# Env: N (200000 per api), ROUNDS (4), SECS (15), CONNS (1), PREWARM_WAIT (3), SAMPLE (ids, 300000),
-# CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK).
+# Env: BASE_REV, N (200000 per api), ROUNDS (4), SECS (15), CONNS (1), PREWARM_WAIT (3), SAMPLE
+# (ids, 300000), CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK).
 # wrk's percentiles are corrected for coordinated omission: a stall of the disk adds samples for the
 # requests a steady client would have sent meanwhile, so max shows the stalls themselves.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-LOG_TAG=prewarm
+LOG_TAG=cold
+BASE_REV=${BASE_REV:-}
 N=${N:-200000}
 ROUNDS=${ROUNDS:-4}
 SECS=${SECS:-15}
@@ -48,6 +51,16 @@ apt_tool wrk
 cargo build --release --quiet
 BIN=$WORK/sessiond
 cp "${CARGO_TARGET_DIR:-target}/release/sessiond" "$BIN"
+# The two sides: a label, a binary and its serve flags each.
+if [[ -n $BASE_REV ]]; then
+    base_sha=$(git rev-parse --short "$BASE_REV")
+    build_rev "$base_sha" "$WORK/sessiond-$base_sha"
+    A=(this-tree "$BIN")
+    B=("$base_sha" "$WORK/sessiond-$base_sha")
+else
+    A=(prewarm "$BIN")
+    B=(no-prewarm "$BIN" --no-prewarm)
+fi
 
 if (($# > 0)); then
     DATA=$1
@@ -89,13 +102,13 @@ read_bytes() { awk '/^read_bytes/ { print $2 }' "/proc/$1/io"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 declare -A RESULTS=()
-# run LABEL [serve flags...]: one cold run; its figures go to RESULTS[LABEL.*].
+# run LABEL BINARY [serve flags...]: one cold run; its figures go to RESULTS[LABEL.*].
 run() {
-    local label=$1
-    shift
+    local label=$1 bin=$2
+    shift 2
     sync
     echo 3 >/proc/sys/vm/drop_caches
-    SESSIOND_LOG=info taskset -c 0 "$BIN" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
+    SESSIOND_LOG=info taskset -c 0 "$bin" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
         --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$((PORT + 1))" "$@" >"$WORK/$label.log" 2>&1 &
     SERVER=$!
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
@@ -108,6 +121,9 @@ run() {
         "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
     b1=$(read_bytes "$SERVER")
     t1=$(cpu_ticks "$SERVER")
+    local threads hwm
+    threads=$(find "/proc/$SERVER/task" -mindepth 1 -maxdepth 1 | wc -l)
+    hwm=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER/status")
     kill "$SERVER"
     wait "$SERVER" || true
     SERVER=
@@ -121,36 +137,37 @@ run() {
     p99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
     max=$(calc '%.1f' "$(kv max_us "$line") / 1000")
     prewarm=$(sed -n 's/.*session id index read into memory.*ms=\([0-9]*\).*/\1 ms/p' "$WORK/$label.log" | head -1)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$kib" "$cpu" "${prewarm:--}"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}"
     RESULTS[$label.rps]+=" $rps"
     RESULTS[$label.p50]+=" $p50"
     RESULTS[$label.p99]+=" $p99"
     RESULTS[$label.kib]+=" $kib"
     RESULTS[$label.cpu]+=" $cpu"
+    RESULTS[$label.hwm]+=" $hwm"
 }
 
 sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
 echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB"
 echo
-echo "| run | req/s | p50 ms | p99 ms | max ms | KiB read from disk per request | server CPU µs per request | prewarm took |"
-echo "|---|---:|---:|---:|---:|---:|---:|---|"
+echo "| run | req/s | p50 ms | p99 ms | max ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
-        run prewarm
-        run no-prewarm --no-prewarm
+        run "${A[@]}"
+        run "${B[@]}"
     else
-        run no-prewarm --no-prewarm
-        run prewarm
+        run "${B[@]}"
+        run "${A[@]}"
     fi
 done
 echo
-echo "Medians over $ROUNDS rounds (prewarm / no-prewarm):"
-for m in rps p50 p99 kib cpu; do
+echo "Medians over $ROUNDS rounds (${A[0]} / ${B[0]}):"
+for m in rps p50 p99 kib cpu hwm; do
     # shellcheck disable=SC2086
-    a=$(median ${RESULTS[prewarm.$m]})
+    a=$(median ${RESULTS[${A[0]}.$m]})
     # shellcheck disable=SC2086
-    b=$(median ${RESULTS[no-prewarm.$m]})
+    b=$(median ${RESULTS[${B[0]}.$m]})
     if [[ $(calc '%d' "$b == 0") == 1 ]]; then ratio="n/a"; else ratio="$(calc '%.2f' "$a / $b") x"; fi
     echo "  $m: $a / $b = $ratio"
 done
