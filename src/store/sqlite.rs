@@ -42,11 +42,11 @@ const MIN_READERS: usize = 4;
 /// once. Reads that wait on the disk still cost CPU (the system call, the device's doorbell and
 /// interrupt, thread switches: ~100 µs a request on a VM's virtio disk, most of them misses), so
 /// one core serves ~10 000 of them a second, and 16 in flight cover a disk latency of 1.6 ms at
-/// that rate. More threads only add
-/// switching and memory: on a cold 10 M-session store, sessiond on one core, 64 connections of
-/// random GETs, a bound of 16 against 64 gave 1.12x the req/s at 0.88x the CPU per request, the
-/// same p99, and 143 against 194 MiB of peak RSS (`bench/cold_side_by_side.sh`, 4 rounds; each
-/// reader keeps ~1.6 MiB: its allocator pages, its page cache, its decompression context).
+/// that rate. More threads only add switching and memory: on a cold 10 M-session store, sessiond
+/// on one core, 64 connections of random GETs, a bound of 16 against 64 gave 1.12x the req/s at
+/// 0.88x the CPU per request, the same p99, and 143 against 194 MiB of peak RSS
+/// (`bench/cold_side_by_side.sh`, 4 rounds; each reader keeps ~1.6 MiB: its allocator pages, its
+/// page cache, its decompression context).
 const READERS_PER_CORE: usize = 16;
 /// Most reader threads in all, however many cores.
 const MAX_READERS: usize = 64;
