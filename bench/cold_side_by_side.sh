@@ -98,9 +98,7 @@ log "sampling $SAMPLE ids (sessiond export, streamed)"
 [[ -s $WORK/reqs.tsv ]] || die "no session ids in the store"
 
 read_bytes() { awk '/^read_bytes/ { print $2 }' "/proc/$1/io"; }
-# The server's CPU time (user + system, all threads), in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
+TICK=$(getconf CLK_TCK) # cpu_ticks (bench/lib.sh) counts these
 declare -A RESULTS=()
 # run LABEL BINARY [serve flags...]: one cold run; its figures go to RESULTS[LABEL.*].
 run() {
@@ -123,7 +121,7 @@ run() {
     t1=$(cpu_ticks "$SERVER")
     local threads hwm
     threads=$(find "/proc/$SERVER/task" -mindepth 1 -maxdepth 1 | wc -l)
-    hwm=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER/status")
+    hwm=$(calc '%.0f' "$(hwm_kb "$SERVER") / 1024")
     kill "$SERVER"
     wait "$SERVER" || true
     SERVER=
