@@ -212,6 +212,7 @@ impl StoreArgs {
         c.store = self.store.clone().map(Dsn::new);
         c.store_options = StoreOptions {
             timeout: std::time::Duration::from_millis(self.store_timeout_ms),
+            ..StoreOptions::default()
         };
         c.specs_dir = self.specs_dir.clone();
         c
@@ -321,6 +322,13 @@ async fn offline(store: &StoreArgs) -> anyhow::Result<App> {
     App::start(&store.config()).await
 }
 
+/// [`offline`], for `seed` and `import` (see [`StoreOptions::bulk_tool`]).
+async fn bulk_tool(store: &StoreArgs) -> anyhow::Result<App> {
+    let mut config = store.config();
+    config.store_options.bulk_tool = true;
+    App::start(&config).await
+}
+
 async fn tenants(cmd: TenantsCmd) -> anyhow::Result<()> {
     match cmd {
         TenantsCmd::Create { api, id, store } => {
@@ -409,7 +417,7 @@ fn summary(verb: &str, t: crate::bulk::Totals, started: std::time::Instant) {
 }
 
 async fn seed(args: SeedArgs) -> anyhow::Result<()> {
-    let app = offline(&args.store).await?;
+    let app = bulk_tool(&args.store).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(Some(args.count), "seeding");
     let totals = crate::bulk::seed(
@@ -452,7 +460,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let app = offline(&args.store).await?;
+    let app = bulk_tool(&args.store).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "importing");
     let input: Box<dyn std::io::BufRead + Send> = if args.input.as_os_str() == "-" {

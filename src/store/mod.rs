@@ -280,12 +280,17 @@ pub struct StoreOptions {
     /// Bound on each store call (PostgreSQL: waiting for a pooled connection, connecting, and each
     /// statement), so that a database that is gone fails requests fast instead of hanging them.
     pub timeout: Duration,
+    /// The process is a bulk tool (`seed`, `import`), not a server: SQLite keeps one connection,
+    /// and a load into a store without sessions writes the database file directly rather than
+    /// through the WAL (see `SqliteStore::open_with`). PostgreSQL ignores it.
+    pub bulk_tool: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             timeout: Duration::from_millis(2000),
+            bulk_tool: false,
         }
     }
 }
@@ -298,9 +303,13 @@ pub async fn open(
     options: StoreOptions,
 ) -> anyhow::Result<Arc<dyn Store>> {
     match dsn {
-        None => Ok(Arc::new(SqliteStore::open(&data_dir.join("sessiond.db"))?)),
-        Some(dsn) if dsn.expose().starts_with("sqlite://") => Ok(Arc::new(SqliteStore::open(
+        None => Ok(Arc::new(SqliteStore::open_with(
+            &data_dir.join("sessiond.db"),
+            options,
+        )?)),
+        Some(dsn) if dsn.expose().starts_with("sqlite://") => Ok(Arc::new(SqliteStore::open_with(
             Path::new(&dsn.expose()["sqlite://".len()..]),
+            options,
         )?)),
         Some(dsn) if dsn.is_postgres() => Ok(Arc::new(PostgresStore::open(dsn, options).await?)),
         Some(other) => anyhow::bail!(
