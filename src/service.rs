@@ -20,7 +20,7 @@ use crate::cache::{CachedKey, CachedSession, KeyCache, SessionCache};
 use crate::spec::{Contract, Contracts};
 use crate::store::{BuildRow, Change, KeyRow, SessionRow, Store, StoreError};
 use crate::vendor::fake::Fake;
-use crate::vendor::{ApiId, PublicError, Violation, WriteCtx, iso_millis};
+use crate::vendor::{ApiId, PublicError, Sent, Violation, WriteCtx, iso_millis};
 
 /// Why an admin or CLI operation failed. Converted to a response in `http::error` only.
 #[derive(Debug, thiserror::Error)]
@@ -699,10 +699,10 @@ impl Service {
                 let mut generated =
                     FILL_RNG.with_borrow_mut(|rng| profile.generate(&mut Fake { rng }, tenant));
                 deep_merge(&mut generated, Value::Object(input.clone()));
-                (into_object(generated)?, input)
+                (into_object(generated)?, SentCopy::Object(input))
             }
             Origin::Client | Origin::Restore => {
-                let snapshot = scalar_snapshot(&input);
+                let snapshot = SentCopy::Scalars(scalar_snapshot(&input));
                 (input, snapshot)
             }
         };
@@ -722,7 +722,7 @@ impl Service {
             }
         };
         let restoring = origin == Origin::Restore;
-        let doc = self.build(api, tenant, &id, None, &input, doc, restoring)?;
+        let doc = self.build(api, tenant, &id, None, input.as_sent(), doc, restoring)?;
         let restored_seq = if restoring && profile.uses_sequence() {
             profile.sequence_of(&doc).filter(|&n| n > 0)
         } else {
@@ -803,7 +803,7 @@ impl Service {
                 &current.tenant,
                 id,
                 Some(&prev),
-                input,
+                Sent::Object(input),
                 next(&prev),
                 false,
             )?;
@@ -887,7 +887,7 @@ impl Service {
         tenant: &str,
         id: &str,
         prev: Option<&Map<String, Value>>,
-        input: &Map<String, Value>,
+        input: Sent<'_>,
         mut doc: Map<String, Value>,
         restoring: bool,
     ) -> Result<Value, AdminError> {
@@ -1091,9 +1091,24 @@ fn check_if_match(if_match: Option<&str>, body: &[u8]) -> Result<(), AdminError>
     }
 }
 
+/// What a client sent, kept while its document is built (see [`Sent`]).
+enum SentCopy {
+    Object(Map<String, Value>),
+    Scalars(Vec<(String, Value)>),
+}
+
+impl SentCopy {
+    fn as_sent(&self) -> Sent<'_> {
+        match self {
+            SentCopy::Object(map) => Sent::Object(map),
+            SentCopy::Scalars(fields) => Sent::Scalars(fields),
+        }
+    }
+}
+
 /// The top-level scalar fields of a document: all a profile consults of what a client sent on
 /// create (see [`WriteCtx::input`]), without copying nested objects.
-fn scalar_snapshot(doc: &Map<String, Value>) -> Map<String, Value> {
+fn scalar_snapshot(doc: &Map<String, Value>) -> Vec<(String, Value)> {
     doc.iter()
         .filter(|(_, v)| !v.is_object() && !v.is_array())
         .map(|(k, v)| (k.clone(), v.clone()))
