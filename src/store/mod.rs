@@ -280,9 +280,9 @@ pub struct StoreOptions {
     /// Bound on each store call (PostgreSQL: waiting for a pooled connection, connecting, and each
     /// statement), so that a database that is gone fails requests fast instead of hanging them.
     pub timeout: Duration,
-    /// The process is a bulk tool (`seed`, `import`), not a server: SQLite keeps one connection,
-    /// and a load into a store without sessions writes the database file directly rather than
-    /// through the WAL (see `SqliteStore::open_with`). PostgreSQL ignores it.
+    /// The process is a bulk tool (`seed`, `import`), not a server: SQLite reads on its writer's
+    /// connection, and a load into a store without sessions writes the database file directly
+    /// rather than through the WAL (see `SqliteStore::open_with`). PostgreSQL ignores it.
     pub bulk_tool: bool,
 }
 

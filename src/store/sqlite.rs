@@ -86,8 +86,8 @@ pub struct SqliteStore {
     /// Whether `bulk` is [`Bulk::On`]: reads then go to the writer, whose transaction holds the
     /// load (and read it without taking the lock).
     bulk_on: Arc<std::sync::atomic::AtomicBool>,
-    /// Opened for a bulk tool ([`StoreOptions::bulk_tool`]): the writer's is the only connection,
-    /// every read goes to it.
+    /// Opened for a bulk tool ([`StoreOptions::bulk_tool`]): every read goes to the writer (no
+    /// reader threads).
     bulk_tool: bool,
     /// The store was opened without sessions by a bulk tool, and left WAL mode: a load writes the
     /// database file directly (see [`write_directly`]), and the writer goes back to WAL mode as
@@ -670,8 +670,9 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::open`], for a server or, with [`StoreOptions::bulk_tool`], for a bulk
-    /// tool: then the store keeps one connection (no reader threads, no checkpointer), and a store
-    /// without sessions leaves WAL mode while the tool runs (see [`write_directly`]).
+    /// tool: then the store has no reader threads (the writer reads), and a store without
+    /// sessions leaves WAL mode while the tool runs (see [`write_directly`]); its writer is
+    /// then the only connection.
     pub fn open_with(path: &Path, options: StoreOptions) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -682,10 +683,9 @@ impl SqliteStore {
         keep_freed_memory(&writer)?;
         migrate(&mut writer)?;
         let direct = options.bulk_tool && write_directly(&writer)?;
-        // A bulk tool's writer checkpoints a WAL itself, as SQLite does by default: no other
-        // connection may be open while it leaves WAL mode, and its loads into a store without
-        // sessions do not use the WAL.
-        let checkpointer = if options.bulk_tool {
+        // Opened after the writer left WAL mode, or did not: until then it had to be the only
+        // connection. A store out of WAL mode has no WAL to checkpoint.
+        let checkpointer = if direct {
             None
         } else {
             Some(start_checkpointer(path, &mut writer)?)
