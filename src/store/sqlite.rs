@@ -679,7 +679,19 @@ impl SqliteStore {
         }
         let mut writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        configure(&writer, WRITER_CACHE_KIB)?;
+        configure(&writer, WRITER_CACHE_KIB).map_err(|e| {
+            let locked = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+            let e = anyhow::Error::new(e);
+            if locked {
+                e.context(format!(
+                    "{} is locked by another process (an `import` or `seed` into a store without \
+                     sessions holds it until it ends)",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
         keep_freed_memory(&writer)?;
         migrate(&mut writer)?;
         let direct = options.bulk_tool && write_directly(&writer)?;
@@ -2027,6 +2039,35 @@ mod tests {
             ["sessions_by_id", "sessions_by_tenant"]
         );
         assert_integrity(&path);
+    }
+
+    /// While a bulk tool loads a store past the WAL, a server cannot open it, and says why; once
+    /// the tool is done, it can.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_cannot_open_a_store_a_bulk_tool_loads_past_the_wal_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let tool = bulk_tool_store(&path).await;
+        assert!(tool.begin_bulk().await.unwrap());
+        tool.insert_sessions(sessions(&["a"])).await.unwrap();
+        let error = match SqliteStore::open(&path) {
+            Ok(_) => panic!("a server opened the store during the load"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            error.contains("is locked by another process (an `import` or `seed`"),
+            "{error}"
+        );
+        assert_eq!(tool.end_bulk().await.unwrap(), None);
+        drop(tool);
+        let server = SqliteStore::open(&path).unwrap();
+        assert!(
+            server
+                .get_session(ApiId::Anam, "a")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     /// A store that holds sessions, or that a server has open, stays in WAL mode for a bulk
