@@ -1872,6 +1872,15 @@ mod tests {
             .collect()
     }
 
+    /// Both session indexes are there, and SQLite's own check finds the file whole.
+    fn assert_whole(path: &Path) {
+        assert_eq!(
+            session_indexes(path),
+            ["sessions_by_id", "sessions_by_tenant"]
+        );
+        assert_integrity(path);
+    }
+
     /// SQLite's own check of the file: every index holds exactly its table's rows.
     fn assert_integrity(path: &Path) {
         let conn = Connection::open(path).unwrap();
@@ -1919,12 +1928,8 @@ mod tests {
         assert_eq!(page.rows.len(), 3);
         assert_eq!(store.end_bulk().await.unwrap(), None);
         assert_eq!(stored_ids(&path), ["a", "b", "c"]);
-        assert_eq!(
-            session_indexes(&path),
-            ["sessions_by_id", "sessions_by_tenant"]
-        );
         // (The tenant index is kept through the load, the id index built at its end.)
-        assert_integrity(&path);
+        assert_whole(&path);
         assert!(matches!(
             store.insert_session(&session("b")).await,
             Err(StoreError::Conflict)
@@ -1961,11 +1966,7 @@ mod tests {
             })
         );
         assert_eq!(stored_ids(&path), ["a", "b"]);
-        assert_eq!(
-            session_indexes(&path),
-            ["sessions_by_id", "sessions_by_tenant"]
-        );
-        assert_integrity(&path);
+        assert_whole(&path);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
         assert!(store.get_session(ApiId::Anam, "b").await.unwrap().is_some());
@@ -2034,11 +2035,7 @@ mod tests {
         assert_eq!(file_format(&path), [2, 2]);
         assert_eq!(beside(&path), Vec::<String>::new());
         assert_eq!(stored_ids(&path), ["a", "b", "c"]);
-        assert_eq!(
-            session_indexes(&path),
-            ["sessions_by_id", "sessions_by_tenant"]
-        );
-        assert_integrity(&path);
+        assert_whole(&path);
     }
 
     /// While a bulk tool loads a store past the WAL, a server cannot open it, and says why; once
@@ -2161,11 +2158,7 @@ mod tests {
         );
         drop(reopened);
         assert_eq!(stored_ids(&copy), Vec::<String>::new());
-        assert_eq!(
-            session_indexes(&copy),
-            ["sessions_by_id", "sessions_by_tenant"]
-        );
-        assert_integrity(&copy);
+        assert_whole(&copy);
         assert_eq!(file_format(&copy), [2, 2]);
         assert_eq!(std::fs::metadata(&copy).unwrap().len(), size_before);
         // The load itself goes on.
