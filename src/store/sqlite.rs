@@ -1973,6 +1973,11 @@ mod tests {
         assert!(store.get_session(ApiId::Anam, "c").await.unwrap().is_none());
     }
 
+    /// Anam session `id`, read through `store`.
+    async fn anam_session(store: &SqliteStore, id: &str) -> Option<SessionRow> {
+        store.get_session(ApiId::Anam, id).await.unwrap()
+    }
+
     /// Bytes 18 and 19 of a database file's header: 2 in WAL mode, 1 with a rollback journal.
     fn file_format(path: &Path) -> [u8; 2] {
         let header = std::fs::read(path).unwrap();
@@ -2006,6 +2011,14 @@ mod tests {
         }
     }
 
+    /// A bulk tool's store in a new temporary dir (`s.db`), with Anam tenant `t`.
+    async fn new_bulk_tool_store() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = bulk_tool_store(&path).await;
+        (dir, path, store)
+    }
+
     /// A bulk tool's load into a store without sessions writes the database file, not the WAL:
     /// a rollback journal is beside the file while the load runs, and no WAL. Once the tool
     /// closes the store it is in WAL mode again, the load and both indexes in the file, nothing
@@ -2024,11 +2037,7 @@ mod tests {
         store.insert_sessions(sessions(&["c"])).await.unwrap();
         assert_eq!(store.end_bulk().await.unwrap(), None);
         assert_eq!(
-            store
-                .get_session(ApiId::Anam, "c")
-                .await
-                .unwrap()
-                .map(|r| r.body),
+            anam_session(&store, "c").await.map(|r| r.body),
             Some(session("c").body)
         );
         drop(store);
@@ -2042,9 +2051,7 @@ mod tests {
     /// the tool is done, it can.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_server_cannot_open_a_store_a_bulk_tool_loads_past_the_wal_and_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let tool = bulk_tool_store(&path).await;
+        let (_dir, path, tool) = new_bulk_tool_store().await;
         assert!(tool.begin_bulk().await.unwrap());
         tool.insert_sessions(sessions(&["a"])).await.unwrap();
         let error = match SqliteStore::open(&path) {
@@ -2058,13 +2065,7 @@ mod tests {
         assert_eq!(tool.end_bulk().await.unwrap(), None);
         drop(tool);
         let server = SqliteStore::open(&path).unwrap();
-        assert!(
-            server
-                .get_session(ApiId::Anam, "a")
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(anam_session(&server, "a").await.is_some());
     }
 
     /// A store that holds sessions, or that a server has open, stays in WAL mode for a bulk
@@ -2077,21 +2078,9 @@ mod tests {
         assert!(tool.begin_bulk().await.unwrap());
         tool.insert_sessions(sessions(&["a"])).await.unwrap();
         assert_eq!(file_format(&path), [2, 2]);
-        assert!(
-            server
-                .get_session(ApiId::Anam, "a")
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(anam_session(&server, "a").await.is_none());
         assert_eq!(tool.end_bulk().await.unwrap(), None);
-        assert!(
-            server
-                .get_session(ApiId::Anam, "a")
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(anam_session(&server, "a").await.is_some());
         drop(tool);
         drop(server);
         let tool = bulk_tool_store(&path).await;
@@ -2110,9 +2099,7 @@ mod tests {
     /// for that), as they would be found after a crash.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bulk_tool_load_cut_off_half_way_is_undone_at_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = bulk_tool_store(&path).await;
+        let (dir, path, store) = new_bulk_tool_store().await;
         let size_before = std::fs::metadata(&path).unwrap().len();
         store
             .write(|c| c.pragma_update(None, "cache_size", -256).map_err(backend))
@@ -2149,11 +2136,7 @@ mod tests {
 
         let reopened = SqliteStore::open(&copy).unwrap();
         assert!(
-            reopened
-                .get_session(ApiId::Anam, "s0")
-                .await
-                .unwrap()
-                .is_none(),
+            anam_session(&reopened, "s0").await.is_none(),
             "nothing of the load"
         );
         drop(reopened);
