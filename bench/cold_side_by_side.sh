@@ -107,7 +107,7 @@ run() {
     sync
     echo 3 >/proc/sys/vm/drop_caches
     SESSIOND_LOG=info taskset -c 0 "$bin" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
-        --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$((PORT + 1))" "$@" >"$WORK/$label.log" 2>&1 &
+        --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$((PORT + 1))" "$@" >"$WORK/$label.r$round.log" 2>&1 &
     SERVER=$!
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
     sleep "$PREWARM_WAIT"
@@ -134,11 +134,18 @@ run() {
     p50=$(calc '%.3f' "$(kv p50_us "$line") / 1000")
     p99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
     max=$(calc '%.1f' "$(kv max_us "$line") / 1000")
-    prewarm=$(sed -n 's/.*session id index read into memory.*ms=\([0-9]*\).*/\1 ms/p' "$WORK/$label.log" | head -1)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}"
+    prewarm=$(sed -n 's/.*session id index read into memory.*ms=\([0-9]*\).*/\1 ms/p' "$WORK/$label.r$round.log" | head -1)
+    # The server's own time per request (its request log, `latency_us`), over the measured run's
+    # last n requests: without the client's and the loopback's share.
+    local sp50 sp99
+    read -r sp50 sp99 < <(grep -o 'latency_us=[0-9]*' "$WORK/$label.r$round.log" | tail -n "$n" | cut -d= -f2 |
+        sort -n | awk '{ a[NR] = $1 } END { printf "%.3f %.3f\n", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000 }')
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}"
     RESULTS[$label.rps]+=" $rps"
     RESULTS[$label.p50]+=" $p50"
     RESULTS[$label.p99]+=" $p99"
+    RESULTS[$label.sp50]+=" $sp50"
+    RESULTS[$label.sp99]+=" $sp99"
     RESULTS[$label.kib]+=" $kib"
     RESULTS[$label.cpu]+=" $cpu"
     RESULTS[$label.hwm]+=" $hwm"
@@ -148,8 +155,8 @@ sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | ta
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
 echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB"
 echo
-echo "| run | req/s | p50 ms | p99 ms | max ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
         run "${A[@]}"
@@ -161,7 +168,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "Medians over $ROUNDS rounds (${A[0]} / ${B[0]}):"
-for m in rps p50 p99 kib cpu hwm; do
+for m in rps p50 p99 sp50 sp99 kib cpu hwm; do
     # shellcheck disable=SC2086
     a=$(median ${RESULTS[${A[0]}.$m]})
     # shellcheck disable=SC2086

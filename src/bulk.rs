@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::service::{AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, Service};
+use crate::service::{
+    AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, SeqBlock, Service,
+};
 use crate::store::{KeyRow, StoreError};
 use crate::vendor::ApiId;
 use crate::vendor::fake::Fake;
@@ -339,13 +341,17 @@ struct Storing<T> {
     storer: Option<tokio::task::JoinHandle<Stored<T>>>,
     stored: Arc<AtomicU64>,
     fail: fn(&T, BatchError) -> BulkError,
-    /// A bulk load began (the store held no session): [`Storing::finish`] ends it.
+    /// A bulk load began: [`Storing::finish`] ends it.
     bulk: bool,
+    /// The sequence numbers reserved for each batch queued, in order: those of the batches that
+    /// end up not stored are given back.
+    reserved: Vec<Vec<SeqBlock>>,
 }
 
 /// What the storing task did: the names and sizes of the batches it stored while a bulk load
-/// was on (a duplicate id is found only when the load ends), and the first batch that failed.
-type Stored<T> = (Vec<(T, usize)>, Result<(), (T, BatchError)>);
+/// was on (a duplicate id is found only when the load ends), how many batches it stored, and
+/// the first batch that failed.
+type Stored<T> = (Vec<(T, usize)>, usize, Result<(), (T, BatchError)>);
 
 /// Prepared batches that may wait for the store's writer, besides the one it is storing.
 const STORE_AHEAD: usize = 1;
@@ -367,19 +373,20 @@ impl<T: Send + 'static> Storing<T> {
             let service = service.clone();
             let stored = stored.clone();
             async move {
-                let mut kept = Vec::new();
+                let (mut kept, mut batches_stored) = (Vec::new(), 0);
                 while let Some((batch, names)) = batches.recv().await {
                     match service.store_batch(batch).await {
                         Ok(n) => {
                             stored.fetch_add(n as u64, Ordering::Relaxed);
+                            batches_stored += 1;
                             if bulk {
                                 kept.push((names, n));
                             }
                         }
-                        Err(e) => return (kept, Err((names, e))),
+                        Err(e) => return (kept, batches_stored, Err((names, e))),
                     }
                 }
-                (kept, Ok(()))
+                (kept, batches_stored, Ok(()))
             }
         });
         Ok(Storing {
@@ -389,6 +396,7 @@ impl<T: Send + 'static> Storing<T> {
             stored,
             fail,
             bulk,
+            reserved: Vec::new(),
         })
     }
 
@@ -411,6 +419,7 @@ impl<T: Send + 'static> Storing<T> {
                     .queue
                     .as_ref()
                     .expect("batches are pushed before `finish`");
+                self.reserved.push(batch.reserved().to_vec());
                 if queue.send((batch, names)).await.is_ok() {
                     return Ok(());
                 }
@@ -432,14 +441,33 @@ impl<T: Send + 'static> Storing<T> {
     /// nor of any batch after it, is stored).
     async fn finish(&mut self) -> Result<u64, BulkError> {
         self.queue = None; // the storer ends once the queue is empty
-        let (kept, outcome) = match self.storer.take() {
+        let (kept, batches_stored, outcome) = match self.storer.take() {
             Some(storer) => storer
                 .await
                 .map_err(|e| BulkError::Io(std::io::Error::other(e)))?,
-            None => (Vec::new(), Ok(())),
+            None => (Vec::new(), self.reserved.len(), Ok(())),
         };
-        if std::mem::take(&mut self.bulk) {
+        // The batches from this one on are not stored: their sequence numbers are given back.
+        let mut unstored = batches_stored;
+        let ended = if std::mem::take(&mut self.bulk) {
             let end = self.service.store().end_bulk().await;
+            if end.is_err() {
+                unstored = 0; // the whole load was rolled back
+            }
+            Some(end)
+        } else {
+            None
+        };
+        if let Some(Ok(Some(duplicate))) = &ended {
+            unstored = duplicate.call;
+        }
+        let given_back: Vec<SeqBlock> = self
+            .reserved
+            .drain(unstored.min(self.reserved.len())..)
+            .flatten()
+            .collect();
+        self.service.release_seqs(&given_back).await;
+        if let Some(end) = ended {
             // A session id stored twice comes before whatever stopped the storing.
             if let Some(duplicate) = end.map_err(AdminError::from)? {
                 let (names, _) = &kept[duplicate.call];

@@ -76,11 +76,22 @@ pub struct PreparedBatch {
     /// Restored sessions only: the highest sequence number per tenant, which the tenant's
     /// sequence continues after.
     restored_seqs: Vec<(ApiId, String, i64)>,
+    /// The sequence numbers reserved for the batch: api, tenant, first, count.
+    reserved: Vec<SeqBlock>,
 }
+
+/// Numbers of a tenant's sequence reserved for a batch: api, tenant, first, count.
+pub type SeqBlock = (ApiId, String, i64, i64);
 
 impl PreparedBatch {
     pub fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// The sequence numbers reserved for the batch (given back with [`Service::release_seqs`]
+    /// if it is not stored).
+    pub fn reserved(&self) -> &[SeqBlock] {
+        &self.reserved
     }
 
     pub fn is_empty(&self) -> bool {
@@ -590,6 +601,10 @@ impl Service {
                 .await
                 .map_err(|e| fail(0, e.into()))?;
         }
+        let reserved = blocks
+            .iter()
+            .map(|(api, tenant, count, first)| (*api, tenant.clone(), *first, *count))
+            .collect();
         for p in Staged::waiting(&mut staged) {
             let b = blocks
                 .iter_mut()
@@ -618,7 +633,24 @@ impl Service {
         Ok(PreparedBatch {
             rows,
             restored_seqs,
+            reserved,
         })
+    }
+
+    /// Gives back sequence numbers reserved for batches that were not stored, the latest first,
+    /// so that a failed bulk run leaves no gap in a tenant's numbers. Numbers reserved since by
+    /// someone else (a server sharing the store) stay used: the gap then stays too.
+    pub async fn release_seqs(&self, blocks: &[SeqBlock]) {
+        for (api, tenant, first, count) in blocks.iter().rev() {
+            match self.store.release_seq(*api, tenant, *first, *count).await {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(
+                    %api, first, count,
+                    "sequence numbers of sessions not stored stay used: later ones were handed out"
+                ),
+                Err(e) => tracing::warn!(%api, error = %e, "sequence numbers not given back"),
+            }
+        }
     }
 
     /// Whether every session of a batch could be created, changing nothing (import uses it to
@@ -637,6 +669,7 @@ impl Service {
         let PreparedBatch {
             rows,
             restored_seqs,
+            reserved: _,
         } = batch;
         let count = rows.len();
         let ids: Vec<(ApiId, String)> = rows.iter().map(|r| (r.api, r.id.clone())).collect();

@@ -125,6 +125,15 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves `count` numbers of the tenant's sequence (1, 2, …) and returns the first; no
     /// number is ever handed out twice. [`StoreError::NotFound`] if the tenant does not exist.
     async fn reserve_seq(&self, api: ApiId, tenant: &str, count: i64) -> StoreResult<i64>;
+    /// Gives back numbers `first..first + count` of [`Store::reserve_seq`] whose sessions were not
+    /// stored, if they are still the last handed out: whether they were.
+    async fn release_seq(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        first: i64,
+        count: i64,
+    ) -> StoreResult<bool>;
     /// Makes sure the tenant's sequence continues after `at_least` (restoring an export).
     async fn raise_seq(&self, api: ApiId, tenant: &str, at_least: i64) -> StoreResult<()>;
 
@@ -159,12 +168,14 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts many sessions in one transaction: all or none. [`StoreError::Conflict`] if an id
     /// is taken.
     async fn insert_sessions(&self, rows: Vec<SessionRow>) -> StoreResult<()>;
-    /// Starts a bulk load (import, seed) into a store that holds no session: a backend may drop
-    /// its session indexes, and build them once at [`Store::end_bulk`], rather than updating
-    /// them row by row. Until then what is written is one transaction, which nobody else sees
-    /// (a server sharing the store waits to write, and reads what was there before), and
-    /// sessions are stored by [`Store::insert_sessions`] alone. `false`: no bulk load (the store
-    /// holds sessions, or the backend has no such mode); writes go on as usual.
+    /// Starts a bulk load (import, seed) into a store that holds no session, or that a bulk tool
+    /// has to itself and loads with many sessions beside those it holds
+    /// ([`StoreOptions::bulk_expected`]): a backend may drop its session indexes, and build them
+    /// once at [`Store::end_bulk`], rather than updating them row by row. Until then what is
+    /// written is one transaction, which nobody else sees (a server sharing the store waits to
+    /// write, and reads what was there before), and sessions are stored by
+    /// [`Store::insert_sessions`] alone. `false`: no bulk load (the store holds sessions, or the
+    /// backend has no such mode); writes go on as usual.
     async fn begin_bulk(&self) -> StoreResult<bool> {
         Ok(false)
     }
@@ -281,9 +292,14 @@ pub struct StoreOptions {
     /// statement), so that a database that is gone fails requests fast instead of hanging them.
     pub timeout: Duration,
     /// The process is a bulk tool (`seed`, `import`), not a server: SQLite reads on its writer's
-    /// connection, and a load into a store without sessions writes the database file directly
-    /// rather than through the WAL (see `SqliteStore::open_with`). PostgreSQL ignores it.
+    /// connection, and a bulk load writes the database file directly rather than through the
+    /// WAL (see `SqliteStore::open_with`). PostgreSQL ignores it.
     pub bulk_tool: bool,
+    /// How many sessions the bulk tool expects to store, if it knows (a seed's count, or a lower
+    /// bound from the size of an import's file). SQLite loads a store that already holds
+    /// sessions in bulk too when this is large enough beside them (see `SqliteStore::open_with`);
+    /// without it, only a store without sessions.
+    pub bulk_expected: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -291,6 +307,7 @@ impl Default for StoreOptions {
         StoreOptions {
             timeout: Duration::from_millis(2000),
             bulk_tool: false,
+            bulk_expected: None,
         }
     }
 }

@@ -395,6 +395,24 @@ impl Store for PostgresStore {
         Ok(col::<i64>(&row, "seq")? - count + 1)
     }
 
+    async fn release_seq(
+        &self,
+        api: ApiId,
+        tenant: &str,
+        first: i64,
+        count: i64,
+    ) -> StoreResult<bool> {
+        let row = self
+            .query_opt(
+                "UPDATE tenants SET seq = $3::bigint - 1
+                 WHERE api = $1 AND id = $2 AND seq = $3::bigint + $4::bigint - 1
+                 RETURNING 1",
+                &[&api.as_str(), &tenant, &first, &count],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn raise_seq(&self, api: ApiId, tenant: &str, at_least: i64) -> StoreResult<()> {
         self.query_opt(
             "UPDATE tenants SET seq = GREATEST(seq, $3) WHERE api = $1 AND id = $2 RETURNING 1",

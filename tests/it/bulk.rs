@@ -21,6 +21,7 @@ per_api!(
 );
 
 per_backend!(
+    a_seed_of_ids_the_store_holds_names_the_first_and_changes_nothing,
     export_import_export_is_byte_identical,
     a_session_line_in_another_layout_imports_as_its_export,
     export_layout_lines_with_spaces_or_escapes_import_as_their_export,
@@ -265,6 +266,33 @@ async fn seed_creates_the_tenant_and_contract_valid_sessions(api: ApiId) {
             "{api}: GET {id} and the listing differ"
         );
     }
+}
+
+/// A seed that repeats one the store holds (same tenant, same `--seed`: the same ids) fails at its
+/// first session, named, and leaves the store as it was, OpenCX's ticket sequence included. On
+/// SQLite it is a bulk load (as many sessions as the store holds), whose ids are checked only as
+/// it ends.
+async fn a_seed_of_ids_the_store_holds_names_the_first_and_changes_nothing() {
+    let storage = Storage::new().await;
+    let tenant = ApiId::Opencx.profile().new_tenant_id();
+    seed(&storage, ApiId::Opencx, &tenant, SEEDED, 3).await;
+    let before = export(&storage, &[]).await;
+    let count = SEEDED.to_string();
+    let words = [
+        "seed", "--api", "opencx", "--tenant", &tenant, "--count", &count, "--seed", "3",
+    ];
+    let out = run(&storage, &words).await;
+    assert!(!out.status.success(), "the seed succeeded");
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 1: generated session 1:") && err.contains("exists"),
+        "{err}"
+    );
+    assert_same_ndjson(
+        &export(&storage, &[]).await,
+        &before,
+        "the store after the failed seed",
+    );
 }
 
 async fn the_same_seed_gives_the_same_sessions(api: ApiId) {
