@@ -324,6 +324,16 @@ fn describe(e: &AdminError) -> String {
             })
             .collect::<Vec<_>>()
             .join("; "),
+        // The whole chain of causes: the tool's user is the store's operator.
+        AdminError::Store(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            format!("storage failed: {message}")
+        }
         other => other.to_string(),
     }
 }

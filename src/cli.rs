@@ -92,9 +92,10 @@ struct StoreArgs {
     #[arg(long, env = "SESSIOND_STORE", hide_env_values = true)]
     store: Option<String>,
     /// Bound on each store call in milliseconds (PostgreSQL: pool wait, connect, statement); when
-    /// the database is gone, requests fail with the vendor's 500 after at most about this long.
-    #[arg(long, env = "SESSIOND_STORE_TIMEOUT_MS", default_value_t = 2000)]
-    store_timeout_ms: u64,
+    /// the database is gone, requests fail with the vendor's 500 after at most about this long
+    /// [default: 2000; for `seed` and `import`, whose calls store 5000 sessions each, 60000].
+    #[arg(long, env = "SESSIOND_STORE_TIMEOUT_MS")]
+    store_timeout_ms: Option<u64>,
     /// Load the vendor contracts from this directory ({api}.yaml) instead of the embedded copies.
     #[arg(long, env = "SESSIOND_SPECS_DIR")]
     specs_dir: Option<PathBuf>,
@@ -206,12 +207,24 @@ fn parse_api_listen(s: &str) -> Result<(ApiId, SocketAddr), String> {
     Ok((api, addr))
 }
 
+/// The store timeout unless one is given: a server's calls each read or write a session.
+const STORE_TIMEOUT_MS: u64 = 2000;
+/// The store timeout of the bulk tools unless one is given: a call of theirs stores a batch of
+/// 5000 sessions, which took PostgreSQL more than 2 s on this 2-core machine while the tests
+/// built and ran beside it.
+const BULK_STORE_TIMEOUT_MS: u64 = 60_000;
+
 impl StoreArgs {
     fn config(&self) -> Config {
+        self.config_with(STORE_TIMEOUT_MS)
+    }
+
+    /// [`StoreArgs::config`], with `timeout_ms` unless a timeout is given.
+    fn config_with(&self, timeout_ms: u64) -> Config {
         let mut c = Config::new(&self.data_dir);
         c.store = self.store.clone().map(Dsn::new);
         c.store_options = StoreOptions {
-            timeout: std::time::Duration::from_millis(self.store_timeout_ms),
+            timeout: std::time::Duration::from_millis(self.store_timeout_ms.unwrap_or(timeout_ms)),
             ..StoreOptions::default()
         };
         c.specs_dir = self.specs_dir.clone();
@@ -325,7 +338,7 @@ async fn offline(store: &StoreArgs) -> anyhow::Result<App> {
 /// [`offline`], for `seed` and `import`, about to store `expected` sessions if known (see
 /// [`StoreOptions::bulk_tool`]).
 async fn bulk_tool(store: &StoreArgs, expected: Option<u64>) -> anyhow::Result<App> {
-    let mut config = store.config();
+    let mut config = store.config_with(BULK_STORE_TIMEOUT_MS);
     config.store_options.bulk_tool = true;
     config.store_options.bulk_expected = expected;
     App::start(&config).await
