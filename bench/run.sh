@@ -254,6 +254,20 @@ perf_profile() {
     [[ -s $WORK/perf.$tag.txt ]]
 }
 
+# disk_floor FILE NAME [FIO-ARGS...]: fio's random 4 KiB reads of FILE with O_DIRECT (the OS page
+# cache neither helps nor changes), 10 s; sets D_IOPS and D_P50 D_P99 D_P999 (ms) of the read
+# latency; NAME tags the fio job.
+disk_floor() {
+    local file=$1 name=$2 out
+    shift 2
+    out=$(fio --name="$name" --filename="$file" --readonly --rw=randread --bs=4k --direct=1 \
+        --runtime=10 --time_based --output-format=json "$@" 2>/dev/null) || die "fio failed on $file"
+    D_IOPS=$(jq '[.jobs[].read.iops] | add | floor' <<<"$out")
+    D_P50=$(jq '.jobs[0].read.clat_ns.percentile["50.000000"] / 1e6 * 1000 | round / 1000' <<<"$out")
+    D_P99=$(jq '.jobs[0].read.clat_ns.percentile["99.000000"] / 1e6 * 1000 | round / 1000' <<<"$out")
+    D_P999=$(jq '.jobs[0].read.clat_ns.percentile["99.900000"] / 1e6 * 1000 | round / 1000' <<<"$out")
+}
+
 # verdict RATIO OP LIMIT: "met" / "NOT met".
 verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN {
     ok = (op == ">=") ? (r >= l) : (r <= l); print (ok ? "met" : "**NOT met**") }'; }
@@ -264,6 +278,7 @@ verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN {
 install_tools() {
     apt_tool wrk
     apt_tool jq
+    [[ $MODE == scale ]] && apt_tool fio
     if ! command -v oha >/dev/null; then
         log "installing oha (cargo install oha --locked; a few minutes, once)"
         cargo install oha --locked >"$WORK/oha-install.log" 2>&1 || die "cargo install oha failed (see $WORK/oha-install.log)"
@@ -990,6 +1005,22 @@ scale_run() {
     scale_serve "$isess sessions, cold, \`--no-prewarm\`" "$STARTUP_MS" "$WORK/big-reqs.tsv" "$WORK/big-urls.txt" bignp
     stop_pid "$SD_PID"
 
+    # The disk under the cold runs, by itself: random 4 KiB reads of the store file (O_DIRECT), one
+    # at a time (what one connection's misses wait for) and at the open loop's rate (a miss reads
+    # about one page of the disk once the prewarm has read the id index).
+    phase "scale: the disk by itself (fio)"
+    disk_floor "$STORE/sessiond.db" one-at-a-time --ioengine=psync
+    add disk.q1.p50 "$D_P50"
+    add disk.q1.p99 "$D_P99"
+    add disk.q1.p999 "$D_P999"
+    add disk.q1.iops "$D_IOPS"
+    disk_floor "$STORE/sessiond.db" at-rate --ioengine=libaio --iodepth=64 --rate_iops="$SCALE_RATE" --rate_process=poisson
+    add disk.f.p50 "$D_P50"
+    add disk.f.p99 "$D_P99"
+    add disk.f.p999 "$D_P999"
+    add disk.f.iops "$D_IOPS"
+    log "disk: one at a time p50 $(med disk.q1.p50) p99 $(med disk.q1.p99) ms; at $SCALE_RATE/s p50 $(med disk.f.p50) p99 $(med disk.f.p99) ms"
+
     # The same store once the OS page cache holds it, as it does on a server that has run for a
     # while when the store fits in RAM: the file read once, then the same runs at the same rate.
     phase "scale: serve big store, page cache warm"
@@ -1020,6 +1051,23 @@ scale_run() {
     emit "then $big_cached of it was in the OS page cache; after the warm runs, $warm_left. Proactive page cache"
     emit "reclaim on this machine: $(page_reclaim). Where that is on, the warm store does not stay warm: random"
     emit "GETs touch each page of it too rarely to keep it."
+    emit ""
+
+    emit "#### The disk by itself (fio)"
+    emit ""
+    emit "What a cold miss waits for at least once: random 4 KiB reads of the store file by \`fio\` with O_DIRECT (the OS page"
+    emit "cache neither helps nor fills), 10 s each, measured between the cold and the warm runs. Once the prewarm has read"
+    emit "the id index, a miss reads about one such page (\`bench/cold_side_by_side.sh\` prints the bytes read per request)."
+    emit ""
+    emit "| fio random 4 KiB reads of the store file | reads/s | p50 ms | p99 ms | p99.9 ms |"
+    emit "|---|---:|---:|---:|---:|"
+    emit "| one at a time (\`--ioengine=psync\`), as a single connection's misses | $(med disk.q1.iops) | $(med disk.q1.p50) | $(med disk.q1.p99) | $(med disk.q1.p999) |"
+    emit "| at $SCALE_RATE reads/s, the open loop's rate (\`--ioengine=libaio --iodepth=64 --rate_iops=$SCALE_RATE --rate_process=poisson\`) | $(med disk.f.iops) | $(med disk.f.p50) | $(med disk.f.p99) | $(med disk.f.p999) |"
+    emit ""
+    emit "A cold miss costs at least the disk's read plus what a cached answer costs, so its p99 cannot be lower than about"
+    emit "the disk's p99 plus the small store's: $(calc '%.3f' "$(med disk.q1.p99) + $(med small.c1.p99)") ms for one connection (the cold row: $(med big.c1.p99) ms),"
+    emit "$(calc '%.3f' "$(med disk.f.p99) + $(med small.f.p99)") ms at the open loop's rate (the cold row: $(med big.f.p99) ms). Within 2 × of the small store would need"
+    emit "the disk's p99 alone to be below the small store's p99 ($(med small.c1.p99) and $(med small.f.p99) ms)."
     emit ""
 
     local rf50 rf99 rf999 wf50 wf99 wf999 short=""
@@ -1074,6 +1122,8 @@ scale_run() {
         emit "| $state: GET p99 within 2 × of the small store: $CONNS connections, saturated (**throughput-bound**: p99 is queueing, it follows req/s) | $t64r × ($(med "$tag.c$CONNS.p99") vs $(med "small.c$CONNS.p99") ms) | $(verdict "$t64r" '<=' 2) |"
         emit "| $state: cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection) | $(med $tag.c1.p99) ms (p50 $(med $tag.c1.p50) ms) | $(verdict "$(med $tag.c1.p99)" '<=' 0.5) |"
     done
+    emit "| cold: the disk's floor (disk p99 + small store p99, one connection), for comparison with the cold rows | $(calc '%.3f' "$(med disk.q1.p99) + $(med small.c1.p99)") ms (cold: $(med big.c1.p99) ms, $(calc '%.2f' "$(med big.c1.p99) / ($(med disk.q1.p99) + $(med small.c1.p99))") × the floor) | (context) |"
+    emit "| cold: the disk's floor at the open loop's rate | $(calc '%.3f' "$(med disk.f.p99) + $(med small.f.p99)") ms (cold: $(med big.f.p99) ms, $(calc '%.2f' "$(med big.f.p99) / ($(med disk.f.p99) + $(med small.f.p99))") × the floor) | (context) |"
     emit "| import ≥ 100 000 sessions/s | $irate/s | $(verdict "$irate" '>=' 100000) |"
     emit "| memory bounded by the cache setting ($SCALE_CACHE_MB MiB) | peak RSS $(mib "$(med big.hwm)") MiB cold, $(mib "$(med warm.hwm)") MiB warm | (judge: RSS − cache = fixed overhead) |"
     emit ""

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -221,7 +222,12 @@ fn coarse_millis() -> u64 {
 pub struct KeyCache {
     /// Each key with the [`coarse_millis`] until which it is fresh.
     map: RwLock<HashMap<[u8; 32], (CachedKey, u64), DigestHasher>>,
-    epoch: Mutex<u64>,
+    /// Bumped by every invalidation, after its entries left the map: a reader's ticket, and what a
+    /// [`KeyMemo`] was made under.
+    epoch: AtomicU64,
+    /// Held by fills and invalidations, so that a fill cannot slip between an invalidation's
+    /// removal and its bump of `epoch`.
+    writing: Mutex<()>,
     ttl: Duration,
 }
 
@@ -229,33 +235,57 @@ impl KeyCache {
     pub fn new(ttl: Duration) -> Self {
         KeyCache {
             map: RwLock::new(HashMap::default()),
-            epoch: Mutex::new(0),
+            epoch: AtomicU64::new(0),
+            writing: Mutex::new(()),
             ttl,
         }
     }
 
     /// The cached key, if present and fresh.
     pub fn get(&self, hash: &[u8; 32]) -> Option<CachedKey> {
-        self.with(hash, CachedKey::clone)
-    }
-
-    /// `f` of the cached key, if present and fresh, under the map's read lock (the read path
-    /// uses it without cloning the key's tenant).
-    pub fn with<R>(&self, hash: &[u8; 32], f: impl FnOnce(&CachedKey) -> R) -> Option<R> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let (key, fresh_until) = map.get(hash)?;
-        (coarse_millis() < *fresh_until).then(|| f(key))
+        (coarse_millis() < *fresh_until).then(|| key.clone())
+    }
+
+    /// The cached key presented as `key`, if present and fresh, remembered in `memo`: while the
+    /// same key is presented again and no invalidation happened, the next lookup is one
+    /// constant-time comparison instead of a SHA-256 and a map lookup (the read path keeps one
+    /// memo per connection; clients send every request of a connection with one key).
+    pub fn lookup<'m>(&self, key: &str, memo: &'m mut KeyMemo) -> Option<&'m CachedKey> {
+        // Read before the map: an invalidation bumps the epoch only after its removal, so an
+        // entry found below was not invalidated before this epoch was current.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let now = coarse_millis();
+        if memo.holds(key, epoch, now) {
+            return memo.entry.as_ref().map(|e| &e.key);
+        }
+        let hash = crate::auth::hash_key(key);
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let (cached, fresh_until) = map.get(&hash)?;
+        // The map compared the digests with `==`; compare them again in constant time.
+        if now >= *fresh_until || !crate::auth::ct_eq(&cached.hash, &hash) {
+            return None;
+        }
+        memo.key.clear();
+        memo.key.extend_from_slice(key.as_bytes());
+        let entry = memo.entry.insert(MemoEntry {
+            key: cached.clone(),
+            fresh_until: *fresh_until,
+            epoch,
+        });
+        Some(&entry.key)
     }
 
     pub fn ticket(&self) -> u64 {
-        *self.epoch.lock().unwrap_or_else(|p| p.into_inner())
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub fn fill(&self, ticket: u64, key: CachedKey) {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let fresh_until = coarse_millis().saturating_add(ttl);
-        let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
-        if *epoch == ticket {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) == ticket {
             self.map
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -265,15 +295,44 @@ impl KeyCache {
 
     /// Forgets a key (after its revocation committed), or every key with `None`.
     pub fn invalidate(&self, hash: Option<&[u8; 32]>) {
-        let mut epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
-        *epoch += 1;
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        match hash {
-            Some(h) => {
-                map.remove(h);
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            match hash {
+                Some(h) => {
+                    map.remove(h);
+                }
+                None => map.clear(),
             }
-            None => map.clear(),
         }
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The last key one connection presented and what [`KeyCache::lookup`] found for it. It is
+/// worth nothing after any invalidation (a revocation of any key) or once the entry's TTL is
+/// over; the key itself never leaves the connection's memory.
+#[derive(Default)]
+pub struct KeyMemo {
+    key: Vec<u8>,
+    entry: Option<MemoEntry>,
+}
+
+struct MemoEntry {
+    key: CachedKey,
+    fresh_until: u64,
+    epoch: u64,
+}
+
+impl KeyMemo {
+    fn holds(&self, key: &str, epoch: u64, now: u64) -> bool {
+        use subtle::ConstantTimeEq;
+        self.entry
+            .as_ref()
+            .is_some_and(|e| e.epoch == epoch && now < e.fresh_until)
+            // Constant time but for the length, which tells only how long this connection's
+            // previous key was.
+            && bool::from(self.key.as_slice().ct_eq(key.as_bytes()))
     }
 }
 
@@ -334,6 +393,59 @@ mod tests {
         let t = c.ticket(ApiId::Anam, "a");
         c.fill(t, ApiId::Anam, "a", entry("x"));
         assert!(c.get(ApiId::Anam, "a").is_none());
+    }
+
+    fn fill_key(cache: &KeyCache, key: &str, tenant: &str) {
+        cache.fill(
+            cache.ticket(),
+            CachedKey {
+                api: ApiId::Anam,
+                tenant: tenant.into(),
+                hash: crate::auth::hash_key(key),
+            },
+        );
+    }
+
+    fn tenant_of(cache: &KeyCache, key: &str, memo: &mut KeyMemo) -> Option<String> {
+        cache.lookup(key, memo).map(|k| k.tenant.to_string())
+    }
+
+    #[test]
+    fn a_memo_answers_only_for_its_own_key_and_only_until_an_invalidation() {
+        let k = KeyCache::new(Duration::from_secs(3600));
+        fill_key(&k, "sk_anam_a", "ta");
+        fill_key(&k, "sk_anam_b", "tb");
+        let mut memo = KeyMemo::default();
+        assert_eq!(tenant_of(&k, "sk_anam_a", &mut memo).as_deref(), Some("ta"));
+        assert!(memo.holds("sk_anam_a", k.ticket(), coarse_millis()));
+        // Keys one letter off, shorter, longer or empty are not the memo's.
+        for other in ["sk_anam_c", "sk_anam_", "sk_anam_aa", ""] {
+            assert!(!memo.holds(other, k.ticket(), coarse_millis()), "{other:?}");
+            assert_eq!(tenant_of(&k, other, &mut memo), None, "{other:?}");
+        }
+        assert_eq!(tenant_of(&k, "sk_anam_a", &mut memo).as_deref(), Some("ta"));
+        assert_eq!(tenant_of(&k, "sk_anam_b", &mut memo).as_deref(), Some("tb"));
+        assert!(memo.holds("sk_anam_b", k.ticket(), coarse_millis()));
+        // Revoking a: the memo of b is void too (any invalidation voids every memo) ...
+        k.invalidate(Some(&crate::auth::hash_key("sk_anam_a")));
+        assert!(!memo.holds("sk_anam_b", k.ticket(), coarse_millis()));
+        // ... and b is found again in the map, a is not.
+        assert_eq!(tenant_of(&k, "sk_anam_b", &mut memo).as_deref(), Some("tb"));
+        assert_eq!(tenant_of(&k, "sk_anam_a", &mut memo), None);
+        k.invalidate(None);
+        assert_eq!(tenant_of(&k, "sk_anam_b", &mut memo), None);
+    }
+
+    #[test]
+    fn a_memo_ends_with_its_entrys_ttl() {
+        let k = KeyCache::new(Duration::from_millis(30));
+        fill_key(&k, "sk_anam_a", "ta");
+        let mut memo = KeyMemo::default();
+        assert_eq!(tenant_of(&k, "sk_anam_a", &mut memo).as_deref(), Some("ta"));
+        // Well past the TTL and the coarse clock's tick (1-4 ms).
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!memo.holds("sk_anam_a", k.ticket(), coarse_millis()));
+        assert_eq!(tenant_of(&k, "sk_anam_a", &mut memo), None);
     }
 
     #[test]

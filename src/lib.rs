@@ -173,7 +173,7 @@ async fn serve_public(
         let _ = stream.set_nodelay(true);
         let connection = http.serve_connection(
             hyper_util::rt::TokioIo::new(stream),
-            http::public::Connection(routes.clone()),
+            http::public::Connection::new(routes.clone()),
         );
         let connection = drain.watch(connection);
         tokio::spawn(async move {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{self, Secret};
-use crate::cache::{CachedKey, CachedSession, KeyCache, SessionCache};
+use crate::cache::{CachedKey, CachedSession, KeyCache, KeyMemo, SessionCache};
 use crate::spec::{Contract, Contracts};
 use crate::store::{BuildRow, Change, KeyRow, SessionRow, Store, StoreError};
 use crate::vendor::fake::Fake;
@@ -252,31 +252,31 @@ impl Service {
 
     /// The public GET answered from the caches alone, or `None` when it needs the store: the key
     /// is not cached, the session is not cached, or the cached session is another tenant's (whose
-    /// answer must cost the same store read as an unknown id's).
+    /// answer must cost the same store read as an unknown id's). `memo` is the connection's: see
+    /// [`KeyCache::lookup`].
     pub fn cached_get(
         &self,
         api: ApiId,
         key: Option<&str>,
         id: &str,
+        memo: &mut KeyMemo,
     ) -> Option<Result<Bytes, PublicError>> {
         let Some(key) = key else {
             return Some(Err(PublicError::MissingCredential));
         };
-        let hash = auth::hash_key(key);
-        self.keys
-            .with(&hash, |cached| {
-                if let Err(e) = cached.admits(api, &hash) {
-                    return Some(Err(e));
-                }
-                if let Err(e) = check_public_id(api, id) {
-                    return Some(Err(e));
-                }
-                match self.sessions.get(api, id) {
-                    Some(s) if *s.tenant == *cached.tenant => Some(Ok(s.body)),
-                    _ => None,
-                }
-            })
-            .flatten()
+        let cached = self.keys.lookup(key, memo)?;
+        if cached.api != api {
+            return Some(Err(PublicError::InvalidCredential));
+        }
+        match self.sessions.get(api, id) {
+            // Every stored id passed `check_session_id` when it was written (`prepare`), so a
+            // cached session's id needs no second check.
+            Some(s) if *s.tenant == *cached.tenant => Some(Ok(s.body)),
+            _ => match check_public_id(api, id) {
+                Err(e) => Some(Err(e)),
+                Ok(()) => None,
+            },
+        }
     }
 
     /// The public GET: the stored body of session `id` of `api`, if `key` may read it.

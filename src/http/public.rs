@@ -5,6 +5,7 @@
 //! response whose key and session are both cached is built synchronously, without boxing a
 //! future, a body or a request extension. Misses take the async path to the store.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ALLOW_GET, PublicErrors};
+use crate::cache::KeyMemo;
 use crate::service::Service;
 use crate::spec::Credential;
 use crate::vendor::{ApiId, PublicError};
@@ -120,8 +122,9 @@ impl PublicRoutes {
         })
     }
 
-    /// Answers one request: synchronously when everything it needs is cached.
-    pub fn call(self: &Arc<Self>, request: Request<Incoming>) -> Answer {
+    /// Answers one request of a connection whose key memo is `memo`: synchronously when
+    /// everything it needs is cached.
+    pub fn call(self: &Arc<Self>, request: Request<Incoming>, memo: &mut KeyMemo) -> Answer {
         let start = self.log.then(Instant::now);
         let path = request.uri().path();
         let Some((index, raw_id)) = self
@@ -149,7 +152,7 @@ impl PublicRoutes {
             };
             return self.done(start, &request, Some(route), route.errors.response(kind));
         };
-        if let Some(outcome) = self.service.cached_get(route.api, key, &id) {
+        if let Some(outcome) = self.service.cached_get(route.api, key, &id, memo) {
             let response = reply(route, outcome);
             return self.done(start, &request, Some(route), response);
         }
@@ -310,9 +313,20 @@ fn credential<'h>(rule: &KeyHeader, headers: &'h HeaderMap) -> Option<&'h str> {
     }
 }
 
-/// The hyper service of one connection.
-#[derive(Clone)]
-pub struct Connection(pub Arc<PublicRoutes>);
+/// The hyper service of one connection, with the memo of the last key it presented.
+pub struct Connection {
+    routes: Arc<PublicRoutes>,
+    memo: RefCell<KeyMemo>,
+}
+
+impl Connection {
+    pub fn new(routes: Arc<PublicRoutes>) -> Connection {
+        Connection {
+            routes,
+            memo: RefCell::default(),
+        }
+    }
+}
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
     type Response = PublicResponse;
@@ -320,6 +334,8 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Future = Answer;
 
     fn call(&self, request: Request<Incoming>) -> Answer {
-        self.0.call(request)
+        // hyper calls the service of an HTTP/1 connection for one request at a time, and `call`
+        // returns before the answer is awaited: the borrow never overlaps another.
+        self.routes.call(request, &mut self.memo.borrow_mut())
     }
 }

@@ -6,12 +6,13 @@
 use reqwest::Method;
 use sessiond::ApiId;
 
-use crate::common::{Reply, TestServer, fixtures, vendor_path};
+use crate::common::{KeepAlive, Reply, TestServer, fixtures, vendor_path};
 
 per_api!(
     missing_credential,
     wrong_credential,
     revoked_key,
+    keys_on_one_open_connection,
     key_of_another_api,
     unknown_id,
     another_tenants_id_answers_like_an_unknown_id,
@@ -153,6 +154,37 @@ async fn revoked_key(api: ApiId) {
         .public_get(api, id, Some(&session.key))
         .await
         .expect(200);
+}
+
+/// Keys presented one after another on one keep-alive connection (the server remembers a
+/// connection's last key): each answers for itself, a revocation takes effect on the next request
+/// of the open connection, and a key one letter off the remembered one is refused.
+async fn keys_on_one_open_connection(api: ApiId) {
+    let (server, session) = TestServer::with_one_session(api).await;
+    let (key_id, key) = server.create_key(api, &session.tenant).await;
+    let id = &session.id;
+    let mut conn = KeepAlive::open(server.public).await;
+    let body = conn.get(api, id, &key).await.expect(200).body;
+    let mut off = key.clone().into_bytes();
+    *off.last_mut().unwrap() ^= 1; // another letter or digit
+    let off = String::from_utf8(off).unwrap();
+    let reply = conn.get(api, id, &off).await;
+    assert_answer(api, &reply, table(api).invalid_credential);
+    assert_eq!(conn.get(api, id, &session.key).await.expect(200).body, body);
+    assert_eq!(conn.get(api, id, &key).await.expect(200).body, body);
+    // The remembered key on another api's route is that api's invalid credential.
+    let other = ApiId::ALL.into_iter().find(|a| *a != api).unwrap();
+    let reply = conn
+        .get(other, &other.profile().new_session_id(), &key)
+        .await;
+    assert_answer(other, &reply, table(other).invalid_credential);
+    assert_eq!(conn.get(api, id, &key).await.expect(200).body, body);
+    server.revoke_key(api, &session.tenant, &key_id).await;
+    let reply = conn.get(api, id, &key).await;
+    assert_answer(api, &reply, table(api).invalid_credential);
+    assert_eq!(conn.get(api, id, &session.key).await.expect(200).body, body);
+    let reply = conn.get(api, id, &key).await;
+    assert_answer(api, &reply, table(api).invalid_credential);
 }
 
 async fn key_of_another_api(api: ApiId) {

@@ -564,6 +564,85 @@ impl Client {
     }
 }
 
+/// One HTTP/1.1 connection to a public listener that stays open between requests, for what must
+/// hold on a connection that lives on (reqwest's pool may or may not reuse one). Its answers are
+/// checked against the contract like [`Client::vendor_call`]'s.
+pub struct KeepAlive {
+    stream: tokio::net::TcpStream,
+    /// Bytes read past the end of the last answer.
+    read: Vec<u8>,
+}
+
+impl KeepAlive {
+    pub async fn open(listener: SocketAddr) -> KeepAlive {
+        KeepAlive {
+            stream: tokio::net::TcpStream::connect(listener)
+                .await
+                .expect("connecting"),
+            read: Vec::new(),
+        }
+    }
+
+    /// `GET /{api}{vendor path of id}` with `key`, on this connection.
+    pub async fn get(&mut self, api: ApiId, id: &str, key: &str) -> Reply {
+        use tokio::io::AsyncWriteExt;
+        let (name, value) = credential_header(api, key);
+        let path = vendor_path(api, id);
+        let request =
+            format!("GET /{api}{path} HTTP/1.1\r\nHost: sessiond\r\n{name}: {value}\r\n\r\n");
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("sending");
+        let head_end = loop {
+            if let Some(at) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            self.fill().await;
+        };
+        let head = String::from_utf8(self.read[..head_end].to_vec()).expect("an ASCII head");
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.strip_prefix("HTTP/1.1 "))
+            .and_then(|l| l.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {head}"));
+        let mut headers = HeaderMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').expect("a header line");
+            headers.append(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                value.trim().parse().expect("a header value"),
+            );
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("every answer of sessiond has a content-length");
+        while self.read.len() < head_end + length {
+            self.fill().await;
+        }
+        let body = Bytes::copy_from_slice(&self.read[head_end..head_end + length]);
+        self.read.drain(..head_end + length);
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
+        check_vendor_reply(api, &Method::GET, &reply);
+        reply
+    }
+
+    async fn fill(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 8192];
+        let n = self.stream.read(&mut buf).await.expect("reading");
+        assert!(n > 0, "the server closed the connection");
+        self.read.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// One session of a fresh tenant, with a key of that tenant.
 #[derive(Debug, Clone)]
 pub struct OneSession {
