@@ -8,7 +8,9 @@
 # server and wrk on separate cores. Printed per run: requests, p50, p99, max, what the server read
 # from the disk per request (read_bytes of /proc/PID/io over the measured run), its CPU time per
 # request (utime + stime of /proc/PID/stat over the measured run), its threads and peak RSS at the
-# end; then the medians.
+# end; for reads handed to reader threads, how long they waited for a reader, ran on it and waited
+# to be picked up again by the runtime (the store's `sessiond::store::handoff` debug lines); then
+# the medians.
 #
 # Usage: bench/cold_side_by_side.sh [DATA_DIR]   (as root: it drops the page cache)
 # Without DATA_DIR it builds a store of N sessions per api by seed, export and import into an empty
@@ -106,7 +108,7 @@ run() {
     shift 2
     sync
     echo 3 >/proc/sys/vm/drop_caches
-    SESSIOND_LOG=info taskset -c 0 "$bin" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
+    SESSIOND_LOG=info,sessiond::store::handoff=debug taskset -c 0 "$bin" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
         --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$((PORT + 1))" "$@" >"$WORK/$label.r$round.log" 2>&1 &
     SERVER=$!
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
@@ -140,7 +142,16 @@ run() {
     local sp50 sp99
     read -r sp50 sp99 < <(grep -o 'latency_us=[0-9]*' "$WORK/$label.r$round.log" | tail -n "$n" | cut -d= -f2 |
         sort -n | awk '{ a[NR] = $1 } END { printf "%.3f %.3f\n", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000 }')
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}"
+    # Reads handed to reader threads (a debug line each, from builds since session 18): how long
+    # each waited for a reader, ran on it, and waited to be picked up again, over the measured run.
+    local handed q99 r99 b99 q50 r50 b50
+    handed=$(grep -c 'queue_us=' "$WORK/$label.r$round.log" || true)
+    read -r q50 q99 r50 r99 b50 b99 < <(for f in queue_us read_us back_us; do
+        grep -o "$f=[0-9]*" "$WORK/$label.r$round.log" | tail -n "$n" | cut -d= -f2 | sort -n |
+            awk '{ a[NR] = $1 } END { if (NR == 0) printf "- - "; else printf "%.3f %.3f ", a[int(NR * 0.5) + (NR < 2)] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000 }'
+    done; echo)
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}" \
+        "$(calc '%.2f' "$handed / ($n + 0.0001)")" "$q50" "$q99" "$r50" "$r99" "$b50" "$b99"
     RESULTS[$label.rps]+=" $rps"
     RESULTS[$label.p50]+=" $p50"
     RESULTS[$label.p99]+=" $p99"
@@ -149,14 +160,18 @@ run() {
     RESULTS[$label.kib]+=" $kib"
     RESULTS[$label.cpu]+=" $cpu"
     RESULTS[$label.hwm]+=" $hwm"
+    if [[ $q50 != - ]]; then
+        RESULTS[$label.q50]+=" $q50" RESULTS[$label.q99]+=" $q99" RESULTS[$label.r50]+=" $r50"
+        RESULTS[$label.r99]+=" $r99" RESULTS[$label.b50]+=" $b50" RESULTS[$label.b99]+=" $b99"
+    fi
 }
 
 sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
 echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB"
 echo
-echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
         run "${A[@]}"
@@ -168,7 +183,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "Medians over $ROUNDS rounds (${A[0]} / ${B[0]}):"
-for m in rps p50 p99 sp50 sp99 kib cpu hwm; do
+for m in rps p50 p99 sp50 sp99 kib cpu hwm q50 q99 r50 r99 b50 b99; do
+    [[ -n ${RESULTS[${A[0]}.$m]:-} && -n ${RESULTS[${B[0]}.$m]:-} ]] || continue
     # shellcheck disable=SC2086
     a=$(median ${RESULTS[${A[0]}.$m]})
     # shellcheck disable=SC2086

@@ -824,17 +824,34 @@ impl SqliteStore {
         self.read_on_readers(f).await
     }
 
-    /// Runs `f` on a reader thread.
+    /// Runs `f` on a reader thread. With the `sessiond::store::handoff` target at debug, each
+    /// such read logs where its time went: `queue_us` from the hand-off until a reader took it,
+    /// `read_us` on the reader, `back_us` from the reader's answer until this task ran again
+    /// (`bench/cold_side_by_side.sh` prints their percentiles).
     async fn read_on_readers<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let timed = tracing::enabled!(target: "sessiond::store::handoff", tracing::Level::DEBUG);
+        let submitted = timed.then(Instant::now);
         self.readers.submit(Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+            let started = timed.then(Instant::now);
+            let out = f(conn);
+            let _ = tx.send((out, started.map(|s| (s, Instant::now()))));
         }));
-        rx.await.map_err(|_| StoreError::backend(ReadFailed))?
+        let (out, times) = rx.await.map_err(|_| StoreError::backend(ReadFailed))?;
+        if let (Some(submitted), Some((started, done))) = (submitted, times) {
+            let us = |d: Duration| d.as_micros() as u64;
+            tracing::debug!(
+                target: "sessiond::store::handoff",
+                queue_us = us(started - submitted),
+                read_us = us(done - started),
+                back_us = us(done.elapsed()),
+            );
+        }
+        out
     }
 }
 
