@@ -41,14 +41,19 @@ const PARALLEL_PACK: usize = 64;
 const MIN_READERS: usize = 4;
 /// Most reader threads per core the process may run on: how many reads may wait on the disk at
 /// once. Reads that wait on the disk still cost CPU (the system call, the device's doorbell and
-/// interrupt, thread switches: ~100 µs a request on a VM's virtio disk, most of them misses), so
-/// one core serves ~10 000 of them a second, and 16 in flight cover a disk latency of 1.6 ms at
-/// that rate. More threads only add switching and memory: on a cold 10 M-session store, sessiond
-/// on one core, 64 connections of random GETs, a bound of 16 against 64 gave 1.12x the req/s at
-/// 0.88x the CPU per request, the same p99, and 143 against 194 MiB of peak RSS
-/// (`bench/cold_side_by_side.sh`, 4 rounds; each reader keeps ~1.6 MiB: its allocator pages, its
-/// page cache, its decompression context).
-const READERS_PER_CORE: usize = 16;
+/// interrupt, thread switches: 35-100 µs a request on a VM's virtio disk, most of them misses),
+/// so one core serves ~10 000-25 000 of them a second, and 8 in flight cover a disk latency of
+/// 0.8 ms at 10 000 a second. More threads only add switching and memory, and the readers that
+/// share a core with the runtime thread make both wait for it: misses spend more time handed
+/// between threads than reading (the `sessiond::store::handoff` log). On a cold 10 M-session store,
+/// sessiond on one core (session 18, Xeon, a disk answering random 4 KiB reads in 0.06 ms):
+/// 64 connections of random GETs served 270-284 k requests in 10 s with 4 readers, 246-257 k with
+/// 8, 202-213 k with 16; at a fixed 11 000/s the server used 5.96-6.10, 6.47 and 7.21 s of CPU in
+/// 15 s and the p50 was 0.43-0.45, 0.51 and 0.65 ms (2 alternated runs each). Session 15's host: 16 against
+/// 64 gave 1.12x the req/s at 0.88x the CPU per request and 143 against 194 MiB of peak RSS. 8
+/// rather than 4 leaves room for slower disks (each reader keeps ~1.6 MiB: its allocator pages,
+/// its page cache, its decompression context).
+const READERS_PER_CORE: usize = 8;
 /// Most reader threads in all, however many cores.
 const MAX_READERS: usize = 64;
 
