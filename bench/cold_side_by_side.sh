@@ -17,7 +17,9 @@
 # dir (the bulk load writes the id index in one piece, as a restore does). With DATA_DIR it uses
 # that store and adds a key to the first tenant of each api (the key is not revoked afterwards).
 # Env: BASE_REV, N (200000 per api), ROUNDS (4), SECS (15), CONNS (1), PREWARM_WAIT (3), SAMPLE
-# (ids, 300000), CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK).
+# (ids, 300000), CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK), OHA_RATE (req/s:
+# an open loop instead, oha at that fixed rate over CONNS connections, latency corrected for
+# coordinated omission, over the ids of one api per credential header).
 # wrk's percentiles are corrected for coordinated omission: a stall of the disk adds samples for the
 # requests a steady client would have sent meanwhile, so max shows the stalls themselves.
 set -euo pipefail
@@ -33,6 +35,7 @@ CONNS=${CONNS:-1}
 PREWARM_WAIT=${PREWARM_WAIT:-3}
 SAMPLE=${SAMPLE:-300000}
 CACHE_MB=${CACHE_MB:-64}
+OHA_RATE=${OHA_RATE:-}
 WORK=${WORK:-$(mktemp -d)}
 PORT=${PORT:-18480}
 mkdir -p "$WORK"
@@ -48,6 +51,10 @@ for tool in cargo curl taskset shuf; do
 done
 [[ -w /proc/sys/vm/drop_caches ]] || die "dropping the page cache needs root: without it no run is cold"
 apt_tool wrk
+if [[ -n $OHA_RATE ]]; then
+    apt_tool jq
+    command -v oha >/dev/null || die "OHA_RATE needs oha (cargo install oha --locked; bench/run.sh installs it)"
+fi
 (($(nproc) >= 2)) || die "needs 2 cores (server and wrk on separate ones)"
 
 cargo build --release --quiet
@@ -98,6 +105,20 @@ log "sampling $SAMPLE ids (sessiond export, streamed)"
         [[ -n ${CRED[$api]:-} ]] && printf '%s%s\t%s\t%s\n' "${VPATH[$api]}" "$id" "${HNAME[$api]}" "${CRED[$api]}"
     done >"$WORK/reqs.tsv"
 [[ -s $WORK/reqs.tsv ]] || die "no session ids in the store"
+# The open loop (OHA_RATE): oha sends one set of headers with every URL of its list, so the list
+# holds the ids of the first api of each credential header, and every such header goes along.
+OHA_HEADERS=()
+if [[ -n $OHA_RATE ]]; then
+    declare -A SEEN=()
+    : >"$WORK/urls.txt"
+    for api in salesnip opencx funnelfox alcamine anam; do
+        [[ -n ${CRED[$api]:-} && -z ${SEEN[${HNAME[$api]}]:-} ]] || continue
+        SEEN[${HNAME[$api]}]=1
+        OHA_HEADERS+=(-H "${HNAME[$api]}: ${CRED[$api]}")
+        awk -F'\t' -v p="${VPATH[$api]}" -v port="$PORT" 'index($1, p) == 1 { print "http://127.0.0.1:" port $1 }' "$WORK/reqs.tsv" >>"$WORK/urls.txt"
+    done
+    shuf -o "$WORK/urls.txt" "$WORK/urls.txt"
+fi
 
 read_bytes() { awk '/^read_bytes/ { print $2 }' "/proc/$1/io"; }
 TICK=$(getconf CLK_TCK) # cpu_ticks (bench/lib.sh) counts these
@@ -113,12 +134,25 @@ run() {
     SERVER=$!
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
     sleep "$PREWARM_WAIT"
-    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
     local b0 b1 t0 t1 line n
-    b0=$(read_bytes "$SERVER")
-    t0=$(cpu_ticks "$SERVER")
-    line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
-        "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
+    if [[ -n $OHA_RATE ]]; then
+        taskset -c 1 oha --no-tui -q "$OHA_RATE" --latency-correction -c "$CONNS" -z 3s --urls-from-file "${OHA_HEADERS[@]}" "$WORK/urls.txt" >/dev/null
+        b0=$(read_bytes "$SERVER")
+        t0=$(cpu_ticks "$SERVER")
+        # The same fields as bench/wrk_report.lua's RESULT line, from oha's JSON (seconds).
+        line=$(taskset -c 1 oha --no-tui --output-format json -q "$OHA_RATE" --latency-correction -c "$CONNS" -z "${SECS}s" \
+            --urls-from-file "${OHA_HEADERS[@]}" "$WORK/urls.txt" | jq -r '"RESULT requests=\(.statusCodeDistribution["200"] // 0)"
+                + " duration_us=\(.summary.total * 1e6 | floor) p50_us=\(.latencyPercentiles.p50 * 1e6 | floor)"
+                + " p99_us=\(.latencyPercentiles.p99 * 1e6 | floor) max_us=\(.summary.slowest * 1e6 | floor)"
+                + " errors=\((.errorDistribution // {}) | [.[]] | add // 0)"
+                + " non2xx=\((.statusCodeDistribution // {}) | to_entries | map(select(.key != "200") | .value) | add // 0)"')
+    else
+        taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
+        b0=$(read_bytes "$SERVER")
+        t0=$(cpu_ticks "$SERVER")
+        line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
+            "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
+    fi
     b1=$(read_bytes "$SERVER")
     t1=$(cpu_ticks "$SERVER")
     local threads hwm
@@ -168,7 +202,7 @@ run() {
 
 sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
-echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB"
+echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB${OHA_RATE:+; open loop: oha at $OHA_RATE req/s}"
 echo
 echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
