@@ -88,10 +88,7 @@ else
 fi
 
 # The request list: SAMPLE random ids of every api, each with a key of its tenant.
-declare -A VPATH=([salesnip]=/salesnip/v1/sessions/ [opencx]=/opencx/chat/sessions/
-    [funnelfox]=/funnelfox/public/v1/sessions/ [alcamine]=/alcamine/sessions/ [anam]=/anam/v1/sessions/)
-declare -A HNAME=([salesnip]=X-Api-Key [opencx]=Authorization [funnelfox]=Fox-Secret
-    [alcamine]=Authorization [anam]=Authorization)
+# (VPATH and HNAME: bench/lib.sh)
 declare -A CRED=()
 for api in "${!VPATH[@]}"; do
     tenant=$("$BIN" tenants list --api "$api" --data-dir "$DATA" | head -1 | awk '{ print $1 }')

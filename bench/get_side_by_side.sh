@@ -46,18 +46,7 @@ cargo_release --bin sessiond --example baseline
 copy_bins "$BIN" "$BIN_DIR/examples/baseline"
 build_rev "$base_sha" "$WORK/bin/sessiond-$base_sha"
 
-declare -A HNAME=([salesnip]=X-Api-Key [opencx]=Authorization [funnelfox]=Fox-Secret
-    [alcamine]=Authorization [anam]=Authorization)
-declare -A VPATH=([salesnip]=/salesnip/v1/sessions/ [opencx]=/opencx/chat/sessions/
-    [funnelfox]=/funnelfox/public/v1/sessions/ [alcamine]=/alcamine/sessions/ [anam]=/anam/v1/sessions/)
-declare -A KEY=() SID=()
-cred() {
-    if [[ ${HNAME[$1]} == Authorization ]]; then
-        printf 'Authorization: Bearer %s' "${KEY[$1]}"
-    else
-        printf '%s: %s' "${HNAME[$1]}" "${KEY[$1]}"
-    fi
-}
+declare -A SID=() # VPATH, HNAME, KEY and `cred`: bench/lib.sh
 
 # One store, seeded by this tree; each sessiond serves a copy of its own.
 SD=$WORK/bin/sessiond

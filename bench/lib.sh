@@ -39,6 +39,28 @@ med() {
 medf() { calc "$1" "$(med "$2")"; }
 
 # ---------------------------------------------------------------------------------------------
+# Per-api facts the scripts share: each api's session route on the combined listener and its
+# credential header; `cred API` is the header line for the key in KEY[API] (set by the script).
+
+declare -A VPATH=(
+    [salesnip]=/salesnip/v1/sessions/
+    [opencx]=/opencx/chat/sessions/
+    [funnelfox]=/funnelfox/public/v1/sessions/
+    [alcamine]=/alcamine/sessions/
+    [anam]=/anam/v1/sessions/
+)
+declare -A HNAME=([salesnip]=X-Api-Key [opencx]=Authorization [funnelfox]=Fox-Secret
+    [alcamine]=Authorization [anam]=Authorization)
+declare -A KEY=()
+cred() {
+    if [[ ${HNAME[$1]} == Authorization ]]; then
+        printf 'Authorization: Bearer %s' "${KEY[$1]}"
+    else
+        printf '%s: %s' "${HNAME[$1]}" "${KEY[$1]}"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
 # Options and settings both scripts take
 
 # common_arg ARGS...: handles an option both scripts take (--quick, --no-build, --keep, --out FILE,

@@ -300,25 +300,9 @@ build() {
 # ---------------------------------------------------------------------------------------------
 # Per-api facts
 
-declare -A VPATH=(
-    [salesnip]=/salesnip/v1/sessions/
-    [opencx]=/opencx/chat/sessions/
-    [funnelfox]=/funnelfox/public/v1/sessions/
-    [alcamine]=/alcamine/sessions/
-    [anam]=/anam/v1/sessions/
-)
-declare -A HNAME=([salesnip]=X-Api-Key [opencx]=Authorization [funnelfox]=Fox-Secret
-    [alcamine]=Authorization [anam]=Authorization)
-declare -A TENANT=() KEY=() SID=() SEED_RATE=() PAIR_RPS=() PAIR_CPU=()
+# VPATH, HNAME, KEY and `cred` come from bench/lib.sh.
+declare -A TENANT=() SID=() SEED_RATE=() PAIR_RPS=() PAIR_CPU=()
 
-# The credential header line of API for its key.
-cred() {
-    if [[ ${HNAME[$1]} == Authorization ]]; then
-        printf 'Authorization: Bearer %s' "${KEY[$1]}"
-    else
-        printf '%s: %s' "${HNAME[$1]}" "${KEY[$1]}"
-    fi
-}
 cred_value() {
     if [[ ${HNAME[$1]} == Authorization ]]; then printf 'Bearer %s' "${KEY[$1]}"; else printf '%s' "${KEY[$1]}"; fi
 }

@@ -243,9 +243,15 @@ impl KeyCache {
 
     /// The cached key, if present and fresh.
     pub fn get(&self, hash: &[u8; 32]) -> Option<CachedKey> {
+        self.fresh(hash, coarse_millis()).map(|(key, _)| key)
+    }
+
+    /// The entry of `hash` and the [`coarse_millis`] until which it is fresh, if it is fresh at
+    /// `now`.
+    fn fresh(&self, hash: &[u8; 32], now: u64) -> Option<(CachedKey, u64)> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let (key, fresh_until) = map.get(hash)?;
-        (coarse_millis() < *fresh_until).then(|| key.clone())
+        (now < *fresh_until).then(|| (key.clone(), *fresh_until))
     }
 
     /// The cached key presented as `key`, if present and fresh, remembered in `memo`: while the
@@ -261,17 +267,16 @@ impl KeyCache {
             return memo.entry.as_ref().map(|e| &e.key);
         }
         let hash = crate::auth::hash_key(key);
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let (cached, fresh_until) = map.get(&hash)?;
+        let (cached, fresh_until) = self.fresh(&hash, now)?;
         // The map compared the digests with `==`; compare them again in constant time.
-        if now >= *fresh_until || !crate::auth::ct_eq(&cached.hash, &hash) {
+        if !crate::auth::ct_eq(&cached.hash, &hash) {
             return None;
         }
         memo.key.clear();
         memo.key.extend_from_slice(key.as_bytes());
         let entry = memo.entry.insert(MemoEntry {
-            key: cached.clone(),
-            fresh_until: *fresh_until,
+            key: cached,
+            fresh_until,
             epoch,
         });
         Some(&entry.key)
