@@ -159,6 +159,34 @@ async fn openapi_command_prints_the_served_document() {
     assert_eq!(printed, served);
 }
 
+/// `serve` runs without transparent huge pages (the flag the kernel shows in /proc/PID/status),
+/// which would stall a thread for a whole 2 MiB page's zeroing each time the allocator reuses
+/// memory it handed back (src/cli.rs, `no_transparent_huge_pages`); the CLI's other commands keep
+/// the machine's setting.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_turns_transparent_huge_pages_off_for_itself() {
+    let thp_flag = |pid: u32| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled in /proc/{pid}/status:\n{status}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        thp_flag(std::process::id()),
+        "1",
+        "the test process has them"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        ProcessServer::spawn_with(&["--data-dir".into(), dir.path().display().to_string()]).await;
+    assert_eq!(thp_flag(server.pid()), "0", "log:\n{}", server.log());
+    server.stop().await;
+}
+
 /// `serve` reads the SQLite store's id index once at start, in the background, and says so in its
 /// log; `--no-prewarm`, or `SESSIOND_NO_PREWARM` set to a true value, turns that off, and a false
 /// value (`0`) leaves it on.

@@ -200,6 +200,11 @@ impl ProcessServer {
         );
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the child is running")
+    }
+
     /// Panics (showing the log) if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
@@ -209,7 +214,7 @@ impl ProcessServer {
 
     /// `kill SIGNAL` the process.
     fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the child is running").to_string();
+        let pid = self.pid().to_string();
         let status = std::process::Command::new("kill")
             .args([signal, &pid])
             .status()
