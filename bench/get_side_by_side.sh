@@ -11,7 +11,9 @@
 # Usage: bench/get_side_by_side.sh [BASE_REV]   (default HEAD: the last commit against the changes
 #                                                 not yet committed)
 # Env: APIS (all five), ROUNDS (5), SECS (5), CONNS (64), N (sessions seeded per api, 1000),
-# SERVER_CORE (0), LOAD_CORE (1), BIN_DIR, KEEP=1 (keep the work dir). Prints only; writes no report.
+# SERVER_CORE (0), LOAD_CORE (1), BIN_DIR, BASE_BIN (a release build of BASE_REV made earlier: used
+# instead of building it, which takes minutes), KEEP=1 (keep the work dir). Prints only; writes no
+# report.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCRIPT=bench/get_side_by_side.sh
@@ -44,7 +46,12 @@ tree="this-tree"
 log "building this tree and $base_sha (release)"
 cargo_release --bin sessiond --example baseline
 copy_bins "$BIN" "$BIN_DIR/examples/baseline"
-build_rev "$base_sha" "$WORK/bin/sessiond-$base_sha"
+if [[ -n ${BASE_BIN:-} ]]; then
+    [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is no executable"
+    cp "$BASE_BIN" "$WORK/bin/sessiond-$base_sha"
+else
+    build_rev "$base_sha" "$WORK/bin/sessiond-$base_sha"
+fi
 
 declare -A SID=() # VPATH, HNAME, KEY and `cred`: bench/lib.sh
 
