@@ -316,8 +316,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// page reused, 5 ms per page new to a VM (session 19, Xeon VM; 4 KiB pages: 2-3 µs each). Random
 /// GETs of a 10 M-session store over one connection, page cache warm, 64 MiB cache: p99 5.2-6.1 ms
 /// with huge pages, 0.9-1.6 ms without (5 alternated 8 s runs each, one binary with this call and
-/// one without). What a huge page would save (TLB misses) is nanoseconds a request. Logged, not
-/// fatal, where the kernel refuses.
+/// one without); cached GETs used 0.93-1.00 x the CPU per request of the build with huge pages
+/// (`bench/get_side_by_side.sh`). Logged, not fatal, where the kernel refuses.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
