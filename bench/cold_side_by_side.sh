@@ -53,7 +53,7 @@ done
 apt_tool wrk
 if [[ -n $OHA_RATE ]]; then
     apt_tool jq
-    command -v oha >/dev/null || die "OHA_RATE needs oha (cargo install oha --locked; bench/run.sh installs it)"
+    command -v oha >/dev/null || die "OHA_RATE needs oha (cargo install oha --locked)"
 fi
 (($(nproc) >= 2)) || die "needs 2 cores (server and wrk on separate ones)"
 

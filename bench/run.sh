@@ -26,7 +26,7 @@ usage: bench/run.sh [--quick] [--scale [N]] [--no-build] [--no-prism] [--no-perf
   --scale [N]  the scale run (long: 30+ minutes, tens of GB of disk): N sessions (default
                10000000) mixed across the apis, a 64 MiB cache, random-id GETs against it and
                against a 10 000-session store: closed loop (wrk, 64 and 1 connections) and open
-               loop (oha at the same fixed rate for both stores, SCALE_RATE_PCT % of the big
+               loop (loadgen_fixed at the same rate for both stores, SCALE_RATE_PCT % of the big
                store's 64-connection req/s). Replaces only the scale section of docs/BENCHMARKS.md.
   --no-build   use the binaries already in BIN_DIR (target/release).
   --no-prism   skip the Prism comparison (it needs npm and the npm registry).
@@ -115,6 +115,7 @@ RERUN="bench/run.sh"
 
 BASELINE=$BIN_DIR/examples/baseline
 LOADGEN_WRITES=$BIN_DIR/examples/loadgen_writes
+LOADGEN_FIXED=$BIN_DIR/examples/loadgen_fixed
 REPORT=$WORK/report.md
 : >"$REPORT"
 
@@ -215,25 +216,32 @@ random_run() {
     CONNS=$save
 }
 
-# oha_fixed PID RATE SECONDS HEADER URL [OHA-ARGS...]: constant-rate run (latency corrected for
-# coordinated omission). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD F_BUSY1 (% of the
-# generator's core) F_OTHER0 (% of the server's core used by other processes).
-oha_fixed() {
-    local pid=$1 rate=$2 secs=$3 header=$4 url=$5 json ok total
+# fixed_run PID RATE SECONDS HEADER URL|LIST [LOADGEN-ARGS...]: open-loop run at a constant rate
+# of GETs of URL, or of a random line of the file LIST per request
+# (examples/loadgen_fixed.rs: wrk2's schedule, each latency from the request's due time, so
+# queueing behind a stall counts). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD (non-200,
+# errors and unanswered) F_BUSY1 (% of the generator's core spent sending and reading: it polls
+# its core busy the rest of the time, to send on time) F_OTHER0 (% of the server's core used by
+# other processes).
+fixed_run() {
+    local pid=$1 rate=$2 secs=$3 header=$4 target=(--url "$5") json ok total
+    [[ $5 == http://* ]] || target=(--urls-from-file "$5")
     shift 5
     sample_begin "$pid"
-    json=$(taskset -c "$LOAD_CORE" oha --no-tui --output-format json -z "${secs}s" -c "$CONNS" \
-        -q "$rate" --latency-correction -H "$header" "$@" "$url") || die "oha failed"
+    json=$(taskset -c "$LOAD_CORE" "$LOADGEN_FIXED" --rate "$rate" --seconds "$secs" \
+        --connections "$CONNS" -H "$header" "$@" "${target[@]}" 2>>"$WORK/loadgen.log") ||
+        die "loadgen_fixed failed (see $WORK/loadgen.log)"
     sample_stop "$pid"
-    ok=$(jq -r '[.statusCodeDistribution | to_entries[] | select(.key == "200") | .value] | add // 0' <<<"$json")
-    total=$(jq -r '[.statusCodeDistribution | to_entries[] | .value] | add // 0' <<<"$json")
+    ok=$(jq -r '.status["200"] // 0' <<<"$json")
+    total=$(jq -r '.requests + .unfinished' <<<"$json")
     sample_end "$total"
-    F_OTHER0=$S_OTHER0 F_BUSY1=$S_BUSY1 F_CPU_US=$S_CPU_US
-    F_RPS=$(jq -r '.summary.requestsPerSec | floor' <<<"$json")
-    F_P50=$(jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' <<<"$json")
-    F_P99=$(jq -r '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' <<<"$json")
-    F_P999=$(jq -r '.latencyPercentiles["p99.9"] * 1000 | . * 1000 | round / 1000' <<<"$json")
-    F_BAD=$((total - ok))
+    F_OTHER0=$S_OTHER0 F_CPU_US=$S_CPU_US
+    F_BUSY1=$(jq -r '100 * .busy_s / .seconds | round' <<<"$json")
+    F_RPS=$(jq -r '.achieved_rps | floor' <<<"$json")
+    F_P50=$(jq -r '.latency_ms.p50 * 1000 | round / 1000' <<<"$json")
+    F_P99=$(jq -r '.latency_ms.p99 * 1000 | round / 1000' <<<"$json")
+    F_P999=$(jq -r '.latency_ms["p99.9"] * 1000 | round / 1000' <<<"$json")
+    F_BAD=$((total - ok + $(jq -r '.errors' <<<"$json")))
 }
 
 # perf_profile PID URL HEADER TAG: profiles PID for PERF_DUR s under wrk load; writes
@@ -280,22 +288,20 @@ install_tools() {
     apt_tool wrk
     apt_tool jq
     [[ $MODE == scale ]] && apt_tool fio
-    if ! command -v oha >/dev/null; then
-        log "installing oha (cargo install oha --locked; a few minutes, once)"
-        cargo install oha --locked >"$WORK/oha-install.log" 2>&1 || die "cargo install oha failed (see $WORK/oha-install.log)"
-    fi
+    return 0
 }
 
 build() {
     if ((BUILD)); then
-        log "building release into $BIN_DIR (cargo build --release; --example baseline --example loadgen_writes)"
+        log "building release into $BIN_DIR (cargo build --release; --example baseline --example loadgen_writes --example loadgen_fixed)"
         cargo_release
-        cargo_release --example baseline --example loadgen_writes
+        cargo_release --example baseline --example loadgen_writes --example loadgen_fixed
     fi
-    copy_bins "$BIN" "$BASELINE" "$LOADGEN_WRITES"
+    copy_bins "$BIN" "$BASELINE" "$LOADGEN_WRITES" "$LOADGEN_FIXED"
     BIN=$WORK/bin/sessiond
     BASELINE=$WORK/bin/baseline
     LOADGEN_WRITES=$WORK/bin/loadgen_writes
+    LOADGEN_FIXED=$WORK/bin/loadgen_fixed
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -337,9 +343,10 @@ request_list() {
           print p[$1] $2, h[$1], v[$1] }' "$1"
 }
 
-# oha_apis: the apis of the open-loop scale runs: the first api of each credential header, in APIS
-# order (oha sends one set of headers with every request, and a route reads only its own header).
-oha_apis() {
+# open_apis: the apis of the open-loop scale runs: the first api of each credential header, in APIS
+# order (loadgen_fixed sends one set of headers with every request, and a route reads only its
+# own header).
+open_apis() {
     local api
     local -A seen=()
     for api in "${APIS[@]}"; do
@@ -349,12 +356,12 @@ oha_apis() {
     done
 }
 
-# oha_urls IDS_FILE > LIST: the full URLs of the sessions of oha_apis in IDS_FILE, for
-# `oha --urls-from-file` (which GETs a random line of the list per request).
-oha_urls() {
+# open_urls IDS_FILE > LIST: the full URLs of the sessions of open_apis in IDS_FILE, for
+# `loadgen_fixed --urls-from-file` (which GETs a random line of the list per request).
+open_urls() {
     local api
     local -a args=()
-    for api in $(oha_apis); do args+=(-v "p_$api=${VPATH[$api]}"); done
+    for api in $(open_apis); do args+=(-v "p_$api=${VPATH[$api]}"); done
     awk -F'\t' "${args[@]}" -v base="http://127.0.0.1:$PORT_PUB" '
         BEGIN { p["salesnip"] = p_salesnip; p["opencx"] = p_opencx; p["funnelfox"] = p_funnelfox; p["alcamine"] = p_alcamine; p["anam"] = p_anam }
         p[$1] != "" { print base p[$1] $2 }' "$1"
@@ -365,7 +372,7 @@ machine_section() {
     emit ""
     emit "$(machine_rows "$(date -u '+%Y-%m-%d %H:%M')")"
     emit "| rustc | $(rustc --version 2>/dev/null || echo '?') |"
-    emit "| load generator | $(wrk_version)$(command -v oha >/dev/null && echo ", $(oha --version 2>/dev/null | head -1) (fixed-rate runs)") |"
+    emit "| load generator | $(wrk_version); fixed-rate runs: examples/loadgen_fixed.rs |"
     emit "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml') |"
     emit "| load average at start (1/5/15 min) | $(loadavg) |"
     emit "| CPU speed reference: \`sha256sum\` of 256 MiB of zeros on one core, median of 3 | $(cpu_speed) MB/s |"
@@ -537,9 +544,9 @@ main_run() {
                 TRIES=0
                 while :; do
                     if [[ $s == base ]]; then
-                        oha_fixed "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+                        fixed_run "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path"
                     else
-                        oha_fixed "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+                        fixed_run "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path"
                     fi
                     contaminated "$F_OTHER0" || break
                 done
@@ -569,13 +576,17 @@ main_run() {
         done
     done
     emit ""
-    emit "## Latency at a fixed rate (50 % of the baseline's maximum; oha, latency corrected for coordinated omission)"
+    emit "## Latency at a fixed rate (50 % of the baseline's maximum; open loop, latency corrected for coordinated omission)"
     emit ""
-    emit "$FIXED_RUNS alternated run(s) of ${FIXED_DUR} s per server and api, medians. oha needs much more CPU per request"
-    emit "than wrk: when its core (last column) is near 100 %, the percentiles include the generator's own delays, for"
-    emit "both servers alike; read them together with that column."
+    emit "$FIXED_RUNS alternated run(s) of ${FIXED_DUR} s per server and api, medians, $CONNS connections. The generator"
+    emit "(\`examples/loadgen_fixed.rs\`: one thread, epoll, requests built once) sends request k at t0 + k / rate on an idle"
+    emit "connection, or as soon as one is idle, and counts each latency from that due time, so a stall of the server"
+    emit "counts for every request scheduled behind it (wrk2's semantics). It polls its core busy to send on time (a"
+    emit "sleeping core of this VM wakes up late); the last column is the share of its core it spent sending and"
+    emit "reading. Until session 20 these runs used oha, whose own delays (tokio's 1 ms timer, its core 80-90 % busy)"
+    emit "dominated the percentiles."
     emit ""
-    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | oha core busy % |"
+    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | generator work % of its core |"
     emit "|---|---:|---|---:|---:|---:|---:|---:|---:|"
     for api in "${APIS[@]}"; do
         for s in base sd; do
@@ -765,7 +776,7 @@ main_run() {
         fb=$(medf '%.0f' "$api.base.fbusy1")/$(medf '%.0f' "$api.sd.fbusy1")
         emit "| $api: cached GET req/s ≥ 0.90 × baseline | $rr × (rounds:${R[$api.pair.rps]}; ratio of the medians $(calc '%.3f' "$(med "$api.sd.rps") / $(med "$api.base.rps")")) | $(verdict "$rr" '>=' 0.90) |"
         emit "| $api: server CPU per request ≤ 1.15 × baseline | $cr × (rounds:${R[$api.pair.cpu]}; medians $(med "$api.sd.cpu") vs $(med "$api.base.cpu") µs) | $(verdict "$cr" '<=' 1.15) |"
-        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(medf '%.3f' "$api.sd.fp99") vs $(medf '%.3f' "$api.base.fp99") ms; oha core $fb % busy) | $(verdict "$pr" '<=' 2) |"
+        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(medf '%.3f' "$api.sd.fp99") vs $(medf '%.3f' "$api.base.fp99") ms; generator work $fb % of its core) | $(verdict "$pr" '<=' 2) |"
     done
     local wmin
     # shellcheck disable=SC2086
@@ -955,10 +966,10 @@ scale_run() {
     timed_start "$STORE" "$probe_path" "$probe_hdr" --cache-mb "$SCALE_CACHE_MB"
     big_start=$STARTUP_MS
     big_rss0=$(rss_kb "$SD_PID")
-    local n_small=$((SMALL_PER_API * ${#APIS[@]})) oha_list
-    oha_list=$(oha_apis | paste -sd, - | sed 's/,/, /g')
-    oha_urls "$WORK/big-ids.tsv" >"$WORK/big-urls.txt"
-    oha_urls "$WORK/small-ids.tsv" >"$WORK/small-urls.txt"
+    local n_small=$((SMALL_PER_API * ${#APIS[@]})) open_list
+    open_list=$(open_apis | paste -sd, - | sed 's/,/, /g')
+    open_urls "$WORK/big-ids.tsv" >"$WORK/big-urls.txt"
+    open_urls "$WORK/small-ids.tsv" >"$WORK/small-urls.txt"
     emit "### Serving (\`--cache-mb $SCALE_CACHE_MB\`, random ids, mixed apis)"
     emit ""
     emit "Random GETs over $(wc -l <"$WORK/big-reqs.tsv") ids sampled from the big store (mostly cache misses: the data is far larger"
@@ -1073,16 +1084,16 @@ scale_run() {
     wf50=$(calc '%.2f' "$(med warm.f.p50) / $(med small.f.p50)")
     wf99=$(calc '%.2f' "$(med warm.f.p99) / $(med small.f.p99)")
     wf999=$(calc '%.2f' "$(med warm.f.p999) / $(med small.f.p999)")
-    emit "#### Open loop: the same fixed rate for both stores (oha, latency corrected for coordinated omission)"
+    emit "#### Open loop: the same fixed rate for both stores (latency corrected for coordinated omission)"
     emit ""
-    emit "\`oha -q $SCALE_RATE --latency-correction -c $CONNS -z ${FIXED_DUR}s --urls-from-file\`: **$SCALE_RATE req/s** for both stores,"
+    emit "\`loadgen_fixed --rate $SCALE_RATE --connections $CONNS --seconds $FIXED_DUR --urls-from-file\` (examples/loadgen_fixed.rs): **$SCALE_RATE req/s** for both stores,"
     emit "$SCALE_RATE_PCT % of the big store's $CONNS-connection req/s above, so neither server is saturated and the percentiles are"
     emit "service time plus the queueing a steady $SCALE_RATE req/s causes, not throughput. Requests are scheduled at the rate"
-    emit "whether or not earlier ones have been answered, and each latency counts from its scheduled start. oha GETs a random"
+    emit "whether or not earlier ones have been answered, and each latency counts from its scheduled start. The generator GETs a random"
     emit "URL of a list per request but sends one set of headers with all of them, so the list holds the ids of one api per"
-    emit "credential header ($oha_list: $(wc -l <"$WORK/big-urls.txt") ids of the big store's sample, $(wc -l <"$WORK/small-urls.txt") of the small store)."
+    emit "credential header ($open_list: $(wc -l <"$WORK/big-urls.txt") ids of the big store's sample, $(wc -l <"$WORK/small-urls.txt") of the small store)."
     emit ""
-    emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | oha core busy % | RSS after MiB (peak) |"
+    emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | generator work % of its core | RSS after MiB (peak) |"
     emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     emit "| $isess sessions, cold | $SCALE_RATE | $(med big.f.rps) | $(med big.f.p50) | $(med big.f.p99) | $(med big.f.p999) | $(med big.f.cpu) | $(med big.f.busy1) | $(mib "$(med big.f.rss)") ($(mib "$(med big.hwm)")) |"
     emit "| $isess sessions, cold, \`--no-prewarm\` | $SCALE_RATE | $(med bignp.f.rps) | $(med bignp.f.p50) | $(med bignp.f.p99) | $(med bignp.f.p999) | $(med bignp.f.cpu) | $(med bignp.f.busy1) | $(mib "$(med bignp.f.rss)") ($(mib "$(med bignp.hwm)")) |"
@@ -1093,8 +1104,8 @@ scale_run() {
     emit "| big warm / small | | | $wf50 × | $wf99 × | $wf999 × | | | |"
     emit ""
     if (($(calc '%d' "$(med big.f.rps) < 0.95 * $SCALE_RATE || $(med bignp.f.rps) < 0.95 * $SCALE_RATE || $(med warm.f.rps) < 0.95 * $SCALE_RATE || $(med small.f.rps) < 0.95 * $SCALE_RATE"))); then
-        short=" (**a run fell more than 5 % short of the target rate**: read it with the oha core column)"
-        emit "Note: a run achieved less than 95 % of the target rate$( (($(calc '%d' "$(med big.f.busy1) >= 95 || $(med small.f.busy1) >= 95"))) && echo ", with oha's core saturated: the generator, not the server, set the pace"). Its percentiles are then not at the same rate as the other's."
+        short=" (**a run fell more than 5 % short of the target rate**: the generator or the server fell behind)"
+        emit "Note: a run achieved less than 95 % of the target rate$( (($(calc '%d' "$(med big.f.busy1) >= 95 || $(med small.f.busy1) >= 95"))) && echo ", with the generator's core saturated: the generator, not the server, set the pace"). Its percentiles are then not at the same rate as the other's."
         emit ""
     fi
 
@@ -1131,7 +1142,7 @@ scale_run() {
 }
 
 # scale_serve LABEL STARTUP_MS REQS_FILE URLS_FILE TAG: closed-loop wrk runs ($CONNS connections,
-# then 1; rows emitted) and one open-loop oha run at SCALE_RATE (set from the first store's
+# then 1; rows emitted) and one open-loop run at SCALE_RATE (set from the first store's
 # $CONNS-connection req/s; recorded as TAG.f.*, emitted by the caller).
 scale_serve() {
     local label=$1 start=$2 reqs=$3 urls=$4 tag=$5 c api
@@ -1148,15 +1159,15 @@ scale_serve() {
     done
     # Open loop at the fixed rate: one credential header per api of the URL list.
     local -a apis hdrs=()
-    mapfile -t apis < <(oha_apis)
+    mapfile -t apis < <(open_apis)
     for api in "${apis[@]:1}"; do hdrs+=(-H "$(cred "$api")"); done
     TRIES=0
     while :; do
-        oha_fixed "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}" --urls-from-file
+        fixed_run "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}"
         contaminated "$F_OTHER0" || break
     done
     ((F_BAD == 0)) || die "open-loop scale run had $F_BAD non-200 answers"
-    log "$tag store at $SCALE_RATE req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms, $F_CPU_US µs CPU/req, oha core $F_BUSY1 %"
+    log "$tag store at $SCALE_RATE req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms, $F_CPU_US µs CPU/req, generator work $F_BUSY1 % of its core"
     add "$tag.f.rps" "$F_RPS"
     add "$tag.f.p50" "$(calc '%.3f' "$F_P50")"
     add "$tag.f.p99" "$(calc '%.3f' "$F_P99")"
