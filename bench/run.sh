@@ -719,6 +719,7 @@ main_run() {
             emit "| $cache MiB | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") | $M_OTHER0 |"
             [[ $cache == 0 && $c == 1 ]] && add miss.c1.p99 "$M_P99"
             [[ $cache == 0 && $c == 1 ]] && add miss.c1.p50 "$M_P50"
+            [[ $cache != 0 && $c == 1 ]] && add hit.c1.p99 "$M_P99"
         done
         stop_pid "$SD_PID"
     done
@@ -783,7 +784,7 @@ main_run() {
     wmin=$(printf '%s\n' ${R[anam.wrate]} ${R[salesnip.wrate]} ${R[opencx.wrate]} ${R[funnelfox.wrate]} ${R[alcamine.wrate]} | sort -g | head -1)
     emit "| durable creates ≥ 10 000/s (slowest api) | $wmin/s | $(verdict "$wmin" '>=' 10000) |"
     emit "| import ≥ 100 000 sessions/s | $(med import.rate)/s | $(verdict "$(med import.rate)" '>=' 100000) |"
-    emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection, cache off) | $(med miss.c1.p99) ms (p50 $(med miss.c1.p50) ms) | $(verdict "$(med miss.c1.p99)" '<=' 0.5) |"
+    emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection, cache off) | $(med miss.c1.p99) ms (p50 $(med miss.c1.p50) ms; the same GETs as cache hits: p99 $(med hit.c1.p99) ms) | $(verdict "$(med miss.c1.p99)" '<=' 0.5) |"
     if [[ -n ${R[prism.ratio]:-} ]]; then
         emit "| > 30 × Prism (anam req/s, sessiond / Prism; bounded by wrk's core) | $(med prism.ratio) × | $(verdict "$(med prism.ratio)" '>=' 30) |"
         emit "| > 30 × Prism (anam server CPU µs per request, Prism / sessiond) | $(med prism.cpu_ratio) × ($(med prism.cpu) vs $(med anam.sd.cpu) µs) | $(verdict "$(med prism.cpu_ratio)" '>=' 30) |"
@@ -1127,7 +1128,7 @@ scale_run() {
         emit "| $state: GET p99 within 2 × of the small store: 1 connection (closed loop, no queueing) | $t1r × ($(med $tag.c1.p99) vs $(med small.c1.p99) ms) | $(verdict "$t1r" '<=' 2) |"
         emit "| $state: GET p99 within 2 × of the small store: open loop at the same $SCALE_RATE req/s | $tfr × ($(med $tag.f.p99) vs $(med small.f.p99) ms)$short | $(verdict "$tfr" '<=' 2) |"
         emit "| $state: GET p99 within 2 × of the small store: $CONNS connections, saturated (**throughput-bound**: p99 is queueing, it follows req/s) | $t64r × ($(med "$tag.c$CONNS.p99") vs $(med "small.c$CONNS.p99") ms) | $(verdict "$t64r" '<=' 2) |"
-        emit "| $state: cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection) | $(med $tag.c1.p99) ms (p50 $(med $tag.c1.p50) ms) | $(verdict "$(med $tag.c1.p99)" '<=' 0.5) |"
+        emit "| $state: cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection) | $(med $tag.c1.p99) ms (p50 $(med $tag.c1.p50) ms; the small store's cache hits: p99 $(med small.c1.p99) ms) | $(verdict "$(med $tag.c1.p99)" '<=' 0.5) |"
     done
     emit "| cold: the disk's floor (disk p99 + small store p99, one connection), for comparison with the cold rows | $(calc '%.3f' "$(med disk.q1.p99) + $(med small.c1.p99)") ms (cold: $(med big.c1.p99) ms, $(calc '%.2f' "$(med big.c1.p99) / ($(med disk.q1.p99) + $(med small.c1.p99))") × the floor) | (context) |"
     emit "| cold: the disk's floor at the open loop's rate | $(calc '%.3f' "$(med disk.f.p99) + $(med small.f.p99)") ms (cold: $(med big.f.p99) ms, $(calc '%.2f' "$(med big.f.p99) / ($(med disk.f.p99) + $(med small.f.p99))") × the floor) | (context) |"
