@@ -287,8 +287,7 @@ verdict() { awk -v r="$1" -v l="$3" -v op="$2" 'BEGIN {
 install_tools() {
     apt_tool wrk
     apt_tool jq
-    [[ $MODE == scale ]] && apt_tool fio
-    return 0
+    if [[ $MODE == scale ]]; then apt_tool fio; fi
 }
 
 build() {
