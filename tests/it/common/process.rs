@@ -115,11 +115,12 @@ pub async fn cli_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-/// A port that was free a moment ago (the binary needs addresses, not sockets).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
+/// The address after `key=` in the server's "sessiond listening" log line.
+fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(key)? + key.len();
+    let rest = &line[start..];
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// `sessiond serve` as a child process.
@@ -153,12 +154,14 @@ impl ProcessServer {
     }
 
     /// [`ProcessServer::spawn_with`], with these environment variables set too.
+    ///
+    /// The server binds port 0 and the addresses it got are read from its log, so that no other
+    /// test can take a port between its choice and its bind.
     pub async fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> ProcessServer {
-        let (public, admin) = (free_addr(), free_addr());
         let log = NamedTempFile::new().unwrap();
-        let child = command()
-            .args(["serve", "--listen", &public.to_string()])
-            .args(["--admin-listen", &admin.to_string()])
+        let mut child = command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("SESSIOND_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
@@ -167,6 +170,7 @@ impl ProcessServer {
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
             .expect("spawning sessiond serve");
+        let (public, admin) = Self::wait_listening(&mut child, &log).await;
         let mut server = ProcessServer {
             client: Client::new(public, admin, Vec::new()),
             child,
@@ -179,6 +183,32 @@ impl ProcessServer {
     /// What the server wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for the log line that names the bound addresses: (public, admin).
+    async fn wait_listening(child: &mut Child, log: &NamedTempFile) -> (SocketAddr, SocketAddr) {
+        let read = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        for _ in 0..READY_ATTEMPTS {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("sessiond exited early ({status}); its log:\n{}", read());
+            }
+            let text = read();
+            let listening = text.lines().find(|l| l.contains("sessiond listening"));
+            if let Some(line) = listening {
+                match (
+                    logged_addr(line, "public_addr="),
+                    logged_addr(line, "admin_addr="),
+                ) {
+                    (Some(public), Some(admin)) => return (public, admin),
+                    _ => panic!("no addresses in the line {line:?}; log:\n{text}"),
+                }
+            }
+            tokio::time::sleep(READY_PAUSE).await;
+        }
+        panic!(
+            "sessiond did not log its addresses after {READY_ATTEMPTS} attempts; log:\n{}",
+            read()
+        );
     }
 
     async fn wait_ready(&mut self) {
