@@ -17,9 +17,9 @@
 # dir (the bulk load writes the id index in one piece, as a restore does). With DATA_DIR it uses
 # that store and adds a key to the first tenant of each api (the key is not revoked afterwards).
 # Env: BASE_REV, N (200000 per api), ROUNDS (4), SECS (15), CONNS (1), PREWARM_WAIT (3), SAMPLE
-# (ids, 300000), CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK), OHA_RATE (req/s:
-# an open loop instead, oha at that fixed rate over CONNS connections, latency corrected for
-# coordinated omission, over the ids of one api per credential header).
+# (ids, 300000), CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK), RATE (req/s: an
+# open loop instead, examples/loadgen_fixed at that fixed rate over CONNS connections, each latency
+# from the request's due time, over the ids of one api per credential header).
 # wrk's percentiles are corrected for coordinated omission: a stall of the disk adds samples for the
 # requests a steady client would have sent meanwhile, so max shows the stalls themselves.
 set -euo pipefail
@@ -35,7 +35,7 @@ CONNS=${CONNS:-1}
 PREWARM_WAIT=${PREWARM_WAIT:-3}
 SAMPLE=${SAMPLE:-300000}
 CACHE_MB=${CACHE_MB:-64}
-OHA_RATE=${OHA_RATE:-}
+RATE=${RATE:-${OHA_RATE:-}} # OHA_RATE: its name until oha was replaced
 WORK=${WORK:-$(mktemp -d)}
 PORT=${PORT:-18480}
 mkdir -p "$WORK"
@@ -51,15 +51,13 @@ for tool in cargo curl taskset shuf; do
 done
 [[ -w /proc/sys/vm/drop_caches ]] || die "dropping the page cache needs root: without it no run is cold"
 apt_tool wrk
-if [[ -n $OHA_RATE ]]; then
-    apt_tool jq
-    command -v oha >/dev/null || die "OHA_RATE needs oha (cargo install oha --locked)"
-fi
+[[ -z $RATE ]] || apt_tool jq
 (($(nproc) >= 2)) || die "needs 2 cores (server and wrk on separate ones)"
 
-cargo build --release --quiet
+cargo build --release --quiet --bin sessiond ${RATE:+--example loadgen_fixed}
 BIN=$WORK/sessiond
 cp "${CARGO_TARGET_DIR:-target}/release/sessiond" "$BIN"
+LOADGEN_FIXED=${CARGO_TARGET_DIR:-target}/release/examples/loadgen_fixed
 # The two sides: a label, a binary and its serve flags each.
 if [[ -n $BASE_REV ]]; then
     base_sha=$(git rev-parse --short "$BASE_REV")
@@ -102,16 +100,16 @@ log "sampling $SAMPLE ids (sessiond export, streamed)"
         [[ -n ${CRED[$api]:-} ]] && printf '%s%s\t%s\t%s\n' "${VPATH[$api]}" "$id" "${HNAME[$api]}" "${CRED[$api]}"
     done >"$WORK/reqs.tsv"
 [[ -s $WORK/reqs.tsv ]] || die "no session ids in the store"
-# The open loop (OHA_RATE): oha sends one set of headers with every URL of its list, so the list
-# holds the ids of the first api of each credential header, and every such header goes along.
-OHA_HEADERS=()
-if [[ -n $OHA_RATE ]]; then
+# The open loop (RATE): loadgen_fixed sends one set of headers with every URL of its list, so the
+# list holds the ids of the first api of each credential header, and every such header goes along.
+OPEN_HEADERS=()
+if [[ -n $RATE ]]; then
     declare -A SEEN=()
     : >"$WORK/urls.txt"
     for api in salesnip opencx funnelfox alcamine anam; do
         [[ -n ${CRED[$api]:-} && -z ${SEEN[${HNAME[$api]}]:-} ]] || continue
         SEEN[${HNAME[$api]}]=1
-        OHA_HEADERS+=(-H "${HNAME[$api]}: ${CRED[$api]}")
+        OPEN_HEADERS+=(-H "${HNAME[$api]}: ${CRED[$api]}")
         awk -F'\t' -v p="${VPATH[$api]}" -v port="$PORT" 'index($1, p) == 1 { print "http://127.0.0.1:" port $1 }' "$WORK/reqs.tsv" >>"$WORK/urls.txt"
     done
     shuf -o "$WORK/urls.txt" "$WORK/urls.txt"
@@ -132,17 +130,19 @@ run() {
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
     sleep "$PREWARM_WAIT"
     local b0 b1 t0 t1 line n
-    if [[ -n $OHA_RATE ]]; then
-        taskset -c 1 oha --no-tui -q "$OHA_RATE" --latency-correction -c "$CONNS" -z 3s --urls-from-file "${OHA_HEADERS[@]}" "$WORK/urls.txt" >/dev/null
+    if [[ -n $RATE ]]; then
+        taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds 3 --connections "$CONNS" \
+            "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" >/dev/null
         b0=$(read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
-        # The same fields as bench/wrk_report.lua's RESULT line, from oha's JSON (seconds).
-        line=$(taskset -c 1 oha --no-tui --output-format json -q "$OHA_RATE" --latency-correction -c "$CONNS" -z "${SECS}s" \
-            --urls-from-file "${OHA_HEADERS[@]}" "$WORK/urls.txt" | jq -r '"RESULT requests=\(.statusCodeDistribution["200"] // 0)"
-                + " duration_us=\(.summary.total * 1e6 | floor) p50_us=\(.latencyPercentiles.p50 * 1e6 | floor)"
-                + " p99_us=\(.latencyPercentiles.p99 * 1e6 | floor) max_us=\(.summary.slowest * 1e6 | floor)"
-                + " errors=\((.errorDistribution // {}) | [.[]] | add // 0)"
-                + " non2xx=\((.statusCodeDistribution // {}) | to_entries | map(select(.key != "200") | .value) | add // 0)"')
+        # The same fields as bench/wrk_report.lua's RESULT line, from loadgen_fixed's JSON (ms);
+        # its warm-up and drain are outside both the counts and the CPU window's requests.
+        line=$(taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds "$SECS" --connections "$CONNS" \
+            "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" | jq -r '"RESULT requests=\(.status["200"] // 0)"
+                + " duration_us=\(.seconds * 1e6 | floor) p50_us=\(.latency_ms.p50 * 1e3 | floor)"
+                + " p99_us=\(.latency_ms.p99 * 1e3 | floor) max_us=\(.latency_ms.max * 1e3 | floor)"
+                + " errors=\(.errors + .unfinished) sent=\(.sent)"
+                + " non2xx=\(.status | to_entries | map(select(.key != "200") | .value) | add // 0)"')
     else
         taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
         b0=$(read_bytes "$SERVER")
@@ -163,7 +163,10 @@ run() {
     local rps kib cpu p50 p99 max prewarm
     rps=$(calc '%.0f' "$n * 1e6 / $(kv duration_us "$line")")
     kib=$(calc '%.1f' "($b1 - $b0) / 1024 / $n")
-    cpu=$(calc '%.1f' "($t1 - $t0) * 1e6 / $TICK / $n")
+    # Per request the server got while CPU was counted: loadgen_fixed's warm-up is in that window.
+    local sent
+    sent=$(kv sent "$line")
+    cpu=$(calc '%.1f' "($t1 - $t0) * 1e6 / $TICK / ${sent:-$n}")
     p50=$(calc '%.3f' "$(kv p50_us "$line") / 1000")
     p99=$(calc '%.3f' "$(kv p99_us "$line") / 1000")
     max=$(calc '%.1f' "$(kv max_us "$line") / 1000")
@@ -171,8 +174,7 @@ run() {
     # The server's own time per request (its request log, `latency_us`), over the measured run's
     # last n requests: without the client's and the loopback's share.
     local sp50 sp99
-    read -r sp50 sp99 < <(grep -o 'latency_us=[0-9]*' "$WORK/$label.r$round.log" | tail -n "$n" | cut -d= -f2 |
-        sort -n | awk '{ a[NR] = $1 } END { printf "%.3f %.3f\n", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000 }')
+    read -r sp50 sp99 _ < <(server_latency "$WORK/$label.r$round.log" "$n")
     # Reads handed to reader threads (a debug line each, from builds since session 18): how long
     # each waited for a reader, ran on it, and waited to be picked up again, over the measured run.
     local handed q99 r99 b99 q50 r50 b50
@@ -199,7 +201,7 @@ run() {
 
 sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
-echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB${OHA_RATE:+; open loop: oha at $OHA_RATE req/s}"
+echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB${RATE:+; open loop: loadgen_fixed at $RATE req/s}"
 echo
 echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"

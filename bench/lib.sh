@@ -348,6 +348,14 @@ wrk_parse() {
     W_P999=$(calc '%.3f' "$(kv p999_us "$1") / 1000")
     W_BAD=$(($(kv errors "$1") + $(kv non2xx "$1")))
 }
+# server_latency LOG N: p50, p99 and p99.9 (ms) of the last N request lines (`latency_us=`) of a
+# sessiond log.
+server_latency() {
+    grep -o 'latency_us=[0-9]*' "$1" | tail -n "$2" | cut -d= -f2 | sort -n |
+        awk '{ a[NR] = $1 } END { if (NR == 0) { print "- - -"; exit }
+            printf "%.3f %.3f %.3f\n", a[int(NR * 0.5) + (NR < 2)] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000, a[int(NR * 0.999) + (NR < 1000)] / 1000 }'
+}
+
 # wrk_result OUTPUT: the RESULT line of wrk's OUTPUT (dies when there is none).
 wrk_result() { grep '^RESULT' <<<"$1" || die "wrk printed no result: $1"; }
 

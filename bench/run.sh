@@ -159,11 +159,12 @@ cleanup() {
 trap cleanup EXIT
 
 # start_sessiond DATA_DIR [serve args...]: starts sessiond pinned to SERVER_CORE; sets SD_PID.
+# Its log filter is SD_LOG (warn: no per-request line).
 start_sessiond() {
     local dir=$1
     shift
     port_free "$PORT_PUB" || die "port $PORT_PUB is still in use"
-    SESSIOND_LOG=warn TOKIO_WORKER_THREADS=$WORKERS SESSIOND_ADMIN_TOKEN=$ADMIN_TOKEN \
+    SESSIOND_LOG=${SD_LOG:-warn} TOKIO_WORKER_THREADS=$WORKERS SESSIOND_ADMIN_TOKEN=$ADMIN_TOKEN \
         taskset -c "$SERVER_CORE" "$BIN" serve --data-dir "$dir" \
         --listen "127.0.0.1:$PORT_PUB" --admin-listen "127.0.0.1:$PORT_ADMIN" "$@" \
         >>"$WORK/sessiond.log" 2>&1 &
@@ -234,7 +235,8 @@ fixed_run() {
     sample_stop "$pid"
     ok=$(jq -r '.status["200"] // 0' <<<"$json")
     total=$(jq -r '.requests + .unfinished' <<<"$json")
-    sample_end "$total"
+    # The server's CPU over the generator's whole run, warm-up included: per request it sent.
+    sample_end "$(jq -r '.sent' <<<"$json")"
     F_OTHER0=$S_OTHER0 F_CPU_US=$S_CPU_US
     F_BUSY1=$(jq -r '100 * .busy_s / .seconds | round' <<<"$json")
     F_RPS=$(jq -r '.achieved_rps | floor' <<<"$json")
@@ -723,6 +725,22 @@ main_run() {
         stop_pid "$SD_PID"
     done
     emit ""
+    # The misses' own time in the server, which a 1-connection p99 on a VM hides under the wake-up
+    # of idle cores: one more run with the request log on (its write is part of each answer, so
+    # the rows above are measured without it).
+    cat "$DATA"/sessiond.db* >/dev/null
+    SD_LOG=warn,sessiond::request=info start_sessiond "$DATA" --cache-mb 0
+    wait_200 "$PORT_PUB" "${VPATH[anam]}${SID[anam]}" "$(cred anam)" 60 || die "sessiond did not start"
+    random_run 1 "$MISS_DUR" "$WORK/miss-reqs.tsv"
+    ((M_BAD == 0)) || die "cache-miss run had $M_BAD errors or non-2xx"
+    stop_pid "$SD_PID"
+    read -r M_SP50 M_SP99 M_SP999 < <(server_latency "$WORK/sessiond.log" "$M_REQS")
+    add miss.server.p99 "$M_SP99"
+    emit "The server's own time for a miss, from its request log (\`latency_us\`: from the parsed request to the answer"
+    emit "built, SQLite read included; without the loopback, the client, and the wake-up of an idle core), over the"
+    emit "$M_REQS requests of one more 1-connection run with \`--cache-mb 0\` and the request log on (client p99 of"
+    emit "that run $M_P99 ms): **p50 $M_SP50 ms, p99 $M_SP99 ms, p99.9 $M_SP999 ms**."
+    emit ""
 
     # Import.
     phase "import"
@@ -783,7 +801,7 @@ main_run() {
     wmin=$(printf '%s\n' ${R[anam.wrate]} ${R[salesnip.wrate]} ${R[opencx.wrate]} ${R[funnelfox.wrate]} ${R[alcamine.wrate]} | sort -g | head -1)
     emit "| durable creates ≥ 10 000/s (slowest api) | $wmin/s | $(verdict "$wmin" '>=' 10000) |"
     emit "| import ≥ 100 000 sessions/s | $(med import.rate)/s | $(verdict "$(med import.rate)" '>=' 100000) |"
-    emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection, cache off) | $(med miss.c1.p99) ms (p50 $(med miss.c1.p50) ms; the same GETs as cache hits: p99 $(med hit.c1.p99) ms) | $(verdict "$(med miss.c1.p99)" '<=' 0.5) |"
+    emit "| cache-miss GET well under 1 ms (p99 ≤ 0.5 ms; 1 connection, cache off) | $(med miss.c1.p99) ms (p50 $(med miss.c1.p50) ms; the same GETs as cache hits: p99 $(med hit.c1.p99) ms; the server's own time for a miss: p99 $(med miss.server.p99) ms) | $(verdict "$(med miss.c1.p99)" '<=' 0.5) |"
     if [[ -n ${R[prism.ratio]:-} ]]; then
         emit "| > 30 × Prism (anam req/s, sessiond / Prism; bounded by wrk's core) | $(med prism.ratio) × | $(verdict "$(med prism.ratio)" '>=' 30) |"
         emit "| > 30 × Prism (anam server CPU µs per request, Prism / sessiond) | $(med prism.cpu_ratio) × ($(med prism.cpu) vs $(med anam.sd.cpu) µs) | $(verdict "$(med prism.cpu_ratio)" '>=' 30) |"

@@ -33,13 +33,13 @@
 //! host:port) with the `-H` headers. Responses are framed by Content-Length or chunked encoding; a
 //! server that closes a connection gets a new one (`reconnects`). Prints one JSON line:
 //! `{"rate","seconds","connections","requests","unfinished","achieved_rps","status":{"200":n,…},
-//! "errors","reconnects","latency_ms":{"p50","p90","p99","p99.9","max"},
+//! "errors","reconnects","sent","latency_ms":{"p50","p90","p99","p99.9","max"},
 //! "send_lag_ms":{"p50","p99","max"},"cpu_s","busy_s"}`: `requests` is the answered requests due
 //! in the measured part (the sample of `status` and of the percentiles, exact by nearest rank);
 //! `achieved_rps` the answers read during the measured part per second; `errors` (each described
-//! on stderr, the first ten in full) and `reconnects` cover the whole run; `cpu_s` is this
-//! process's user + system CPU during the measured part. Exits 1 when no measured request was
-//! answered, 2 on bad arguments.
+//! on stderr, the first ten in full), `reconnects` and `sent` (requests sent) cover the whole run,
+//! warm-up included; `cpu_s` is this process's user + system CPU during the measured part. Exits 1
+//! when no measured request was answered, 2 on bad arguments.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -493,6 +493,8 @@ struct Stats {
     answered_in_window: u64,
     errors: u64,
     reconnects: u64,
+    /// Requests sent over the whole run, warm-up included.
+    sent: u64,
 }
 
 impl Stats {
@@ -653,6 +655,7 @@ impl Gen {
             }
             let finished = sent == s.total && self.in_flight == 0 && w.cpu_to.is_some();
             if finished || now >= s.drain_to {
+                self.stats.sent = sent;
                 return w;
             }
             if self.dead > 0 && now >= self.retry_at {
@@ -932,6 +935,7 @@ fn report(args: &Args, s: &Schedule, stats: &mut Stats, w: &Window) -> Value {
         "status": status,
         "errors": stats.errors,
         "reconnects": stats.reconnects,
+        "sent": stats.sent,
         "latency_ms": {
             "p50": pct_ms(lat, 50.0),
             "p90": pct_ms(lat, 90.0),
