@@ -75,14 +75,9 @@ for api in "${APIS[@]}"; do
 done
 export PYTHONPATH="$PYPATH${PYTHONPATH:+:$PYTHONPATH}"
 
-# ---- start sessiond --demo on free ports ------------------------------------------------------
-free_port() {
-    "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
-while [[ "$ADMIN_PORT" == "$PORT" ]]; do ADMIN_PORT="$(free_port)"; done
-
+# ---- start sessiond --demo on ports of its own -----------------------------------------------
+# It binds port 0 and logs the addresses it got: no other process can take a port between a
+# choice made here and the server's bind.
 DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sessiond-clients.XXXXXX")"
 SERVER_LOG="$DATA_DIR/server.log"
 SERVER_PID=""
@@ -102,38 +97,52 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "starting sessiond on 127.0.0.1:$PORT (admin 127.0.0.1:$ADMIN_PORT)"
+log "starting sessiond on 127.0.0.1, on ports of its choosing"
 ADMIN_TOKEN="clients-test-$RANDOM$RANDOM"
-SESSIOND_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" serve --demo --data-dir "$DATA_DIR/data" \
-    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+SESSIOND_LOG=info SESSIOND_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" serve --demo --data-dir "$DATA_DIR/data" \
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 
-# Bounded poll of /healthz: up to ~30 s, 0.2 s apart; stop early if the server died.
-if ! "$VENV/bin/python" - "$ADMIN_PORT" "$SERVER_PID" <<'EOF'; then
-import os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
+# Bounded wait (~30 s, 0.2 s apart; early stop if the server died) for the log line with the
+# addresses, then for /healthz; prints "PUBLIC_PORT ADMIN_PORT".
+wait_ready() {
+    "$VENV/bin/python" - "$SERVER_LOG" "$SERVER_PID" <<'EOF'
+import os, re, sys, time, urllib.request
+log, pid = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + 30
+ports = None
 while time.monotonic() < deadline:
     try:
         os.kill(pid, 0)
     except OSError:
         print("sessiond exited before becoming healthy", file=sys.stderr)
         sys.exit(1)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except OSError:
-        pass
+    if ports is None:
+        with open(log, errors="replace") as f:
+            m = re.search(r"sessiond listening public_addr=127\.0\.0\.1:(\d+) admin_addr=127\.0\.0\.1:(\d+)", f.read())
+        if m:
+            ports = m.groups()
+    if ports is not None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    print(*ports)
+                    sys.exit(0)
+        except OSError:
+            pass
     time.sleep(0.2)
 print("sessiond did not answer /healthz within 30 s", file=sys.stderr)
 sys.exit(1)
 EOF
+}
+if ! ports="$(wait_ready)"; then
     log "sessiond did not come up; its log:"
     cat "$SERVER_LOG" >&2
     exit 1
 fi
+read -r PORT ADMIN_PORT <<<"$ports"
+log "sessiond listens on 127.0.0.1:$PORT (admin 127.0.0.1:$ADMIN_PORT)"
 
 # ---- run the test -----------------------------------------------------------------------------
 status=0
