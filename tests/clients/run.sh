@@ -105,7 +105,8 @@ SESSIOND_LOG=info SESSIOND_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" serve --demo --data
 SERVER_PID=$!
 
 # Bounded wait (~30 s, 0.2 s apart; early stop if the server died) for the log line with the
-# addresses, then for /healthz; prints "PUBLIC_PORT ADMIN_PORT".
+# addresses (a whole line: the server may be writing it as it is read), then for /healthz; prints
+# "PUBLIC_PORT ADMIN_PORT".
 wait_ready() {
     "$VENV/bin/python" - "$SERVER_LOG" "$SERVER_PID" <<'EOF'
 import os, re, sys, time, urllib.request
@@ -120,7 +121,7 @@ while time.monotonic() < deadline:
         sys.exit(1)
     if ports is None:
         with open(log, errors="replace") as f:
-            m = re.search(r"sessiond listening public_addr=127\.0\.0\.1:(\d+) admin_addr=127\.0\.0\.1:(\d+)", f.read())
+            m = re.search(r"sessiond listening public_addr=127\.0\.0\.1:(\d+) admin_addr=127\.0\.0\.1:(\d+)\n", f.read())
         if m:
             ports = m.groups()
     if ports is not None:

@@ -193,7 +193,10 @@ impl ProcessServer {
                 panic!("sessiond exited early ({status}); its log:\n{}", read());
             }
             let text = read();
-            let listening = text.lines().find(|l| l.contains("sessiond listening"));
+            // Whole lines only: the server may be writing the last one as it is read.
+            let listening = text
+                .split_inclusive('\n')
+                .find(|l| l.ends_with('\n') && l.contains("sessiond listening"));
             if let Some(line) = listening {
                 match (
                     logged_addr(line, "public_addr="),
