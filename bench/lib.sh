@@ -348,6 +348,7 @@ wrk_parse() {
     W_P999=$(calc '%.3f' "$(kv p999_us "$1") / 1000")
     W_BAD=$(($(kv errors "$1") + $(kv non2xx "$1")))
 }
+
 # server_latency LOG N: p50, p99 and p99.9 (ms) of the last N request lines (`latency_us=`) of a
 # sessiond log.
 server_latency() {
