@@ -131,13 +131,15 @@ run() {
     sleep "$PREWARM_WAIT"
     local b0 b1 t0 t1 line n
     if [[ -n $RATE ]]; then
-        taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds 3 --connections "$CONNS" \
+        # The warm-up's own seed: the measured run must not ask again for what it brought into
+        # the cache (every measured run has seed 2, so both sides get the same requests).
+        taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds 3 --connections "$CONNS" --seed 1 \
             "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" >/dev/null
         b0=$(read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
         # The same fields as bench/wrk_report.lua's RESULT line, from loadgen_fixed's JSON (ms);
         # its warm-up and drain are outside both the counts and the CPU window's requests.
-        line=$(taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds "$SECS" --connections "$CONNS" \
+        line=$(taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds "$SECS" --connections "$CONNS" --seed 2 \
             "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" | jq -r '"RESULT requests=\(.status["200"] // 0)"
                 + " duration_us=\(.seconds * 1e6 | floor) p50_us=\(.latency_ms.p50 * 1e3 | floor)"
                 + " p99_us=\(.latency_ms.p99 * 1e3 | floor) max_us=\(.latency_ms.max * 1e3 | floor)"

@@ -1181,7 +1181,8 @@ scale_serve() {
     for api in "${apis[@]:1}"; do hdrs+=(-H "$(cred "$api")"); done
     TRIES=0
     while :; do
-        fixed_run "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}"
+        # A repeated run gets a seed of its own: the same requests again would be cache hits.
+        fixed_run "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}" --seed "$((TRIES + 1))"
         contaminated "$F_OTHER0" || break
     done
     ((F_BAD == 0)) || die "open-loop scale run had $F_BAD non-200 answers"

@@ -27,11 +27,15 @@
 //! are `unfinished` (so are those whose connection failed).
 //!
 //! Usage: `loadgen_fixed --rate R --seconds S (--urls-from-file FILE | --url URL)
-//! [--connections C] [-H 'Name: value']... [--warmup-seconds W] [--drain-seconds D] [--spin-us U]`
+//! [--connections C] [-H 'Name: value']... [--warmup-seconds W] [--drain-seconds D] [--spin-us U]
+//! [--seed S]`
 //!
 //! Each request GETs a random line of FILE (full `http://HOST:PORT/path` URLs, all with one
-//! host:port) with the `-H` headers. Responses are framed by Content-Length or chunked encoding; a
-//! server that closes a connection gets a new one (`reconnects`). Prints one JSON line:
+//! host:port) with the `-H` headers. The sequence of lines follows `--seed` (default 0): one seed,
+//! one sequence, so two servers can be sent the same requests; two runs against one server with a
+//! cache want two seeds, or the second asks for what the first brought into it. Responses are
+//! framed by Content-Length or chunked encoding; a server that closes a connection gets a new one
+//! (`reconnects`). Prints one JSON line:
 //! `{"rate","seconds","connections","requests","unfinished","achieved_rps","status":{"200":n,…},
 //! "errors","reconnects","sent","latency_ms":{"p50","p90","p99","p99.9","max"},
 //! "send_lag_ms":{"p50","p99","max"},"cpu_s","busy_s"}`: `requests` is the answered requests due
@@ -55,7 +59,7 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: loadgen_fixed --rate R --seconds S (--urls-from-file FILE | --url URL) \
                      [--connections C] [-H 'Name: value']... [--warmup-seconds W] \
-                     [--drain-seconds D] [--spin-us U]";
+                     [--drain-seconds D] [--spin-us U] [--seed S]";
 
 /// Read buffer per connection. Bodies stream through it; only a response head or a chunk-size
 /// line has to fit whole.
@@ -88,6 +92,7 @@ struct Args {
     warmup: f64,
     drain: f64,
     spin: Duration,
+    seed: u64,
 }
 
 fn parse_args() -> Args {
@@ -101,6 +106,7 @@ fn parse_args() -> Args {
         warmup: 1.0,
         drain: 2.0,
         spin: Duration::from_micros(1000),
+        seed: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -121,6 +127,7 @@ fn parse_args() -> Args {
             "--warmup-seconds" => a.warmup = num(&v),
             "--drain-seconds" => a.drain = num(&v),
             "--spin-us" => a.spin = Duration::from_secs_f64(num(&v) / 1e6),
+            "--seed" => a.seed = v.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -229,10 +236,19 @@ fn load_requests(args: &Args) -> Result<Requests, String> {
     Ok(Requests { addr, bytes, ends })
 }
 
-/// xorshift64*: the URL of each request. Fixed seed, so runs pick the same sequence.
+/// xorshift64*: the URL of each request. Seeded by `--seed`, so runs with one seed pick the same
+/// sequence.
 struct Rng(u64);
 
 impl Rng {
+    /// The generator for `seed`: the seed's splitmix64 mix (xorshift's state must not be 0).
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)).max(1))
+    }
+
     fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -622,7 +638,7 @@ impl Gen {
             dead: 0,
             retry_at: Instant::now(),
             in_flight: 0,
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            rng: Rng::new(args.seed),
             stats: Stats::default(),
         })
     }
@@ -976,6 +992,20 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One seed, one sequence of lines; another seed, another; 0 is a seed like the others.
+    #[test]
+    fn the_seed_decides_the_sequence() {
+        let draws = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..64).map(|_| rng.below(1000)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(2), draws(2));
+        assert_ne!(draws(1), draws(2));
+        let zero = draws(0);
+        assert!(zero.iter().any(|&i| i != zero[0]), "{zero:?}");
+        assert!(zero.iter().all(|&i| i < 1000));
+    }
 
     /// Feeds `data` to one parser `step` bytes at a time, as reads would deliver it; returns the
     /// statuses of the responses it completed.
