@@ -295,12 +295,12 @@ impl Service {
                 // Another tenant's session. Answer as slowly as for an unknown id (which always
                 // reads the store: there is no negative cache), so that the time to answer does
                 // not tell whether the id exists.
-                let _ = self.store.get_session(api, id).await;
+                let _ = self.store.get_public(api, id).await;
                 return Err(PublicError::NotFound);
             }
             None => {
                 let ticket = self.sessions.ticket(api, id);
-                match self.store.get_session(api, id).await {
+                match self.store.get_public(api, id).await {
                     Ok(Some(row)) => {
                         let s = CachedSession {
                             tenant: row.tenant.into(),

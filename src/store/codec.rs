@@ -171,9 +171,22 @@ impl Codecs {
     /// did not have when it was opened (written since by a newer sessiond sharing the file) is
     /// decoded with the dictionary `conn` finds in the database.
     pub fn unpack(&self, blob: Vec<u8>, conn: &Connection) -> Result<Vec<u8>, CodecError> {
-        let Some((id, frame)) = split(&blob)? else {
-            return Ok(blob); // plain JSON
-        };
+        match split(&blob)? {
+            Some((id, frame)) => self.decode(id, frame, conn),
+            None => Ok(blob), // plain JSON
+        }
+    }
+
+    /// [`Codecs::unpack`] of a blob borrowed from SQLite's row: a compressed one is decoded
+    /// from there, without first being copied out.
+    pub fn unpack_ref(&self, blob: &[u8], conn: &Connection) -> Result<Vec<u8>, CodecError> {
+        match split(blob)? {
+            Some((id, frame)) => self.decode(id, frame, conn),
+            None => Ok(blob.to_vec()),
+        }
+    }
+
+    fn decode(&self, id: u8, frame: &[u8], conn: &Connection) -> Result<Vec<u8>, CodecError> {
         match &self.by_id[id as usize] {
             Some(codec) => unpack_frame(frame, &codec.ddict),
             None => unpack_with_stored_dict(conn, id, frame),
@@ -276,7 +289,9 @@ mod tests {
         let odd: Vec<u8> = format!(r#"{{"x":"{}"}}"#, r"é ☃ \u0000 ".repeat(200)).into_bytes();
         for api in ApiId::ALL {
             for doc in [DOC, &odd[..]] {
-                assert_eq!(codecs.unpack(codecs.pack(api, doc), &conn).unwrap(), doc);
+                let blob = codecs.pack(api, doc);
+                assert_eq!(codecs.unpack_ref(&blob, &conn).unwrap(), doc);
+                assert_eq!(codecs.unpack(blob, &conn).unwrap(), doc);
             }
         }
     }
@@ -285,6 +300,7 @@ mod tests {
     fn plain_json_blobs_are_read_as_they_are() {
         let (conn, codecs) = codecs();
         assert_eq!(codecs.unpack(DOC.to_vec(), &conn).unwrap(), DOC);
+        assert_eq!(codecs.unpack_ref(DOC, &conn).unwrap(), DOC);
         // Too short to gain anything: stored as it is.
         assert_eq!(codecs.pack(ApiId::Anam, b"{}"), b"{}");
     }
@@ -324,6 +340,7 @@ mod tests {
         .unwrap();
         let mut blob = codecs.pack(ApiId::Anam, DOC);
         blob[1] = 42; // the same dictionary's bytes, under the new id
+        assert_eq!(codecs.unpack_ref(&blob, &conn).unwrap(), DOC);
         assert_eq!(codecs.unpack(blob, &conn).unwrap(), DOC);
     }
 

@@ -62,6 +62,13 @@ impl SessionRow {
     }
 }
 
+/// What the public GET reads of a stored session: whose it is and the bytes it returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicSession {
+    pub tenant: String,
+    pub body: Bytes,
+}
+
 /// A stored tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
@@ -191,6 +198,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a session; [`StoreError::NotFound`] if there is none.
     async fn delete_session(&self, api: ApiId, id: &str) -> StoreResult<()>;
     async fn get_session(&self, api: ApiId, id: &str) -> StoreResult<Option<SessionRow>>;
+    /// The part of [`Store::get_session`] a public GET answers with: not the stored document
+    /// (which differs from the body where secrets are hidden), so that a cache miss neither
+    /// reads nor decodes it.
+    async fn get_public(&self, api: ApiId, id: &str) -> StoreResult<Option<PublicSession>>;
     /// Sessions of a tenant in insertion order, after the cursor.
     async fn list_sessions(
         &self,

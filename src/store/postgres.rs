@@ -35,7 +35,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::{
-    Change, Dsn, KeyRow, Page, SessionRow, Store, StoreError, StoreOptions, StoreResult, TenantRow,
+    Change, Dsn, KeyRow, Page, PublicSession, SessionRow, Store, StoreError, StoreOptions,
+    StoreResult, TenantRow,
 };
 use crate::vendor::ApiId;
 
@@ -624,6 +625,21 @@ impl Store for PostgresStore {
         .await?
         .as_ref()
         .map(session_from)
+        .transpose()
+    }
+
+    async fn get_public(&self, api: ApiId, id: &str) -> StoreResult<Option<PublicSession>> {
+        self.query_opt(
+            "SELECT tenant, body FROM sessions WHERE api = $1 AND id = $2",
+            &[&api.as_str(), &id],
+        )
+        .await?
+        .map(|row| {
+            Ok(PublicSession {
+                tenant: col(&row, "tenant")?,
+                body: Bytes::from(col::<Vec<u8>>(&row, "body")?),
+            })
+        })
         .transpose()
     }
 

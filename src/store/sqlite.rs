@@ -25,8 +25,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::Codecs;
 use super::{
-    BuildRow, BulkDuplicate, KeyRow, Page, SessionRow, Store, StoreError, StoreOptions,
-    StoreResult, TenantRow,
+    BuildRow, BulkDuplicate, KeyRow, Page, PublicSession, SessionRow, Store, StoreError,
+    StoreOptions, StoreResult, TenantRow,
 };
 use crate::vendor::ApiId;
 
@@ -888,9 +888,10 @@ fn session_from(
 ) -> rusqlite::Result<SessionRow> {
     let api: String = r.get("api")?;
     let unpack = |blob: Vec<u8>| {
-        codecs.unpack(blob, conn).map(Bytes::from).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-        })
+        codecs
+            .unpack(blob, conn)
+            .map(Bytes::from)
+            .map_err(undecodable)
     };
     Ok(SessionRow {
         api: api_of(&api)?,
@@ -903,6 +904,11 @@ fn session_from(
             .map(unpack)
             .transpose()?,
     })
+}
+
+/// A stored document that [`Codecs`] cannot decode, as a row's conversion error.
+fn undecodable(e: super::codec::CodecError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
 }
 
 /// A session row as stored: its documents compressed.
@@ -1424,6 +1430,26 @@ impl Store for SqliteStore {
                 .and_then(|mut st| {
                     st.query_row(params![api.as_str(), id], |r| session_from(r, &codecs, c))
                         .optional()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_public(&self, api: ApiId, id: &str) -> StoreResult<Option<PublicSession>> {
+        let id = id.to_owned();
+        let codecs = self.codecs.clone();
+        self.read(move |c| {
+            c.prepare_cached("SELECT tenant, body FROM sessions WHERE api = ?1 AND id = ?2")
+                .and_then(|mut st| {
+                    st.query_row(params![api.as_str(), id], |r| {
+                        let body = codecs.unpack_ref(r.get_ref(1)?.as_blob()?, c);
+                        Ok(PublicSession {
+                            tenant: r.get(0)?,
+                            body: body.map_err(undecodable)?.into(),
+                        })
+                    })
+                    .optional()
                 })
                 .map_err(backend)
         })

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sessiond::ApiId;
-use sessiond::store::{Change, Dsn, KeyRow, SessionRow, Store, StoreError, StoreOptions};
+use sessiond::store::{
+    Change, Dsn, KeyRow, PublicSession, SessionRow, Store, StoreError, StoreOptions,
+};
 
 use crate::common::{Backend, Storage};
 
@@ -191,6 +193,16 @@ async fn session_writes_compare_and_swap_on_the_version() {
         store.get_session(API, "s").await.unwrap().as_ref(),
         Some(&second)
     );
+    // The public read gives the body, never the stored document.
+    assert_eq!(
+        store.get_public(API, "s").await.unwrap(),
+        Some(PublicSession {
+            tenant: "t".into(),
+            body: Bytes::from_static(br#"{"v":2}"#)
+        })
+    );
+    assert_eq!(store.get_public(API, "none").await.unwrap(), None);
+    assert_eq!(store.get_public(ApiId::Alcamine, "s").await.unwrap(), None);
     assert_conflict(store.update_session(&second).await);
     assert_conflict(store.update_session(&session("s", 9, "{}")).await);
     assert_not_found(store.update_session(&session("gone", 2, "{}")).await);
@@ -198,6 +210,7 @@ async fn session_writes_compare_and_swap_on_the_version() {
     store.delete_session(API, "s").await.unwrap();
     assert_not_found(store.delete_session(API, "s").await);
     assert_eq!(store.get_session(API, "s").await.unwrap(), None);
+    assert_eq!(store.get_public(API, "s").await.unwrap(), None);
     store.ping().await.unwrap();
 }
 
