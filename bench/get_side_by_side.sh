@@ -28,30 +28,7 @@ SECS=${SECS:-5}
 N=${N:-1000}
 read -r -a APIS <<<"${APIS:-salesnip opencx funnelfox alcamine anam}"
 cd "$ROOT"
-bench_init get-side-by-side
-cleanup() {
-    stop_all
-    if [[ -n ${KEEP:-} ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-(($(nproc) >= 2)) || die "needs 2 cores (servers and wrk on separate ones)"
-for tool in cargo curl taskset git; do
-    command -v "$tool" >/dev/null || die "$tool is missing"
-done
-apt_tool wrk
-
-base_sha=$(git rev-parse --short "$BASE_REV")
-tree="this-tree"
-[[ -z $(git status --porcelain --untracked-files=no) ]] && tree="tree@$(git rev-parse --short HEAD)"
-log "building this tree and $base_sha (release)"
-cargo_release --bin sessiond --example baseline
-copy_bins "$BIN" "$BIN_DIR/examples/baseline"
-if [[ -n ${BASE_BIN:-} ]]; then
-    [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is no executable"
-    cp "$BASE_BIN" "$WORK/bin/sessiond-$base_sha"
-else
-    build_rev "$base_sha" "$WORK/bin/sessiond-$base_sha"
-fi
+side_by_side_start get-side-by-side "$BASE_REV" baseline
 
 declare -A SID=() # VPATH, HNAME, KEY and `cred`: bench/lib.sh
 
@@ -83,7 +60,7 @@ start_sessiond() { # SIDE BINARY
     PIDS+=("$!")
 }
 start_sessiond tree "$SD"
-start_sessiond base "$WORK/bin/sessiond-$base_sha"
+start_sessiond base "$BASE_SD"
 declare -A LABEL=([tree]=$tree [base]=$base_sha [baseline]=baseline)
 
 run() { # SIDE API SECONDS: one wrk run; sets M_RPS M_P99 M_CPU_US

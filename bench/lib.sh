@@ -60,6 +60,25 @@ cred() {
     fi
 }
 
+# cred_value API: the value of the credential header `cred API` sends.
+cred_value() {
+    if [[ ${HNAME[$1]} == Authorization ]]; then printf 'Bearer %s' "${KEY[$1]}"; else printf '%s' "${KEY[$1]}"; fi
+}
+
+# request_list IDS_FILE > LIST: "path<TAB>header<TAB>value" lines for bench/random_ids.lua.
+request_list() {
+    local api
+    local -a args=()
+    for api in "${APIS[@]}"; do
+        args+=(-v "p_$api=${VPATH[$api]}" -v "h_$api=${HNAME[$api]}" -v "v_$api=$(cred_value "$api")")
+    done
+    awk -F'\t' "${args[@]}" 'BEGIN { OFS = "\t" }
+        { p["salesnip"] = p_salesnip; p["opencx"] = p_opencx; p["funnelfox"] = p_funnelfox; p["alcamine"] = p_alcamine; p["anam"] = p_anam
+          h["salesnip"] = h_salesnip; h["opencx"] = h_opencx; h["funnelfox"] = h_funnelfox; h["alcamine"] = h_alcamine; h["anam"] = h_anam
+          v["salesnip"] = v_salesnip; v["opencx"] = v_opencx; v["funnelfox"] = v_funnelfox; v["alcamine"] = v_alcamine; v["anam"] = v_anam
+          print p[$1] $2, h[$1], v[$1] }' "$1"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Options and settings both scripts take
 
@@ -140,6 +159,46 @@ build_rev() {
     cp "$WORK/rev-target/release/sessiond" "$dest"
     git worktree remove --force "$WORK/rev-src"
     rm -rf "$WORK/rev-target"
+}
+
+# side_by_side_start NAME BASE_REV [EXAMPLE...]: the start of a script that compares this tree's
+# build with BASE_REV's (the *_side_by_side.sh): bench_init NAME, a trap that stops the servers and
+# removes WORK (kept with KEEP=1), the tools checked (wrk installed), then this tree built (with the
+# EXAMPLEs, copied into $WORK/bin too) and BASE_REV's (or BASE_BIN, a build of it made earlier).
+# Sets base_sha, tree (this tree's label: tree@SHA, or this-tree with uncommitted changes) and
+# BASE_SD (the base binary).
+side_by_side_start() {
+    local name=$1 rev=$2 example
+    shift 2
+    bench_init "$name"
+    trap side_by_side_cleanup EXIT
+    (($(nproc) >= 2)) || die "needs 2 cores (servers and wrk on separate ones)"
+    for tool in cargo curl taskset git; do
+        command -v "$tool" >/dev/null || die "$tool is missing"
+    done
+    apt_tool wrk
+    base_sha=$(git rev-parse --short "$rev")
+    tree="this-tree"
+    [[ -z $(git status --porcelain --untracked-files=no) ]] && tree="tree@$(git rev-parse --short HEAD)"
+    log "building this tree and $base_sha (release)"
+    local -a args=(--bin sessiond) bins=("$BIN")
+    for example in "$@"; do
+        args+=(--example "$example")
+        bins+=("$BIN_DIR/examples/$example")
+    done
+    cargo_release "${args[@]}"
+    copy_bins "${bins[@]}"
+    BASE_SD=$WORK/bin/sessiond-$base_sha
+    if [[ -n ${BASE_BIN:-} ]]; then
+        [[ -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is no executable"
+        cp "$BASE_BIN" "$BASE_SD"
+    else
+        build_rev "$base_sha" "$BASE_SD"
+    fi
+}
+side_by_side_cleanup() {
+    stop_all
+    if [[ -n ${KEEP:-} ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 
 # cargo_release [CARGO-BUILD-ARGS...]: `cargo build --release` into the target dir BIN_DIR belongs to.

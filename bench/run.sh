@@ -311,10 +311,6 @@ build() {
 # VPATH, HNAME, KEY and `cred` come from bench/lib.sh.
 declare -A TENANT=() SID=() SEED_RATE=() PAIR_RPS=() PAIR_CPU=()
 
-cred_value() {
-    if [[ ${HNAME[$1]} == Authorization ]]; then printf 'Bearer %s' "${KEY[$1]}"; else printf '%s' "${KEY[$1]}"; fi
-}
-
 # seed_store DIR PER_API: one tenant, one key and PER_API sessions per api.
 seed_store() {
     local dir=$1 n=$2 api out
@@ -328,20 +324,6 @@ seed_store() {
         [[ -n ${KEY[$api]} ]] || die "no key for $api"
         log "seeded $n $api sessions (${SEED_RATE[$api]} sessions/s)"
     done
-}
-
-# request_list IDS_FILE > LIST: "path<TAB>header<TAB>value" lines for bench/random_ids.lua.
-request_list() {
-    local api
-    local -a args=()
-    for api in "${APIS[@]}"; do
-        args+=(-v "p_$api=${VPATH[$api]}" -v "h_$api=${HNAME[$api]}" -v "v_$api=$(cred_value "$api")")
-    done
-    awk -F'\t' "${args[@]}" 'BEGIN { OFS = "\t" }
-        { p["salesnip"] = p_salesnip; p["opencx"] = p_opencx; p["funnelfox"] = p_funnelfox; p["alcamine"] = p_alcamine; p["anam"] = p_anam
-          h["salesnip"] = h_salesnip; h["opencx"] = h_opencx; h["funnelfox"] = h_funnelfox; h["alcamine"] = h_alcamine; h["anam"] = h_anam
-          v["salesnip"] = v_salesnip; v["opencx"] = v_opencx; v["funnelfox"] = v_funnelfox; v["alcamine"] = v_alcamine; v["anam"] = v_anam
-          print p[$1] $2, h[$1], v[$1] }' "$1"
 }
 
 # open_apis: the apis of the open-loop scale runs: the first api of each credential header, in APIS
