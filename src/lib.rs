@@ -12,6 +12,7 @@ pub mod json;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod telemetry;
 pub mod vendor;
 
 use std::future::Future;

@@ -19,6 +19,7 @@ use crate::auth::{self, Secret};
 use crate::cache::{CachedKey, CachedSession, KeyCache, KeyMemo, SessionCache};
 use crate::spec::{Contract, Contracts};
 use crate::store::{BuildRow, Change, KeyRow, SessionRow, Store, StoreError};
+use crate::telemetry::Telemetry;
 use crate::vendor::fake::Fake;
 use crate::vendor::{ApiId, PublicError, Sent, Violation, WriteCtx, iso_millis};
 
@@ -151,6 +152,7 @@ pub struct Service {
     /// Tenants known to exist. Tenants are never deleted, so a positive entry never goes stale;
     /// it saves creates a store read each.
     known_tenants: std::sync::RwLock<std::collections::HashSet<(ApiId, String)>>,
+    telemetry: Telemetry,
     options: ServiceOptions,
 }
 
@@ -187,6 +189,7 @@ impl Service {
             keys: KeyCache::new(options.key_ttl),
             sessions: SessionCache::new(options.cache_bytes),
             known_tenants: Default::default(),
+            telemetry: Telemetry::new(options.cache_bytes),
             options,
         }
     }
@@ -215,6 +218,16 @@ impl Service {
 
     pub fn contract(&self, api: ApiId) -> &Contract {
         self.contracts.get(api)
+    }
+
+    /// This service's metrics (`GET /metrics`).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The metrics in Prometheus' text format, the session cache's gauges read now.
+    pub fn render_metrics(&self) -> String {
+        self.telemetry.render(self.sessions.usage())
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -292,6 +305,7 @@ impl Service {
         let session = match self.sessions.get(api, id) {
             Some(s) if *s.tenant == *tenant => s,
             Some(_) => {
+                self.telemetry.count_store_read(api);
                 // Another tenant's session. Answer as slowly as for an unknown id (which always
                 // reads the store: there is no negative cache), so that the time to answer does
                 // not tell whether the id exists.
@@ -299,6 +313,7 @@ impl Service {
                 return Err(PublicError::NotFound);
             }
             None => {
+                self.telemetry.count_store_read(api);
                 let ticket = self.sessions.ticket(api, id);
                 match self.store.get_public(api, id).await {
                     Ok(Some(row)) => {

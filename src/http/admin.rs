@@ -1,11 +1,11 @@
 //! The admin API: tenants, keys and sessions, behind `Authorization: Bearer <admin token>`;
-//! `/healthz` and `/readyz` without a token. Its OpenAPI document is in `openapi.rs`.
+//! `/healthz`, `/readyz` and `/metrics` without a token. Its OpenAPI document is in `openapi.rs`.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +66,7 @@ pub fn router(service: Arc<Service>, token: &Secret) -> Router {
             get(|| async { json_ok(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(api)
         .method_not_allowed_fallback(|| async {
             admin_error(
@@ -75,7 +76,34 @@ pub fn router(service: Arc<Service>, token: &Secret) -> Router {
             )
         })
         .fallback(|| async { admin_error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_response,
+        ))
         .with_state(state)
+}
+
+/// Counts each response by method, route template (never the raw path) and status.
+async fn count_response(State(st): State<AdminState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    st.service
+        .telemetry()
+        .count_admin(method.as_str(), &route, response.status().as_u16());
+    response
+}
+
+async fn metrics(State(st): State<AdminState>) -> Response {
+    let mut response = st.service.render_metrics().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
+    );
+    response
 }
 
 async fn require_token(State(st): State<AdminState>, request: Request, next: Next) -> Response {

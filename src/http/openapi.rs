@@ -178,6 +178,15 @@ fn ops() -> Vec<Op> {
             errors: &["503"],
             auth: false,
         },
+        Op {
+            method: "get",
+            path: "/metrics",
+            summary: "Prometheus metrics (text exposition format): vendor responses by api, outcome and status; store reads; admin responses; the session cache's size; resident memory",
+            request: None,
+            success: ("200", "Metrics", Some(json!({"type":"string"}))),
+            errors: &[],
+            auth: false,
+        },
     ]
 }
 
@@ -212,7 +221,13 @@ pub fn document() -> Value {
         let mut responses = Map::new();
         let mut ok = json!({ "description": op.success.1 });
         if let Some(schema) = &op.success.2 {
-            ok["content"] = json!({ "application/json": { "schema": schema } });
+            // Everything answers JSON but the Prometheus text of `/metrics`.
+            let media = if op.path == "/metrics" {
+                "text/plain"
+            } else {
+                "application/json"
+            };
+            ok["content"] = json!({ media: { "schema": schema } });
         }
         responses.insert(op.success.0.into(), ok);
         let auth_errors: &[&str] = if op.auth { &["401"] } else { &[] };

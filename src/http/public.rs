@@ -23,6 +23,7 @@ use super::error::{ALLOW_GET, PublicErrors};
 use crate::cache::KeyMemo;
 use crate::service::Service;
 use crate::spec::Credential;
+use crate::telemetry::Outcomes;
 use crate::vendor::{ApiId, PublicError};
 
 /// A response of the vendor routes: the body is always one buffer.
@@ -37,6 +38,8 @@ struct Route {
     suffix: String,
     credential: KeyHeader,
     errors: PublicErrors,
+    /// This api's response counters (`GET /metrics`).
+    outcomes: Outcomes,
 }
 
 /// Where a route's key is presented, resolved once (a header name given as a string would be
@@ -68,7 +71,14 @@ impl Route {
                 Credential::Bearer => KeyHeader::Bearer,
             },
             errors: PublicErrors::new(api),
+            outcomes: service.telemetry().vendor(api),
         }
+    }
+
+    /// The vendor's response for `kind`, counted.
+    fn error(&self, kind: PublicError) -> PublicResponse {
+        self.outcomes.count(Err(kind));
+        self.errors.response(kind)
     }
 
     /// The raw (still percent-encoded) id if `path` is this route: one non-empty segment.
@@ -135,7 +145,7 @@ impl PublicRoutes {
         };
         let route = &self.routes[index];
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            let response = route.errors.response(PublicError::MethodNotAllowed);
+            let response = route.error(PublicError::MethodNotAllowed);
             return self.done(start, &request, Some(route), response);
         }
         let key = credential(&route.credential, request.headers());
@@ -150,7 +160,7 @@ impl PublicRoutes {
                 None => PublicError::MissingCredential,
                 Some(_) => PublicError::NotFound,
             };
-            return self.done(start, &request, Some(route), route.errors.response(kind));
+            return self.done(start, &request, Some(route), route.error(kind));
         };
         if let Some(outcome) = self.service.cached_get(route.api, key, &id, memo) {
             let response = reply(route, outcome);
@@ -194,7 +204,7 @@ impl PublicRoutes {
 
     fn not_found(&self, path: &str) -> PublicResponse {
         match self.fallback {
-            Fallback::Api => self.routes[0].errors.response(PublicError::RouteNotFound),
+            Fallback::Api => self.routes[0].error(PublicError::RouteNotFound),
             Fallback::Combined => {
                 let first = path
                     .trim_start_matches('/')
@@ -202,11 +212,14 @@ impl PublicRoutes {
                     .next()
                     .unwrap_or_default();
                 match self.routes.iter().find(|r| r.api.as_str() == first) {
-                    Some(r) => r.errors.response(PublicError::RouteNotFound),
-                    None => json(
-                        StatusCode::NOT_FOUND,
-                        Bytes::from_static(NO_SUCH_ROUTE.as_bytes()),
-                    ),
+                    Some(r) => r.error(PublicError::RouteNotFound),
+                    None => {
+                        self.service.telemetry().count_unrouted();
+                        json(
+                            StatusCode::NOT_FOUND,
+                            Bytes::from_static(NO_SUCH_ROUTE.as_bytes()),
+                        )
+                    }
                 }
             }
         }
@@ -232,8 +245,11 @@ const NO_SUCH_ROUTE: &str = r#"{"error":"not_found","message":"no such route; ve
 
 fn reply(route: &Route, outcome: Result<Bytes, PublicError>) -> PublicResponse {
     match outcome {
-        Ok(body) => json(StatusCode::OK, body),
-        Err(kind) => route.errors.response(kind),
+        Ok(body) => {
+            route.outcomes.count(Ok(()));
+            json(StatusCode::OK, body)
+        }
+        Err(kind) => route.error(kind),
     }
 }
 

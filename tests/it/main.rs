@@ -13,6 +13,7 @@ mod cli;
 mod contract;
 mod errors;
 mod isolation;
+mod metrics;
 mod multi_node;
 mod outage;
 mod persistence;
