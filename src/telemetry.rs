@@ -44,7 +44,8 @@ pub struct Telemetry {
 }
 
 /// The counters of one api's vendor responses: one per outcome, each labelled with the status
-/// code the vendor's contract gives it.
+/// code the vendor's contract gives it. Slot 0 is `ok`; an error's slot is 1 + its place in
+/// [`PublicError::ALL`] (`error_slot`, a match rather than a search on the read path).
 #[derive(Clone)]
 pub struct Outcomes {
     /// `[ok, PublicError::ALL...]`.
@@ -153,14 +154,14 @@ impl Telemetry {
                 let counter = |outcome: &'static str, status: u16| {
                     vendor_counter(&recorder, api.as_str(), outcome, status)
                 };
-                let mut counters = vec![counter("ok", 200)];
-                counters.extend(
-                    PublicError::ALL
-                        .iter()
-                        .map(|&kind| counter(error_label(kind), profile.error(kind).status)),
-                );
                 Outcomes {
-                    counters: counters.try_into().unwrap_or_else(|_| unreachable!()),
+                    counters: std::array::from_fn(|slot| match slot {
+                        0 => counter("ok", 200),
+                        _ => {
+                            let kind = PublicError::ALL[slot - 1];
+                            counter(error_label(kind), profile.error(kind).status)
+                        }
+                    }),
                 }
             })
             .collect();
@@ -287,6 +288,13 @@ mod tests {
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn error_slots_follow_the_order_of_public_error_all() {
+        for (slot, kind) in PublicError::ALL.into_iter().enumerate() {
+            assert_eq!(error_slot(kind), slot, "{kind:?}");
+        }
     }
 
     #[test]
