@@ -138,6 +138,11 @@ struct ServeArgs {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     no_prewarm: bool,
+    /// Seconds a connection (vendor routes and admin API) may go without beginning a request: an
+    /// idle keep-alive connection, or a client that sends its request head too slowly, is closed
+    /// between this long and twice this long. 0 turns it off.
+    #[arg(long, env = "SESSIOND_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    header_timeout_secs: u64,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -286,6 +291,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.store.config();
     config.demo = args.demo;
     config.prewarm = !args.no_prewarm;
+    config.header_timeout = (args.header_timeout_secs > 0)
+        .then(|| std::time::Duration::from_secs(args.header_timeout_secs));
     config.admin_token = args.admin_token.map(Secret::new);
     config.service = ServiceOptions {
         salesnip_url_base: args.salesnip_url_base,

@@ -2,10 +2,14 @@
 //! command-line flags (both handled by clap in `cli.rs`), then checked by [`Config::validate`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::auth::Secret;
 use crate::service::ServiceOptions;
 use crate::store::{Dsn, StoreOptions};
+
+/// [`Config::header_timeout`] unless set (hyper's default header timeout), and `serve`'s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -24,6 +28,10 @@ pub struct Config {
     /// Read the store's session id index into memory in the background once serving
     /// ([`crate::store::Store::prewarm`]).
     pub prewarm: bool,
+    /// How long a connection may go without beginning a request before it is closed (within
+    /// twice this long): idle keep-alive connections, and clients trickling a request head;
+    /// `None`: no bound.
+    pub header_timeout: Option<Duration>,
     pub service: ServiceOptions,
 }
 
@@ -38,6 +46,7 @@ impl Config {
             admin_token: None,
             demo: false,
             prewarm: true,
+            header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
             service: ServiceOptions::default(),
         }
     }

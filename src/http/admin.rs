@@ -190,7 +190,14 @@ async fn create_tenant(
     body: Bytes,
 ) -> Result<Response, AdminError> {
     let api = parse_api(&api)?;
-    let body: TenantBody = serde_json::from_value(parse_json(&body, true)?)
+    let body = parse_json(&body, true)?;
+    // `{"id": null}` is not "no id": the contract's `id` is a string, when given.
+    if body.get("id").is_some_and(Value::is_null) {
+        return Err(AdminError::BadRequest(
+            "invalid tenant: invalid type: null, expected a string".into(),
+        ));
+    }
+    let body: TenantBody = serde_json::from_value(body)
         .map_err(|e| AdminError::BadRequest(format!("invalid tenant: {e}")))?;
     let id = st.service.create_tenant(api, body.id).await?;
     Ok(json_response(

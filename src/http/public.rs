@@ -149,18 +149,14 @@ impl PublicRoutes {
             return self.done(start, &request, Some(route), response);
         }
         let key = credential(&route.credential, request.headers());
-        let decoded = if raw_id.as_bytes().contains(&b'%') {
-            percent_encoding::percent_decode_str(raw_id).decode_utf8()
+        // An id that is not valid UTF-8 after percent-decoding names no session; decoded lossily
+        // (U+FFFD, which no vendor's id format admits), it takes the path of any other id that
+        // names none: the credential is checked first, then the vendor's answer to a malformed
+        // or unknown id.
+        let id = if raw_id.as_bytes().contains(&b'%') {
+            percent_encoding::percent_decode_str(raw_id).decode_utf8_lossy()
         } else {
-            Ok(std::borrow::Cow::Borrowed(raw_id))
-        };
-        let Ok(id) = decoded else {
-            // An id that is not valid UTF-8 after percent-decoding cannot name a session.
-            let kind = match key {
-                None => PublicError::MissingCredential,
-                Some(_) => PublicError::NotFound,
-            };
-            return self.done(start, &request, Some(route), route.error(kind));
+            std::borrow::Cow::Borrowed(raw_id)
         };
         if let Some(outcome) = self.service.cached_get(route.api, key, &id, memo) {
             let response = reply(route, outcome);

@@ -13,6 +13,7 @@ per_api!(bare_vendor_path_serves_the_session);
 async fn serving_on_own_port(api: ApiId) -> (TestServer, String, String, bytes::Bytes) {
     let server = TestServer::start_with(Options {
         api_listeners: vec![api],
+        ..Options::default()
     })
     .await;
     let (tenant, key) = server.tenant_with_key(api).await;

@@ -17,6 +17,7 @@ per_api!(
     unknown_id,
     another_tenants_id_answers_like_an_unknown_id,
     malformed_id,
+    an_id_that_is_not_utf8_after_decoding,
     other_methods_are_405_with_allow,
     unknown_routes_under_the_api_prefix,
     api_prefix_with_trailing_slash,
@@ -221,6 +222,20 @@ async fn another_tenants_id_answers_like_an_unknown_id(api: ApiId) {
 async fn malformed_id(api: ApiId) {
     let (server, key, _) = with_session(api).await;
     for bad in ["not-an-id", "123", "%20"] {
+        let reply = server.public_get(api, bad, Some(&key)).await;
+        assert_answer(api, &reply, table(api).malformed_id);
+    }
+}
+
+/// `%FF` decodes to no UTF-8 text, so it names no session; the credential is still checked first,
+/// as for every other id, and a valid key gets the vendor's answer to a malformed id.
+async fn an_id_that_is_not_utf8_after_decoding(api: ApiId) {
+    let (server, key, _) = with_session(api).await;
+    for bad in ["%FF", "session_%C3%28", "%E2%82"] {
+        let reply = server.public_get(api, bad, None).await;
+        assert_answer(api, &reply, table(api).missing_credential);
+        let reply = server.public_get(api, bad, Some("sk_wrong")).await;
+        assert_answer(api, &reply, table(api).invalid_credential);
         let reply = server.public_get(api, bad, Some(&key)).await;
         assert_answer(api, &reply, table(api).malformed_id);
     }

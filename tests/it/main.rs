@@ -10,6 +10,7 @@ mod admin;
 mod api_listen;
 mod bulk;
 mod cli;
+mod connections;
 mod contract;
 mod errors;
 mod isolation;

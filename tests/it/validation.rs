@@ -14,6 +14,7 @@ per_api!(
     failed_patch_changes_nothing,
     malformed_json_is_400,
     unknown_tenant_is_404,
+    tenant_id_of_another_type_is_400,
 );
 
 per_backend!(
@@ -224,6 +225,30 @@ async fn unknown_tenant_is_404(api: ApiId) {
         ),
     ];
     assert_all_not_found(&server, &paths, &fixtures::minimal(api)).await;
+}
+
+/// A tenant's `id`, when given, is a string (the admin contract's `TenantCreate`): `null`, a
+/// number or an object is a 400 and creates no tenant; `{}` creates one with an id of the api's.
+async fn tenant_id_of_another_type_is_400(api: ApiId) {
+    let server = TestServer::start().await;
+    let path = format!("/admin/v1/{api}/tenants");
+    for body in [
+        json!({ "id": null }),
+        json!({ "id": 5 }),
+        json!({ "id": {} }),
+    ] {
+        let reply = server.admin(Method::POST, &path, Some(body.clone())).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert_eq!(reply.json()["error"], "bad_request", "{body}");
+    }
+    let tenants = server.admin(Method::GET, &path, None).await.expect(200);
+    assert_eq!(tenants.json()["items"], json!([]), "no tenant was created");
+    let created = server.admin(Method::POST, &path, Some(json!({}))).await;
+    let id = created.expect(201).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(api.profile().check_tenant_id(&id).is_ok(), "{id}");
 }
 
 /// Each request (with `body`) is the admin API's JSON 404.

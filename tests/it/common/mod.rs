@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -564,6 +565,10 @@ impl Client {
     }
 }
 
+/// How long a test waits for what must happen before it calls it a hang: far longer than any
+/// wait a test sets up, so it never decides a test on a loaded machine.
+pub const HANG: Duration = Duration::from_secs(60);
+
 /// One HTTP/1.1 connection to a public listener that stays open between requests, for what must
 /// hold on a connection that lives on (reqwest's pool may or may not reuse one). Its answers are
 /// checked against the contract like [`Client::vendor_call`]'s.
@@ -634,6 +639,40 @@ impl KeepAlive {
         reply
     }
 
+    /// Waits until the server closes the connection, reading nothing else (the bytes of an
+    /// answer would be a failure).
+    pub async fn wait_for_close(&mut self) {
+        let rest = self.read_until_close().await;
+        assert!(
+            rest.is_empty(),
+            "read {:?} instead of a close",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    /// Every byte the server sends until it closes the connection (a reset counts as a close);
+    /// panics after [`HANG`], which only a hang reaches.
+    pub async fn read_until_close(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut all = std::mem::take(&mut self.read);
+        let mut buf = [0u8; 8192];
+        loop {
+            let read = tokio::time::timeout(HANG, self.stream.read(&mut buf)).await;
+            match read.expect("the server never closed the connection") {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+                Err(e) => panic!("reading: {e}"),
+            }
+        }
+    }
+
+    /// Sends `bytes` as they are; `Err` once the server has closed the connection.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
     async fn fill(&mut self) {
         use tokio::io::AsyncReadExt;
         let mut buf = [0u8; 8192];
@@ -661,6 +700,8 @@ pub struct OneSession {
 pub struct Options {
     /// Apis to serve at their bare vendor paths, each on a port of its own.
     pub api_listeners: Vec<ApiId>,
+    /// The vendor listeners' header timeout (`serve --header-timeout-secs`), if not the default.
+    pub header_timeout: Option<Duration>,
 }
 
 /// `sessiond::run` in a task of the test's runtime, on ephemeral ports, with its own storage.
@@ -703,6 +744,9 @@ impl TestServer {
         let mut config = sessiond::Config::new(storage.data_dir());
         config.store = storage.dsn().map(sessiond::store::Dsn::new);
         config.admin_token = Some(sessiond::auth::Secret::new(ADMIN_TOKEN));
+        if let Some(timeout) = options.header_timeout {
+            config.header_timeout = Some(timeout);
+        }
 
         let public = bind_ephemeral().await;
         let admin = bind_ephemeral().await;
