@@ -305,10 +305,13 @@ impl Future for Answer {
 /// The presented credential: `None` when absent; `Some("")` never matches a key.
 fn credential<'h>(rule: &KeyHeader, headers: &'h HeaderMap) -> Option<&'h str> {
     match rule {
-        KeyHeader::Named(name) => headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or_default())
-            .filter(|v| !v.is_empty()),
+        KeyHeader::Named(name) => match headers.get(name)?.to_str() {
+            // Empty: not given (as a vendor's `if (!req.headers[name])` would have it).
+            Ok("") => None,
+            Ok(key) => Some(key),
+            // Not visible ASCII: given, and no key's text.
+            Err(_) => Some(""),
+        },
         KeyHeader::Bearer => {
             let value = headers
                 .get(header::AUTHORIZATION)?

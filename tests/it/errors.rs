@@ -14,6 +14,7 @@ per_api!(
     revoked_key,
     keys_on_one_open_connection,
     key_of_another_api,
+    a_key_that_is_not_text_is_a_wrong_key,
     unknown_id,
     another_tenants_id_answers_like_an_unknown_id,
     malformed_id,
@@ -195,6 +196,21 @@ async fn key_of_another_api(api: ApiId) {
         let reply = server.public_get(api, &id, Some(&foreign_key)).await;
         assert_answer(api, &reply, table(api).invalid_credential);
     }
+}
+
+/// A credential header whose value is not visible ASCII was given, and names no key: the wrong
+/// key's answer, not the missing key's.
+async fn a_key_that_is_not_text_is_a_wrong_key(api: ApiId) {
+    let (server, key, id) = with_session(api).await;
+    let (name, value) = crate::common::credential_header(api, &key);
+    let mut bytes = value.into_bytes();
+    *bytes.last_mut().unwrap() = 0xFF;
+    let value = reqwest::header::HeaderValue::from_bytes(&bytes).expect("obs-text is allowed");
+    let url = format!("http://{}/{api}{}", server.public, vendor_path(api, &id));
+    let request = server.http().get(url).header(name, value);
+    let reply = crate::common::Client::send(request).await;
+    crate::common::check_vendor_reply(api, &Method::GET, &reply);
+    assert_answer(api, &reply, table(api).invalid_credential);
 }
 
 async fn unknown_id(api: ApiId) {
