@@ -42,6 +42,42 @@ enum Command {
     Import(ImportArgs),
     /// Print the admin API's OpenAPI 3.1 document.
     Openapi,
+    /// Probe a server (sessiond, the vendor itself, another mock) against an api's contract: a
+    /// stored session, requests without a valid key, an unknown id, a malformed one. Exits 1 if
+    /// an answer breaks the contract.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The api whose contract the server is checked against.
+    #[arg(long, required_unless_present = "demo")]
+    api: Option<ApiId>,
+    /// The server's base URL, as a client of the vendor is given it (the contract's route is
+    /// appended), e.g. http://127.0.0.1:8080/anam; for FunnelFox
+    /// http://127.0.0.1:8080/funnelfox/public/v1. Default: the contract's server URL (the vendor
+    /// itself); with --demo, http://127.0.0.1:8080, the server's root.
+    #[arg(long)]
+    url: Option<String>,
+    /// A key of a tenant of that server. Without one, only requests without a valid key are
+    /// probed. Never printed.
+    #[arg(long, env = "SESSIOND_CHECK_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// The id of a session the key's tenant holds (repeatable): its GET must be a valid 200.
+    #[arg(long = "id", value_name = "ID")]
+    ids: Vec<String>,
+    /// Check all five apis of a `sessiond serve --demo` at --url, with the demo keys and sessions.
+    #[arg(long, conflicts_with_all = ["api", "key", "ids"])]
+    demo: bool,
+    /// PEM certificates to trust for https besides the public (Mozilla) roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
+    /// Load the vendor contracts from this directory ({api}.yaml) instead of the embedded copies.
+    #[arg(long, env = "SESSIOND_SPECS_DIR")]
+    specs_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -283,7 +319,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export(args).await,
         Command::Import(args) => import(args).await,
         Command::Keys(cmd) => keys(cmd).await,
+        Command::Check(args) => check(args).await,
     }
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    use crate::check::{self, Target, Verdict};
+    let contracts = crate::spec::Contracts::load(args.specs_dir.as_deref())?;
+    let client = check::Client::new(
+        std::time::Duration::from_secs(args.timeout_secs.max(1)),
+        args.ca_file.as_deref(),
+    )?;
+    let targets = match args.api {
+        _ if args.demo => {
+            check::demo_targets(args.url.as_deref().unwrap_or(check::DEMO_ROOT), &contracts)
+        }
+        Some(api) => vec![Target {
+            api,
+            base_url: args
+                .url
+                .unwrap_or_else(|| contracts.get(api).server_url.clone()),
+            key: args.key.map(Secret::new),
+            ids: args.ids,
+        }],
+        None => anyhow::bail!("--api or --demo is required"),
+    };
+    let (mut failed, mut probes) = (0, 0);
+    for target in &targets {
+        let contract = contracts.get(target.api);
+        println!(
+            "{}: GET {}{} against the {} contract",
+            target.api,
+            target.base_url.trim_end_matches('/'),
+            contract.session_path,
+            target.api
+        );
+        let findings = check::run(&client, contract, target).await;
+        for finding in &findings {
+            println!("  {finding}");
+        }
+        let count = |v: Verdict| findings.iter().filter(|f| f.verdict == v).count();
+        let notes = count(Verdict::Note);
+        println!(
+            "{}: {} ok, {} failed, {notes} note{}",
+            target.api,
+            count(Verdict::Ok),
+            count(Verdict::Fail),
+            if notes == 1 { "" } else { "s" }
+        );
+        failed += count(Verdict::Fail);
+        probes += count(Verdict::Ok) + count(Verdict::Fail);
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {probes} checks failed");
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -46,6 +46,8 @@ pub struct Contract {
     pub openapi: String,
     /// Every operation the document declares.
     pub operations: Vec<Operation>,
+    /// `servers[0].url`: where the vendor serves it (empty if the document names no server).
+    pub server_url: String,
     /// Path component of `servers[0].url` (`/public/v1` for FunnelFox, else empty).
     pub base_path: String,
     /// The get-session path template, e.g. `/v1/sessions/{id}`.
@@ -170,11 +172,12 @@ impl Contract {
         if !(v30 || openapi.starts_with("3.1")) {
             bail!("unsupported OpenAPI version {openapi}");
         }
-        let base_path = document
+        let server_url = document
             .pointer("/servers/0/url")
             .and_then(Value::as_str)
-            .map(url_path)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_owned();
+        let base_path = url_path(&server_url);
 
         let paths = document["paths"].as_object().context("no `paths`")?;
         let mut operations = Vec::new();
@@ -241,6 +244,7 @@ impl Contract {
             api,
             openapi,
             operations,
+            server_url,
             base_path,
             session_path: session_path.clone(),
             id_param,
@@ -290,6 +294,11 @@ impl Contract {
     pub fn check_error_body(&self, status: u16, body: &Value) -> Option<Result<(), String>> {
         let v = self.error_validators.get(&status)?;
         Some(v.validate(body).map_err(|e| e.to_string()))
+    }
+
+    /// Whether the contract declares a JSON body schema for this (error) status.
+    pub fn declares_error_schema(&self, status: u16) -> bool {
+        self.error_validators.contains_key(&status)
     }
 
     /// Position of a top-level property in the 200 schema (`usize::MAX` for one it does not name):

@@ -11,7 +11,7 @@ use crate::common::{Storage, TestServer};
 per_backend!(keys_made_and_revoked_by_the_cli_work_on_the_server,);
 
 /// Every (sub)command, as the words that name it.
-const COMMANDS: [&[&str]; 10] = [
+const COMMANDS: [&[&str]; 11] = [
     &[],
     &["serve"],
     &["tenants"],
@@ -22,6 +22,7 @@ const COMMANDS: [&[&str]; 10] = [
     &["keys", "revoke"],
     &["keys", "list"],
     &["openapi"],
+    &["check"],
 ];
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod common;
 mod admin;
 mod api_listen;
 mod bulk;
+mod check;
 mod cli;
 mod connections;
 mod contract;
