@@ -7,6 +7,7 @@
 //! invariants, lifecycle) → required-but-nullable fields filled → contract validation → one atomic
 //! store write → cache invalidation. Nothing is stored unless every check passes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -302,15 +303,36 @@ impl Service {
         let key = key.ok_or(PublicError::MissingCredential)?;
         let tenant = self.authenticate(api, key).await?;
         check_public_id(api, id)?;
-        let session = match self.sessions.get(api, id) {
-            Some(s) if *s.tenant == *tenant => s,
+        let canonical = api.profile().canonical_session_id(id);
+        if let Some(body) = self.tenant_session(api, &canonical, &tenant).await? {
+            return Ok(body);
+        }
+        // An id in another spelling than its canonical one (an upper-case UUID) is also looked up
+        // as it is: a store written before ids were stored canonically may hold it so.
+        if *canonical != *id
+            && let Some(body) = self.tenant_session(api, id, &tenant).await?
+        {
+            return Ok(body);
+        }
+        Err(PublicError::NotFound)
+    }
+
+    /// The body of session `id` of `api` if it is `tenant`'s, from the cache or the store.
+    async fn tenant_session(
+        &self,
+        api: ApiId,
+        id: &str,
+        tenant: &str,
+    ) -> Result<Option<Bytes>, PublicError> {
+        match self.sessions.get(api, id) {
+            Some(s) if *s.tenant == *tenant => Ok(Some(s.body)),
             Some(_) => {
                 self.telemetry.count_store_read(api);
                 // Another tenant's session. Answer as slowly as for an unknown id (which always
                 // reads the store: there is no negative cache), so that the time to answer does
                 // not tell whether the id exists.
                 let _ = self.store.get_public(api, id).await;
-                return Err(PublicError::NotFound);
+                Ok(None)
             }
             None => {
                 self.telemetry.count_store_read(api);
@@ -322,17 +344,12 @@ impl Service {
                             body: row.body,
                         };
                         self.sessions.fill(ticket, api, id, s.clone());
-                        s
+                        Ok((*s.tenant == *tenant).then_some(s.body))
                     }
-                    Ok(None) => return Err(PublicError::NotFound),
-                    Err(e) => return Err(internal(&e)),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(internal(&e)),
                 }
             }
-        };
-        if *session.tenant == *tenant {
-            Ok(session.body)
-        } else {
-            Err(PublicError::NotFound)
         }
     }
 
@@ -760,7 +777,7 @@ impl Service {
                 profile
                     .check_session_id(id)
                     .map_err(|m| AdminError::Invalid(vec![Violation::new("/id", m)]))?;
-                id.clone()
+                profile.canonical_session_id(id).into_owned()
             }
             Some(other) => {
                 return Err(AdminError::Invalid(vec![Violation::new(
@@ -789,11 +806,26 @@ impl Service {
 
     /// A session of any tenant.
     pub async fn get_session(&self, api: ApiId, id: &str) -> Result<Written, AdminError> {
+        let id = self.stored_id(api, id).await?;
         self.store
-            .get_session(api, id)
+            .get_session(api, &id)
             .await?
             .map(written)
             .ok_or_else(|| AdminError::NotFound(format!("no {api} session {id}")))
+    }
+
+    /// The id under which session `id` of `api` is stored: its canonical spelling (see
+    /// [`Profile::canonical_session_id`]), or `id` as given if only that is stored (a store
+    /// written before ids were stored canonically). Reads the store only for a non-canonical id.
+    async fn stored_id<'a>(&self, api: ApiId, id: &'a str) -> Result<Cow<'a, str>, StoreError> {
+        let canonical = api.profile().canonical_session_id(id);
+        if *canonical == *id || self.store.get_session(api, &canonical).await?.is_some() {
+            return Ok(canonical);
+        }
+        if self.store.get_session(api, id).await?.is_some() {
+            return Ok(Cow::Borrowed(id));
+        }
+        Ok(canonical)
     }
 
     /// Applies an RFC 7396 merge patch.
@@ -836,6 +868,7 @@ impl Service {
         input: &Map<String, Value>,
         next: impl Fn(&Map<String, Value>) -> Map<String, Value>,
     ) -> Result<Written, AdminError> {
+        let id = &*self.stored_id(api, id).await?;
         for _ in 0..MAX_CAS_RETRIES {
             let current = self
                 .store
@@ -887,6 +920,7 @@ impl Service {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), AdminError> {
+        let id = &*self.stored_id(api, id).await?;
         if let Some(tag) = if_match {
             let current = self.get_session(api, id).await?;
             check_if_match(Some(tag), &current.row.body)?;
@@ -942,8 +976,11 @@ impl Service {
         let profile = api.profile();
         let contract = self.contract(api);
         let mut problems = Vec::new();
+        // An id sent in another spelling of the same id (an upper-case UUID) is no change.
         if let Some(sent) = input.get("id")
-            && sent != id
+            && sent
+                .as_str()
+                .is_none_or(|s| s != id && profile.canonical_session_id(s) != id)
         {
             problems.push(Violation::new(
                 "/id",

@@ -1,12 +1,15 @@
 //! Anam AI (real-time avatars): uuid ids, `organizationId` = tenant, `sessionLengthMs` derived from
 //! start and end, the active/ended rules, and secrets inside `personaConfig` returned as `[REDACTED]`.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
 use super::fake::Fake;
 use super::{
-    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_uuid, created_timestamp,
-    default, derive, error_message, iso_millis, must_be_null, parse_time, updated_timestamp,
+    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, canonical_uuid, check_uuid,
+    created_timestamp, default, derive, error_message, iso_millis, must_be_null, parse_time,
+    updated_timestamp,
 };
 
 pub struct Anam;
@@ -70,6 +73,10 @@ impl Profile for Anam {
 
     fn check_session_id(&self, id: &str) -> Result<(), String> {
         check_uuid(id)
+    }
+
+    fn canonical_session_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
+        canonical_uuid(id)
     }
 
     fn malformed_id_is_bad_request(&self) -> bool {

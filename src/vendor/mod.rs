@@ -31,6 +31,7 @@ mod funnelfox;
 mod opencx;
 mod salesnip;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -213,6 +214,13 @@ pub trait Profile: Send + Sync {
     fn new_session_id(&self) -> String;
     /// Whether a client-chosen session id has the vendor's format.
     fn check_session_id(&self, id: &str) -> Result<(), String>;
+    /// The one spelling under which a session id is stored, for ids a vendor reads in more than
+    /// one: a UUID names the same session in upper and lower case (RFC 9562; Swift's
+    /// `UUID().uuidString` is upper case), and sessions are stored under the lower-case one, as
+    /// a PostgreSQL `uuid` column gives it back. Other formats are case-sensitive.
+    fn canonical_session_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(id)
+    }
     /// Whether an id in a public URL that is not in the vendor's format is a 400 (else: 404).
     fn malformed_id_is_bad_request(&self) -> bool {
         false
@@ -320,6 +328,15 @@ pub fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
 fn is_uuid(s: &str) -> bool {
     // Hyphenated form only: that is what every vendor here sends.
     s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
+/// `s` in lower case if it is a hyphenated UUID with upper-case digits; else `s` as it is.
+fn canonical_uuid(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) && is_uuid(s) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 fn check_uuid(s: &str) -> Result<(), String> {
@@ -529,6 +546,30 @@ mod tests {
                 p.check_tenant_id(&p.new_tenant_id()).unwrap();
             }
             p.check_tenant_id(p.demo_tenant()).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_uuids_have_another_spelling() {
+        let lower = "0f8e2c1a-7b3d-4e5f-9a6b-c7d8e9f0a1b2";
+        let upper = lower.to_ascii_uppercase();
+        for api in ApiId::ALL {
+            let p = api.profile();
+            let fresh = p.new_session_id();
+            assert!(matches!(p.canonical_session_id(&fresh), Cow::Borrowed(_)));
+            let expected = match api {
+                ApiId::Opencx | ApiId::Anam => lower,
+                _ => upper.as_str(),
+            };
+            assert_eq!(p.canonical_session_id(&upper), expected, "{api}");
+        }
+        // Not a UUID, so not a UUID's other spelling: left as it is.
+        for other in [
+            "NOT-A-UUID",
+            "0F8E2C1A7B3D4E5F9A6BC7D8E9F0A1B2",
+            "{0F8E2C1A-7B3D-4E5F-9A6B-C7D8E9F0A1B2}",
+        ] {
+            assert_eq!(canonical_uuid(other), other);
         }
     }
 }

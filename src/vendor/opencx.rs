@@ -1,12 +1,14 @@
 //! OpenCX (AI customer support): uuid ids, organization tenants (not named in the document), the
 //! documented defaults, `ticket_number` from a per-tenant sequence, NestJS-style error bodies.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
 use super::fake::Fake;
 use super::{
-    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_uuid, created_timestamp,
-    default, derive, iso_millis, updated_timestamp,
+    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, canonical_uuid, check_uuid,
+    created_timestamp, default, derive, iso_millis, updated_timestamp,
 };
 
 pub struct OpenCx;
@@ -37,6 +39,10 @@ impl Profile for OpenCx {
 
     fn check_session_id(&self, id: &str) -> Result<(), String> {
         check_uuid(id)
+    }
+
+    fn canonical_session_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
+        canonical_uuid(id)
     }
 
     fn uses_sequence(&self) -> bool {

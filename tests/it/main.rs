@@ -14,6 +14,7 @@ mod cli;
 mod connections;
 mod contract;
 mod errors;
+mod ids;
 mod isolation;
 mod metrics;
 mod multi_node;
