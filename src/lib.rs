@@ -18,7 +18,6 @@ pub mod vendor;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -193,8 +192,8 @@ async fn serve_admin(
 /// twice that long: an idle keep-alive connection, or a client trickling its request head.
 /// hyper's own `header_read_timeout` does this per request, and arming its timer for every
 /// request cost 1 320 user-space instructions per cached GET (13 % of them; callgrind,
-/// `bench/callgrind_get.sh`); this costs a counter increment per request and one timer per
-/// connection and timeout.
+/// `bench/callgrind_get.sh`); this costs a counter increment per request, and one sweeper per
+/// listener looks at every connection once per timeout ([`http::drain::Drain::close_idle`]).
 async fn serve_http1<S, B>(
     listener: TcpListener,
     service: impl Fn() -> S,
@@ -214,6 +213,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let drain = http::drain::Drain::new();
+    let sweeper = idle_timeout.map(|timeout| tokio::spawn(drain.clone().close_idle(timeout)));
     let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(stop);
     loop {
@@ -230,36 +230,27 @@ where
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let started = Arc::new(AtomicU64::new(0));
+        let activity = Arc::new(http::drain::Activity::default());
         let service = Counted {
             inner: service(),
-            started: started.clone(),
+            activity: activity.clone(),
         };
         let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let connection = drain.watch(connection);
-        tokio::spawn(async move {
-            // A client that goes away mid-request is not the server's error.
-            match idle_timeout {
-                Some(timeout) => tokio::select! {
-                    biased;
-                    _ = connection => {}
-                    () = idle(&started, timeout) => {}
-                },
-                None => {
-                    let _ = connection.await;
-                }
-            }
-        });
+        // A client that goes away mid-request is not the server's error.
+        tokio::spawn(drain.watch(connection, activity));
     }
     drop(listener);
     drain.shutdown().await;
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     Ok(())
 }
 
 /// A connection's service, counting the requests that begin on it.
 struct Counted<S> {
     inner: S,
-    started: Arc<AtomicU64>,
+    activity: Arc<http::drain::Activity>,
 }
 
 impl<S: hyper::service::Service<R>, R> hyper::service::Service<R> for Counted<S> {
@@ -268,21 +259,7 @@ impl<S: hyper::service::Service<R>, R> hyper::service::Service<R> for Counted<S>
     type Future = S::Future;
 
     fn call(&self, request: R) -> S::Future {
-        self.started.fetch_add(1, Ordering::Relaxed);
+        self.activity.request_began();
         self.inner.call(request)
-    }
-}
-
-/// Ends once a whole `timeout` has passed in which no request began (dropping the connection
-/// closes it).
-async fn idle(started: &AtomicU64, timeout: Duration) {
-    let mut seen = started.load(Ordering::Relaxed);
-    loop {
-        tokio::time::sleep(timeout).await;
-        let now = started.load(Ordering::Relaxed);
-        if now == seen {
-            return;
-        }
-        seen = now;
     }
 }

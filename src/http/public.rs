@@ -5,6 +5,7 @@
 //! response whose key and session are both cached is built synchronously, without boxing a
 //! future, a body or a request extension. Misses take the async path to the store.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
@@ -81,12 +82,26 @@ impl Route {
         self.errors.response(kind)
     }
 
-    /// The raw (still percent-encoded) id if `path` is this route: one non-empty segment.
-    fn id<'p>(&self, path: &'p str) -> Option<&'p str> {
+    /// The id if `path` is this route (one non-empty segment), percent-decoded. An id that is not
+    /// valid UTF-8 once decoded names no session; decoded lossily (U+FFFD, which no vendor's id
+    /// format admits), it takes the path of any other id that names none: the credential is
+    /// checked first, then the vendor's answer to a malformed or unknown id.
+    fn id<'p>(&self, path: &'p str) -> Option<Cow<'p, str>> {
         let id = path
             .strip_prefix(self.prefix.as_str())?
             .strip_suffix(self.suffix.as_str())?;
-        (!id.is_empty() && !id.as_bytes().contains(&b'/')).then_some(id)
+        if id.is_empty() {
+            return None;
+        }
+        // One vectorized search for both bytes: stored ids have neither (callgrind: two
+        // `contains` cost 176 user-space instructions of a cached GET).
+        if memchr::memchr2(b'/', b'%', id.as_bytes()).is_none() {
+            return Some(Cow::Borrowed(id));
+        }
+        if id.as_bytes().contains(&b'/') {
+            return None;
+        }
+        Some(percent_encoding::percent_decode_str(id).decode_utf8_lossy())
     }
 }
 
@@ -137,7 +152,7 @@ impl PublicRoutes {
     pub fn call(self: &Arc<Self>, request: Request<Incoming>, memo: &mut KeyMemo) -> Answer {
         let start = self.log.then(Instant::now);
         let path = request.uri().path();
-        let Some((index, raw_id)) = self
+        let Some((index, id)) = self
             .candidate(path)
             .and_then(|i| self.routes[i].id(path).map(|id| (i, id)))
         else {
@@ -149,15 +164,6 @@ impl PublicRoutes {
             return self.done(start, &request, Some(route), response);
         }
         let key = credential(&route.credential, request.headers());
-        // An id that is not valid UTF-8 after percent-decoding names no session; decoded lossily
-        // (U+FFFD, which no vendor's id format admits), it takes the path of any other id that
-        // names none: the credential is checked first, then the vendor's answer to a malformed
-        // or unknown id.
-        let id = if raw_id.as_bytes().contains(&b'%') {
-            percent_encoding::percent_decode_str(raw_id).decode_utf8_lossy()
-        } else {
-            std::borrow::Cow::Borrowed(raw_id)
-        };
         if let Some(outcome) = self.service.cached_get(route.api, key, &id, memo) {
             let response = reply(route, outcome);
             return self.done(start, &request, Some(route), response);

@@ -20,13 +20,30 @@ async fn server() -> TestServer {
     .await
 }
 
+/// A connection to the combined listener, a SaleSnip key, and a SaleSnip id nobody stored.
+async fn salesnip_connection(server: &TestServer) -> (KeepAlive, String, String) {
+    let (_, key) = server.tenant_with_key(ApiId::Salesnip).await;
+    let unknown = ApiId::Salesnip.profile().new_session_id();
+    (KeepAlive::open(server.public).await, key, unknown)
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let server = server().await;
-    let (_, key) = server.tenant_with_key(ApiId::Salesnip).await;
-    let unknown = ApiId::Salesnip.profile().new_session_id();
-    let mut conn = KeepAlive::open(server.public).await;
+    let (mut conn, key, unknown) = salesnip_connection(&server).await;
     conn.get(ApiId::Salesnip, &unknown, &key).await.expect(404);
+    conn.wait_for_close().await;
+}
+
+/// Requests at a tenth of the timeout, for several timeouts: the connection serves them all.
+#[tokio::test]
+async fn a_connection_with_requests_stays_open() {
+    let server = server().await;
+    let (mut conn, key, unknown) = salesnip_connection(&server).await;
+    for _ in 0..25 {
+        conn.get(ApiId::Salesnip, &unknown, &key).await.expect(404);
+        tokio::time::sleep(HEADER_TIMEOUT / 10).await;
+    }
     conn.wait_for_close().await;
 }
 
