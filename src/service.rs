@@ -806,26 +806,35 @@ impl Service {
 
     /// A session of any tenant.
     pub async fn get_session(&self, api: ApiId, id: &str) -> Result<Written, AdminError> {
-        let id = self.stored_id(api, id).await?;
-        self.store
-            .get_session(api, &id)
+        self.find_session(api, id)
             .await?
             .map(written)
             .ok_or_else(|| AdminError::NotFound(format!("no {api} session {id}")))
     }
 
-    /// The id under which session `id` of `api` is stored: its canonical spelling (see
-    /// [`Profile::canonical_session_id`]), or `id` as given if only that is stored (a store
-    /// written before ids were stored canonically). Reads the store only for a non-canonical id.
+    /// The stored session `id` names: under its canonical spelling (see
+    /// [`crate::vendor::Profile::canonical_session_id`]), or under `id` as given (a store
+    /// written before ids were stored canonically).
+    async fn find_session(&self, api: ApiId, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let canonical = api.profile().canonical_session_id(id);
+        let found = self.store.get_session(api, &canonical).await?;
+        if found.is_some() || *canonical == *id {
+            return Ok(found);
+        }
+        self.store.get_session(api, id).await
+    }
+
+    /// The id under which session `id` of `api` is stored (see [`Service::find_session`]); its
+    /// canonical spelling if none is. Reads the store only for a non-canonical id.
     async fn stored_id<'a>(&self, api: ApiId, id: &'a str) -> Result<Cow<'a, str>, StoreError> {
         let canonical = api.profile().canonical_session_id(id);
-        if *canonical == *id || self.store.get_session(api, &canonical).await?.is_some() {
+        if *canonical == *id {
             return Ok(canonical);
         }
-        if self.store.get_session(api, id).await?.is_some() {
-            return Ok(Cow::Borrowed(id));
-        }
-        Ok(canonical)
+        Ok(match self.find_session(api, id).await? {
+            Some(row) => Cow::Owned(row.id),
+            None => canonical,
+        })
     }
 
     /// Applies an RFC 7396 merge patch.
@@ -922,8 +931,12 @@ impl Service {
     ) -> Result<(), AdminError> {
         let id = &*self.stored_id(api, id).await?;
         if let Some(tag) = if_match {
-            let current = self.get_session(api, id).await?;
-            check_if_match(Some(tag), &current.row.body)?;
+            let current = self
+                .store
+                .get_session(api, id)
+                .await?
+                .ok_or_else(|| AdminError::NotFound(format!("no {api} session {id}")))?;
+            check_if_match(Some(tag), &current.body)?;
         }
         let deleted = self.store.delete_session(api, id).await;
         self.sessions.invalidate(api, id);
