@@ -37,6 +37,22 @@ med() {
 }
 # medf FORMAT KEY: the median, formatted.
 medf() { calc "$1" "$(med "$2")"; }
+# medci KEY: a distribution-free confidence interval of the median of KEY's values, "LO–HI (C %)":
+# of the n values sorted, the k-th smallest and the k-th largest, for the largest k whose
+# coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least 90 % (5 values: their range, 93.8 %; 15
+# values: the 4th, 96.5 %). Assumes nothing of the values' distribution, only that the runs are
+# independent. "n/a" below 5 values.
+medci() {
+    # shellcheck disable=SC2086
+    printf '%s\n' ${R[$1]:-} | sort -g | awk '{ a[NR] = $1 } END {
+        n = NR; if (n < 5) { print "n/a"; exit }
+        # cdf[j] = P(Binomial(n, 1/2) <= j)
+        p = 2 ^ -n; c = 0
+        for (j = 0; j <= n; j++) { c += p; cdf[j] = c; p = p * (n - j) / (j + 1) }
+        k = 1
+        while (k + 1 <= n / 2 && 1 - 2 * cdf[k] >= 0.90) k++
+        printf "%s–%s (%.1f %%)\n", a[k], a[n + 1 - k], 100 * (1 - 2 * cdf[k - 1]) }'
+}
 
 # ---------------------------------------------------------------------------------------------
 # Per-api facts the scripts share: each api's session route on the combined listener and its
