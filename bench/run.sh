@@ -41,6 +41,7 @@ before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 
 QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180), OTHER_MAX (a
 measured run in which other processes took more than this % of the server's core is repeated, up
 to RETRIES (2) times; 10), ROUNDS (alternated rounds of the cached GETs of each api; 5, quick 1),
+FIXED_ROUNDS (alternated rounds of each api's runs at half the baseline's rate; 3, quick 1),
 MISS_ROUNDS (rounds of the 1-connection cache-miss runs, each of three servers side by side; 5,
 quick 1), SCALE_RATE_PCT (--scale: the fixed rate of the open-loop runs, in % of
 the big store's 64-connection req/s; 50), SCALE_ROUNDS (--scale: alternated rounds of the warm big
@@ -95,14 +96,14 @@ MISS_API=anam
 
 case $MODE in
 quick)
-    RUNS=${ROUNDS:-1} DUR=3 WARM=1 FIXED_RUNS=1 FIXED_DUR=3 WRITE_DUR=2 SEED_PER_API=2000 STARTS=1 MISS_DUR=3 IMPORTS=1 IMPORT_PER_API=2000
+    RUNS=${ROUNDS:-1} DUR=3 WARM=1 FIXED_RUNS=${FIXED_ROUNDS:-1} FIXED_DUR=3 WRITE_DUR=2 SEED_PER_API=2000 STARTS=1 MISS_DUR=3 IMPORTS=1 IMPORT_PER_API=2000
     MISS_ROUNDS=${MISS_ROUNDS:-1}
     QUIET_MAX=${QUIET_MAX:-0}
     PRISM_DUR=3 PERF_DUR=3
     OUT=${OUT:-target/bench/BENCHMARKS-quick.md}
     ;;
 default)
-    RUNS=${ROUNDS:-5} DUR=5 WARM=3 FIXED_RUNS=3 FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6 IMPORTS=3 IMPORT_PER_API=100000
+    RUNS=${ROUNDS:-5} DUR=5 WARM=3 FIXED_RUNS=${FIXED_ROUNDS:-3} FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6 IMPORTS=3 IMPORT_PER_API=100000
     MISS_ROUNDS=${MISS_ROUNDS:-5}
     QUIET_MAX=${QUIET_MAX:-60}
     PRISM_DUR=8 PERF_DUR=5
@@ -365,7 +366,8 @@ machine_section() {
     emit "| load generator | $(wrk_version); fixed-rate runs: examples/loadgen_fixed.rs |"
     emit "| sessiond | $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src/ or Cargo.toml') |"
     emit "| load average at start (1/5/15 min) | $(loadavg) |"
-    emit "| CPU speed reference: \`sha256sum\` of 256 MiB of zeros on one core, median of 3 | $(cpu_speed) MB/s |"
+    CPU_SPEED_START=$(cpu_speed)
+    emit "| CPU speed reference: \`sha256sum\` of 256 MiB of zeros on one core, median of 3 | $CPU_SPEED_START MB/s |"
     emit ""
 }
 
@@ -810,7 +812,8 @@ main_run() {
     done
     emit ""
     rm -rf "$WORK/import" "$WORK/import.ndjson"
-    emit "Median: **$(med import.rate) sessions/s**."
+    emit "Median: **$(med import.rate) sessions/s**. The CPU speed reference right after the imports: $(cpu_speed) MB/s"
+    emit "(${CPU_SPEED_START:-?} MB/s at the start of the run): an import is CPU-bound, and this host's speed drifts by tens of percent within an hour."
     emit ""
 
     # Prism.
