@@ -42,6 +42,7 @@ QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180)
 measured run in which other processes took more than this % of the server's core is repeated, up
 to RETRIES (2) times; 10), ROUNDS (alternated rounds of the cached GETs of each api; 5, quick 1),
 FIXED_ROUNDS (alternated rounds of each api's runs at half the baseline's rate; 3, quick 1),
+PRISM_ROUNDS (alternated rounds of Prism and sessiond; 3, quick 1),
 MISS_ROUNDS (rounds of the 1-connection cache-miss runs, each of three servers side by side; 5,
 quick 1), SCALE_RATE_PCT (--scale: the fixed rate of the open-loop runs, in % of
 the big store's 64-connection req/s; 50), SCALE_ROUNDS (--scale: alternated rounds of the warm big
