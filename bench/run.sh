@@ -40,8 +40,9 @@ CONNS (GET connections, 64), WRITE_CONNS (concurrent writers, 256), QUIET_MAX (s
 before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 0), QUIET_PCT (25),
 QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180), OTHER_MAX (a
 measured run in which other processes took more than this % of the server's core is repeated, up
-to RETRIES (2) times; 10), ROUNDS (alternated rounds of the cached GETs of each api; 5, quick 1),
-FIXED_ROUNDS (alternated rounds of each api's runs at half the baseline's rate; 3, quick 1),
+to RETRIES (2) times; 10), GEN_STALL_MAX_MS (a fixed-rate run in which the generator's own core
+was taken from it for more than this many ms in all is repeated, up to RETRIES times; 1), ROUNDS (alternated rounds of the cached GETs of each api; 5, quick 1),
+FIXED_ROUNDS (alternated rounds of each api's runs at half the baseline's rate; 5, quick 1),
 PRISM_ROUNDS (alternated rounds of Prism and sessiond; 3, quick 1),
 MISS_ROUNDS (rounds of the 1-connection cache-miss runs, each of three servers side by side; 5,
 quick 1), SCALE_RATE_PCT (--scale: the fixed rate of the open-loop runs, in % of
@@ -87,6 +88,7 @@ WRITE_CONNS=${WRITE_CONNS:-256}
 QUIET_BUDGET=${QUIET_BUDGET:-180}
 OTHER_MAX=${OTHER_MAX:-10}
 RETRIES=${RETRIES:-2}
+GEN_STALL_MAX_MS=${GEN_STALL_MAX_MS:-1}
 PORT_PUB=18080
 PORT_ADMIN=18081
 PORT_BASE=18090
@@ -104,7 +106,7 @@ quick)
     OUT=${OUT:-target/bench/BENCHMARKS-quick.md}
     ;;
 default)
-    RUNS=${ROUNDS:-5} DUR=5 WARM=3 FIXED_RUNS=${FIXED_ROUNDS:-3} FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6 IMPORTS=3 IMPORT_PER_API=100000
+    RUNS=${ROUNDS:-5} DUR=5 WARM=3 FIXED_RUNS=${FIXED_ROUNDS:-5} FIXED_DUR=4 WRITE_DUR=5 SEED_PER_API=10000 STARTS=3 MISS_DUR=6 IMPORTS=3 IMPORT_PER_API=100000
     MISS_ROUNDS=${MISS_ROUNDS:-5}
     QUIET_MAX=${QUIET_MAX:-60}
     PRISM_DUR=8 PRISM_ROUNDS=3 PERF_DUR=5
@@ -154,6 +156,25 @@ contaminated() {
         log "discarding that run: other processes took $1 % of the server's core; repeating it in $((20 * TRIES)) s"
         sleep $((20 * TRIES))
         quiet_wait 30
+        return 0
+    fi
+    return 1
+}
+
+STALLED=0
+# fixed_contaminated: whether a fixed-rate run (fixed_run's F_*) must be repeated: as
+# `contaminated` says, or because the generator's own core was taken from it for more than
+# GEN_STALL_MAX_MS in all (F_STALL_MS: loop iterations that, without sleeping, took ≥ 0.5 ms). Every
+# request due while the generator cannot send or read counts the stall in its latency, so such a
+# run measures the host, not the server (seen on this VM: a 50 ms stall set a run's p99 at 52 ms).
+# At most RETRIES repeats per run, with a short pause: these stalls come singly.
+fixed_contaminated() {
+    contaminated "$F_OTHER0" && return 0
+    if awk -v s="$F_STALL_MS" -v m="$GEN_STALL_MAX_MS" 'BEGIN { exit !(s > m) }' && ((TRIES < RETRIES)); then
+        TRIES=$((TRIES + 1))
+        STALLED=$((STALLED + 1))
+        log "discarding that run: the generator's core was taken from it for $F_STALL_MS ms ($F_STALLS stalls, the longest $F_STALL_MAX_MS ms); repeating it in 2 s"
+        sleep 2
         return 0
     fi
     return 1
@@ -235,7 +256,8 @@ random_run() {
 # queueing behind a stall counts). Sets F_RPS F_P50 F_P99 F_P999 (ms) F_CPU_US F_BAD (non-200,
 # errors and unanswered) F_BUSY1 (% of the generator's core spent sending and reading: it polls
 # its core busy the rest of the time, to send on time) F_OTHER0 (% of the server's core used by
-# other processes).
+# other processes) F_STALLS F_STALL_MS F_STALL_MAX_MS (the generator's own stalls: see
+# fixed_contaminated).
 fixed_run() {
     local pid=$1 rate=$2 secs=$3 header=$4 target=(--url "$5") json ok total
     [[ $5 == http://* ]] || target=(--urls-from-file "$5")
@@ -256,6 +278,9 @@ fixed_run() {
     F_P99=$(jq -r '.latency_ms.p99 * 1000 | round / 1000' <<<"$json")
     F_P999=$(jq -r '.latency_ms["p99.9"] * 1000 | round / 1000' <<<"$json")
     F_BAD=$((total - ok + $(jq -r '.errors' <<<"$json")))
+    F_STALLS=$(jq -r '.stalls.count' <<<"$json")
+    F_STALL_MS=$(jq -r '.stalls.total_ms * 1000 | round / 1000' <<<"$json")
+    F_STALL_MAX_MS=$(jq -r '.stalls.max_ms * 1000 | round / 1000' <<<"$json")
 }
 
 # perf_profile PID URL HEADER TAG: profiles PID for PERF_DUR s under wrk load; writes
@@ -321,7 +346,7 @@ build() {
 # Per-api facts
 
 # VPATH, HNAME, KEY and `cred` come from bench/lib.sh.
-declare -A TENANT=() SID=() SEED_RATE=() PAIR_RPS=() PAIR_CPU=()
+declare -A TENANT=() SID=() SEED_RATE=() PAIR_RPS=() PAIR_CPU=() PAIR_P99=()
 
 # seed_store DIR PER_API: one tenant, one key and PER_API sessions per api.
 seed_store() {
@@ -542,11 +567,13 @@ main_run() {
                 TRIES=0
                 while :; do
                     if [[ $s == base ]]; then
-                        fixed_run "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path"
+                        fixed_run "$BASE_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_BASE$path" \
+                            --latencies-out "$WORK/lat.$api.$s.$r"
                     else
-                        fixed_run "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path"
+                        fixed_run "$SD_PID" "$rate" "$FIXED_DUR" "$hdr" "http://127.0.0.1:$PORT_PUB$path" \
+                            --latencies-out "$WORK/lat.$api.$s.$r"
                     fi
-                    contaminated "$F_OTHER0" || break
+                    fixed_contaminated || break
                 done
                 ((F_BAD == 0)) || die "fixed-rate $s run of $api had $F_BAD non-200 or unanswered requests (other processes took $F_OTHER0 % of the server's core)"
                 add "$api.$s.frps" "$F_RPS"
@@ -555,8 +582,21 @@ main_run() {
                 add "$api.$s.fp999" "$F_P999"
                 add "$api.$s.fcpu" "$F_CPU_US"
                 add "$api.$s.fbusy1" "$F_BUSY1"
-                log "$api $s at $rate req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms"
+                log "$api $s at $rate req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms (generator stalled $F_STALL_MS ms; other processes $F_OTHER0 % of the server's core)"
+                PAIR_P99[$s]=$F_P99
             done
+            add "$api.pair.fp99" "$(calc '%.3f' "${PAIR_P99[sd]} / ${PAIR_P99[base]}")"
+        done
+        # The percentiles of all the requests of a server's runs together: each run's p99 rests on
+        # its slowest 1 % (a few hundred requests), so on whichever host stall hit that run, and the
+        # median of a few such p99s jumps between runs (0.045 to 0.77 ms for the same binary).
+        for s in base sd; do
+            local pooled
+            pooled=$("$LOADGEN_FIXED" pool "$WORK"/lat."$api".$s.*) || die "loadgen_fixed pool failed"
+            R[$api.$s.pp99]=$(jq -r '.latency_ms.p99 * 1000 | round / 1000' <<<"$pooled")
+            R[$api.$s.pp999]=$(jq -r '.latency_ms["p99.9"] * 1000 | round / 1000' <<<"$pooled")
+            R[$api.$s.pn]=$(jq -r '.requests' <<<"$pooled")
+            rm -f "$WORK"/lat."$api".$s.*
         done
         stop_pid "$BASE_PID"
     done
@@ -582,15 +622,23 @@ main_run() {
     emit "counts for every request scheduled behind it (wrk2's semantics). It polls its core busy to send on time (a"
     emit "sleeping core of this VM wakes up late); the last column is the share of its core it spent sending and"
     emit "reading. Until session 20 these runs used oha, whose own delays (tokio's 1 ms timer, its core 80-90 % busy)"
-    emit "dominated the percentiles."
+    emit "dominated the percentiles. It also times its own loop: an iteration that took ≥ 0.5 ms without sleeping"
+    emit "means its core was taken from it, and a run in which that added up to more than $GEN_STALL_MAX_MS ms was repeated"
+    emit "(up to $RETRIES times): every request due during such a stall counts it, whichever server is measured."
     emit ""
-    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | generator work % of its core |"
-    emit "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    emit "The **pooled** p99 and p99.9 are those of all the measured requests of a server's $FIXED_RUNS run(s) together"
+    emit "(\`loadgen_fixed --latencies-out\`, then \`loadgen_fixed pool\`); the other columns are medians of the runs."
+    emit "A run's p99 rests on its slowest 1 %, a few hundred requests, so on whichever stall of the shared host hit"
+    emit "that run; pooled, the single worst stall of any run sets it. The p99 target is judged like the req/s target:
+on the median of the rounds' ratios (a round: one run of each server, next to each other in time)."
+    emit ""
+    emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms pooled | p99.9 ms pooled | p99 ms (median of runs) | p99.9 ms (median of runs) | server CPU µs/req | generator work % of its core |"
+    emit "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for api in "${APIS[@]}"; do
         for s in base sd; do
             local name=baseline
             [[ $s == sd ]] && name=sessiond
-            emit "| $api | $(med "$api.rate") | $name | $(medf '%.0f' "$api.$s.frps") | $(medf '%.3f' "$api.$s.fp50") | $(medf '%.3f' "$api.$s.fp99") | $(medf '%.3f' "$api.$s.fp999") | $(medf '%.2f' "$api.$s.fcpu") | $(medf '%.0f' "$api.$s.fbusy1") |"
+            emit "| $api | $(med "$api.rate") | $name | $(medf '%.0f' "$api.$s.frps") | $(medf '%.3f' "$api.$s.fp50") | $(med "$api.$s.pp99") | $(med "$api.$s.pp999") | $(medf '%.3f' "$api.$s.fp99") | $(medf '%.3f' "$api.$s.fp999") | $(medf '%.2f' "$api.$s.fcpu") | $(medf '%.0f' "$api.$s.fbusy1") |"
         done
     done
     emit ""
@@ -835,12 +883,12 @@ main_run() {
         local rr cr pr
         rr=$(med "$api.pair.rps")
         cr=$(med "$api.pair.cpu")
-        pr=$(calc '%.2f' "$(med "$api.sd.fp99") / $(med "$api.base.fp99")")
+        pr=$(med "$api.pair.fp99")
         local fb
         fb=$(medf '%.0f' "$api.base.fbusy1")/$(medf '%.0f' "$api.sd.fbusy1")
         emit "| $api: cached GET req/s ≥ 0.90 × baseline | $rr × (rounds:${R[$api.pair.rps]}; interval $(medci "$api.pair.rps"); ratio of the medians $(calc '%.3f' "$(med "$api.sd.rps") / $(med "$api.base.rps")")) | $(verdict "$rr" '>=' 0.90) |"
         emit "| $api: server CPU per request ≤ 1.15 × baseline | $cr × (rounds:${R[$api.pair.cpu]}; interval $(medci "$api.pair.cpu"); medians $(med "$api.sd.cpu") vs $(med "$api.base.cpu") µs) | $(verdict "$cr" '<=' 1.15) |"
-        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × ($(medf '%.3f' "$api.sd.fp99") vs $(medf '%.3f' "$api.base.fp99") ms; generator work $fb % of its core) | $(verdict "$pr" '<=' 2) |"
+        emit "| $api: p99 at 50 % load ≤ 2 × baseline | $pr × (rounds:${R[$api.pair.fp99]}; interval $(medci "$api.pair.fp99"); ratio of the median p99s $(calc '%.2f' "$(med "$api.sd.fp99") / $(med "$api.base.fp99")"), of the pooled p99s $(calc '%.2f' "$(med "$api.sd.pp99") / $(med "$api.base.pp99")") ($(med "$api.sd.pp99") vs $(med "$api.base.pp99") ms); generator work $fb % of its core) | $(verdict "$pr" '<=' 2) |"
     done
     local wmin
     # shellcheck disable=SC2086
@@ -855,6 +903,7 @@ main_run() {
     emit ""
     loads_section "## How busy the machine was"
     emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
+    emit "Fixed-rate runs repeated because the generator's own core was taken from it for more than $GEN_STALL_MAX_MS ms: $STALLED."
     emit ""
     emit "Total run time: $(($(date +%s) - STARTED_AT)) s."
     emit ""
@@ -1228,6 +1277,7 @@ scale_run() {
     emit ""
     loads_section "### How busy the machine was (scale run)"
     emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
+    emit "Fixed-rate runs repeated because the generator's own core was taken from it for more than $GEN_STALL_MAX_MS ms: $STALLED."
     emit ""
     emit "Scale run time: $(($(date +%s) - STARTED_AT)) s."
     emit ""
@@ -1257,7 +1307,7 @@ scale_serve() {
     while :; do
         # A repeated run gets a seed of its own: the same requests again would be cache hits.
         fixed_run "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}" --seed "$((TRIES + 1))"
-        contaminated "$F_OTHER0" || break
+        fixed_contaminated || break
     done
     ((F_BAD == 0)) || die "open-loop scale run had $F_BAD non-200 answers"
     log "$tag store at $SCALE_RATE req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms, $F_CPU_US µs CPU/req, generator work $F_BUSY1 % of its core"

@@ -28,7 +28,7 @@
 //!
 //! Usage: `loadgen_fixed --rate R --seconds S (--urls-from-file FILE | --url URL)
 //! [--connections C] [-H 'Name: value']... [--warmup-seconds W] [--drain-seconds D] [--spin-us U]
-//! [--seed S]`
+//! [--seed S] [--latencies-out FILE]`, or `loadgen_fixed pool FILE...`
 //!
 //! Each request GETs a random line of FILE (full `http://HOST:PORT/path` URLs, all with one
 //! host:port) with the `-H` headers. The sequence of lines follows `--seed` (default 0): one seed,
@@ -44,6 +44,13 @@
 //! on stderr, the first ten in full), `reconnects` and `sent` (requests sent) cover the whole run,
 //! warm-up included; `cpu_s` is this process's user + system CPU during the measured part. Exits 1
 //! when no measured request was answered, 2 on bad arguments.
+//!
+//! `--latencies-out FILE` also writes the latency of every measured request to FILE (nanoseconds,
+//! little-endian u64, in ascending order). `loadgen_fixed pool FILE...` reads such files and
+//! prints the percentiles of all their latencies together,
+//! `{"files","requests","latency_ms":{"p50","p90","p99","p99.9","max"}}`: the p99 of several
+//! alternated runs of one server is then the p99 of all their requests, rather than a median of
+//! per-run p99s (each set by a few hundred requests, so by whichever host stall hit that run).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -59,7 +66,8 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: loadgen_fixed --rate R --seconds S (--urls-from-file FILE | --url URL) \
                      [--connections C] [-H 'Name: value']... [--warmup-seconds W] \
-                     [--drain-seconds D] [--spin-us U] [--seed S]";
+                     [--drain-seconds D] [--spin-us U] [--seed S] [--latencies-out FILE]\n\
+                     or: loadgen_fixed pool FILE...";
 
 /// Read buffer per connection. Bodies stream through it; only a response head or a chunk-size
 /// line has to fit whole.
@@ -69,6 +77,9 @@ const TIMER: u64 = u64::MAX;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connection that could not reconnect waits before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
+/// A loop iteration that did not sleep and took this long was stalled: sending and reading the
+/// answers of all 64 connections once takes well under it.
+const STALL: Duration = Duration::from_micros(500);
 /// Errors described on stderr one by one; the rest are only counted.
 const ERRORS_SHOWN: u64 = 10;
 
@@ -93,6 +104,7 @@ struct Args {
     drain: f64,
     spin: Duration,
     seed: u64,
+    latencies_out: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -107,6 +119,7 @@ fn parse_args() -> Args {
         drain: 2.0,
         spin: Duration::from_micros(1000),
         seed: 0,
+        latencies_out: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -128,6 +141,7 @@ fn parse_args() -> Args {
             "--drain-seconds" => a.drain = num(&v),
             "--spin-us" => a.spin = Duration::from_secs_f64(num(&v) / 1e6),
             "--seed" => a.seed = v.parse().unwrap_or_else(|_| usage()),
+            "--latencies-out" => a.latencies_out = Some(v),
             _ => usage(),
         }
     }
@@ -530,6 +544,11 @@ struct Window {
     cpu_to: Option<Duration>,
     /// Time the loop spent sending and reading in it (not polling or sleeping).
     busy: Duration,
+    /// Iterations of the loop that, without sleeping, took at least `STALL`: the generator's own
+    /// core was taken from it (by the host or another process) while requests fell due.
+    stalls: u64,
+    stalled: Duration,
+    stall_max: Duration,
 }
 
 impl Window {
@@ -545,6 +564,15 @@ impl Window {
     fn add_busy(&mut self, from: Instant, to: Instant) {
         if self.cpu_from.is_some() && self.cpu_to.is_none() {
             self.busy += to.saturating_duration_since(from);
+        }
+    }
+
+    fn add_iteration(&mut self, from: Instant, to: Instant) {
+        let took = to.saturating_duration_since(from);
+        if took >= STALL && self.cpu_from.is_some() && self.cpu_to.is_none() {
+            self.stalls += 1;
+            self.stalled += took;
+            self.stall_max = self.stall_max.max(took);
         }
     }
 
@@ -653,8 +681,13 @@ impl Gen {
         let mut sent: u64 = 0;
         // When the last epoll_wait returned events, if it did: handling them is work.
         let mut events_at = None;
+        // When the last iteration began, if it did not sleep in epoll_wait.
+        let mut spun_from = None;
         loop {
             let now = Instant::now();
+            if let Some(t) = spun_from.take() {
+                w.add_iteration(t, now);
+            }
             if let Some(t) = events_at.take() {
                 w.add_busy(t, now);
             }
@@ -678,6 +711,9 @@ impl Gen {
                 self.retry_dead();
             }
             let timeout = self.timeout_until(now, self.next_wake(s, due, &w));
+            if timeout == EpollTimeout::ZERO {
+                spun_from = Some(now);
+            }
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
@@ -932,6 +968,47 @@ fn pct_ms(sorted: &[u64], p: f64) -> Value {
     json!(sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1e6)
 }
 
+/// The latency percentiles of sorted nanoseconds, as `"latency_ms"` reports them.
+fn latency_ms(sorted: &[u64]) -> Value {
+    json!({
+        "p50": pct_ms(sorted, 50.0),
+        "p90": pct_ms(sorted, 90.0),
+        "p99": pct_ms(sorted, 99.0),
+        "p99.9": pct_ms(sorted, 99.9),
+        "max": pct_ms(sorted, 100.0),
+    })
+}
+
+/// `--latencies-out`'s format: each latency in nanoseconds as a little-endian u64.
+fn write_latencies(path: &str, ns: &[u64]) -> Result<(), String> {
+    let bytes: Vec<u8> = ns.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).map_err(|e| format!("writing {path}: {e}"))
+}
+
+fn read_latencies(path: &str) -> Result<Vec<u64>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {path}: {e}"))?;
+    if bytes.len() % 8 != 0 {
+        return Err(format!(
+            "{path}: {} bytes is not a whole number of latencies",
+            bytes.len()
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("chunks of 8")))
+        .collect())
+}
+
+/// `loadgen_fixed pool FILE...`: the percentiles of all the files' latencies together.
+fn pool(files: &[String]) -> Result<Value, String> {
+    let mut all = Vec::new();
+    for f in files {
+        all.extend(read_latencies(f)?);
+    }
+    all.sort_unstable();
+    Ok(json!({ "files": files.len(), "requests": all.len(), "latency_ms": latency_ms(&all) }))
+}
+
 fn report(args: &Args, s: &Schedule, stats: &mut Stats, w: &Window) -> Value {
     stats.latencies_ns.sort_unstable();
     stats.lags_ns.sort_unstable();
@@ -952,13 +1029,7 @@ fn report(args: &Args, s: &Schedule, stats: &mut Stats, w: &Window) -> Value {
         "errors": stats.errors,
         "reconnects": stats.reconnects,
         "sent": stats.sent,
-        "latency_ms": {
-            "p50": pct_ms(lat, 50.0),
-            "p90": pct_ms(lat, 90.0),
-            "p99": pct_ms(lat, 99.0),
-            "p99.9": pct_ms(lat, 99.9),
-            "max": pct_ms(lat, 100.0),
-        },
+        "latency_ms": latency_ms(lat),
         "send_lag_ms": {
             "p50": pct_ms(lag, 50.0),
             "p99": pct_ms(lag, 99.0),
@@ -966,10 +1037,23 @@ fn report(args: &Args, s: &Schedule, stats: &mut Stats, w: &Window) -> Value {
         },
         "cpu_s": w.cpu().as_secs_f64(),
         "busy_s": w.busy.as_secs_f64(),
+        "stalls": {
+            "count": w.stalls,
+            "total_ms": w.stalled.as_secs_f64() * 1e3,
+            "max_ms": w.stall_max.as_secs_f64() * 1e3,
+        },
     })
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("pool") {
+        if argv.len() < 2 {
+            usage()
+        }
+        println!("{}", pool(&argv[1..]).unwrap_or_else(|e| fail(&e)));
+        return;
+    }
     let args = parse_args();
     let reqs = load_requests(&args).unwrap_or_else(|e| fail(&e));
     let mut generator = Gen::new(reqs, &args).unwrap_or_else(|e| fail(&e));
@@ -984,6 +1068,10 @@ fn main() {
     }
     let answered = stats.latencies_ns.len();
     println!("{}", report(&args, &schedule, stats, &window));
+    if let Some(path) = &args.latencies_out {
+        // `report` sorted them.
+        write_latencies(path, &stats.latencies_ns).unwrap_or_else(|e| fail(&e));
+    }
     if answered == 0 {
         fail("no request of the measured part was answered");
     }
@@ -1072,6 +1160,33 @@ HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         );
         assert_eq!(split_url("http://localhost:80"), Ok(("localhost:80", "/")));
         assert!(split_url("https://x/").is_err());
+    }
+
+    /// Pooling two runs' files gives the percentiles of their latencies together, not of
+    /// either run alone.
+    #[test]
+    fn pooled_percentiles_are_of_all_latencies() {
+        let dir = std::env::temp_dir().join(format!("loadgen_fixed_pool_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        // Run a: 100 answers in 1 ms and one in 50 ms; run b: 99 in 2 ms.
+        let mut run_a: Vec<u64> = vec![1_000_000; 100];
+        run_a.push(50_000_000);
+        write_latencies(a, &run_a).unwrap();
+        write_latencies(b, &[2_000_000; 99]).unwrap();
+        let pooled = pool(&[a.to_string(), b.to_string()]).unwrap();
+        assert_eq!(pooled["requests"], json!(200));
+        assert_eq!(pooled["latency_ms"]["p50"], json!(1.0));
+        assert_eq!(pooled["latency_ms"]["p99"], json!(2.0));
+        assert_eq!(pooled["latency_ms"]["max"], json!(50.0));
+        std::fs::write(a, [0u8; 12]).unwrap();
+        assert!(
+            pool(&[a.to_string()])
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
