@@ -169,15 +169,16 @@ STALLED=0 STALLED_KEPT=0
 # request due while the generator cannot send or read counts the stall in its latency, so such a
 # run measures the host, not the server (seen on this VM: a 50 ms stall set a run's p99 at 52 ms).
 # At most FIXED_RETRIES repeats per run (a run is short, and on this VM 30-50 % of them can be hit),
-# with a short pause: these stalls come singly. STALLED_KEPT counts the runs kept all the same.
+# after 2, 4, 8, 16, 32 s: most stalls come singly, but a spell of them once hit six runs in a row
+# 7 s apart. STALLED_KEPT counts the runs kept all the same.
 fixed_contaminated() {
     contaminated "$F_OTHER0" && return 0
     awk -v s="$F_STALL_MS" -v m="$GEN_STALL_MAX_MS" 'BEGIN { exit !(s > m) }' || return 1
     if ((TRIES < FIXED_RETRIES)); then
         TRIES=$((TRIES + 1))
         STALLED=$((STALLED + 1))
-        log "discarding that run: the generator's core was taken from it for $F_STALL_MS ms ($F_STALLS stalls, the longest $F_STALL_MAX_MS ms); repeating it in 2 s"
-        sleep 2
+        log "discarding that run: the generator's core was taken from it for $F_STALL_MS ms ($F_STALLS stalls, the longest $F_STALL_MAX_MS ms); repeating it in $((1 << TRIES)) s"
+        sleep $((1 << TRIES))
         return 0
     fi
     STALLED_KEPT=$((STALLED_KEPT + 1))
