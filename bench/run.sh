@@ -41,7 +41,8 @@ before a phase for other processes to use < QUIET_PCT % of the cores; 60, quick 
 QUIET_BUDGET (at most that many seconds of such waiting over the whole run; 180), OTHER_MAX (a
 measured run in which other processes took more than this % of the server's core is repeated, up
 to RETRIES (2) times; 10), GEN_STALL_MAX_MS (a fixed-rate run in which the generator's own core
-was taken from it for more than this many ms in all is repeated, up to FIXED_RETRIES (5) times; 1), ROUNDS (alternated rounds of the cached GETs of each api; 5, quick 1),
+was taken from it for more than this many ms in all is repeated, up to FIXED_RETRIES (5) times;
+1), ROUNDS (alternated rounds of the cached GETs of each api; 5, quick 1),
 FIXED_ROUNDS (alternated rounds of each api's runs at half the baseline's rate; 5, quick 1),
 PRISM_ROUNDS (alternated rounds of Prism and sessiond; 3, quick 1),
 MISS_ROUNDS (rounds of the 1-connection cache-miss runs, each of three servers side by side; 5,
@@ -634,8 +635,8 @@ main_run() {
     emit "The **pooled** p99 and p99.9 are those of all the measured requests of a server's $FIXED_RUNS run(s) together"
     emit "(\`loadgen_fixed --latencies-out\`, then \`loadgen_fixed pool\`); the other columns are medians of the runs."
     emit "A run's p99 rests on its slowest 1 %, a few hundred requests, so on whichever stall of the shared host hit"
-    emit "that run; pooled, the single worst stall of any run sets it. The p99 target is judged like the req/s target:
-on the median of the rounds' ratios (a round: one run of each server, next to each other in time)."
+    emit "that run; pooled, the single worst stall of any run sets it. The p99 target is judged like the req/s target:"
+    emit "on the median of the rounds' ratios (a round: one run of each server, next to each other in time)."
     emit ""
     emit "| api | target req/s | server | achieved req/s | p50 ms | p99 ms pooled | p99.9 ms pooled | p99 ms (median of runs) | p99.9 ms (median of runs) | server CPU µs/req | generator work % of its core |"
     emit "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"

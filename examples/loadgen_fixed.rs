@@ -38,11 +38,15 @@
 //! (`reconnects`). Prints one JSON line:
 //! `{"rate","seconds","connections","requests","unfinished","achieved_rps","status":{"200":n,…},
 //! "errors","reconnects","sent","latency_ms":{"p50","p90","p99","p99.9","max"},
-//! "send_lag_ms":{"p50","p99","max"},"cpu_s","busy_s"}`: `requests` is the answered requests due
+//! "send_lag_ms":{"p50","p99","max"},"cpu_s","busy_s","stalls":{"count","total_ms","max_ms"}}`:
+//! `requests` is the answered requests due
 //! in the measured part (the sample of `status` and of the percentiles, exact by nearest rank);
 //! `achieved_rps` the answers read during the measured part per second; `errors` (each described
 //! on stderr, the first ten in full), `reconnects` and `sent` (requests sent) cover the whole run,
-//! warm-up included; `cpu_s` is this process's user + system CPU during the measured part. Exits 1
+//! warm-up included; `cpu_s` is this process's user + system CPU during the measured part;
+//! `stalls` are the loop's iterations during the measured part that took ≥ 0.5 ms without
+//! sleeping: this process's core was taken from it, and every request due meanwhile counts the
+//! stall in its latency, so a run with stalls measures the host as much as the server. Exits 1
 //! when no measured request was answered, 2 on bad arguments.
 //!
 //! `--latencies-out FILE` also writes the latency of every measured request to FILE (nanoseconds,
