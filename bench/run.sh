@@ -186,6 +186,12 @@ fixed_contaminated() {
     return 1
 }
 
+# emit_repeats: the report's lines on the runs repeated by `contaminated` and `fixed_contaminated`.
+emit_repeats() {
+    emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
+    emit "Fixed-rate runs repeated because the generator's own core was taken from it for more than $GEN_STALL_MAX_MS ms: $STALLED (kept all the same after $FIXED_RETRIES repeats: $STALLED_KEPT)."
+}
+
 cleanup() {
     stop_all
     if ((KEEP)); then
@@ -914,8 +920,7 @@ main_run() {
     fi
     emit ""
     loads_section "## How busy the machine was"
-    emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
-    emit "Fixed-rate runs repeated because the generator's own core was taken from it for more than $GEN_STALL_MAX_MS ms: $STALLED (kept all the same after $FIXED_RETRIES repeats: $STALLED_KEPT)."
+    emit_repeats
     emit ""
     emit "Total run time: $(($(date +%s) - STARTED_AT)) s."
     emit ""
@@ -1288,8 +1293,7 @@ scale_run() {
     emit "| memory bounded by the cache setting ($SCALE_CACHE_MB MiB) | peak RSS $(mib "$(med big.hwm)") MiB cold, $(mib "$(med warm.hwm)") MiB warm | (judge: RSS − cache = fixed overhead) |"
     emit ""
     loads_section "### How busy the machine was (scale run)"
-    emit "Runs repeated because other processes took more than $OTHER_MAX % of the server's core: $DISCARDED."
-    emit "Fixed-rate runs repeated because the generator's own core was taken from it for more than $GEN_STALL_MAX_MS ms: $STALLED (kept all the same after $FIXED_RETRIES repeats: $STALLED_KEPT)."
+    emit_repeats
     emit ""
     emit "Scale run time: $(($(date +%s) - STARTED_AT)) s."
     emit ""
