@@ -115,7 +115,6 @@ if [[ -n $RATE ]]; then
     shuf -o "$WORK/urls.txt" "$WORK/urls.txt"
 fi
 
-read_bytes() { awk '/^read_bytes/ { print $2 }' "/proc/$1/io"; }
 TICK=$(getconf CLK_TCK) # cpu_ticks (bench/lib.sh) counts these
 declare -A RESULTS=()
 # run LABEL BINARY [serve flags...]: one cold run; its figures go to RESULTS[LABEL.*].
@@ -135,7 +134,7 @@ run() {
         # the cache (every measured run has seed 2, so both sides get the same requests).
         taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds 3 --connections "$CONNS" --seed 1 \
             "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" >/dev/null
-        b0=$(read_bytes "$SERVER")
+        b0=$(disk_read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
         # The same fields as bench/wrk_report.lua's RESULT line, from loadgen_fixed's JSON (ms);
         # its warm-up and drain are outside both the counts and the CPU window's requests.
@@ -147,12 +146,12 @@ run() {
                 + " non2xx=\(.status | to_entries | map(select(.key != "200") | .value) | add // 0)"')
     else
         taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
-        b0=$(read_bytes "$SERVER")
+        b0=$(disk_read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
         line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
             "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
     fi
-    b1=$(read_bytes "$SERVER")
+    b1=$(disk_read_bytes "$SERVER")
     t1=$(cpu_ticks "$SERVER")
     local threads hwm
     threads=$(find "/proc/$SERVER/task" -mindepth 1 -maxdepth 1 | wc -l)

@@ -305,6 +305,9 @@ tree_ticks() {
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# disk_read_bytes PID: bytes the process PID (all its threads) has had read from the disk so far
+# (read_bytes of /proc/PID/io; reads the OS page cache served do not count). 0 where unreadable.
+disk_read_bytes() { awk '/^read_bytes:/ { print $2 }' "/proc/$1/io" 2>/dev/null | grep . || echo 0; }
 # resident FILE: how much of FILE is in the OS page cache, e.g. "5.1G of 5.2G" (fincore, util-linux).
 resident() { echo "$(fincore --noheadings --output RES "$1" | tr -d " ") of $(du -h --apparent-size "$1" | cut -f1)"; }
 # core_jiffies N: "total idle" jiffies of core N.
@@ -314,15 +317,18 @@ core_jiffies() {
 
 # sample_begin PID, sample_stop PID, sample_end REQUESTS: CPU of the server PID (and its children)
 # and of the two cores around a run (sample_stop right when the run ends). sample_end sets S_CPU_US
-# (server CPU µs per request), S_BUSY0 S_BUSY1 (% of the server's and the generator's core busy)
-# and S_OTHER0 (% of the server's core used by other processes: busy time that was not the server's).
+# (server CPU µs per request), S_BUSY0 S_BUSY1 (% of the server's and the generator's core busy),
+# S_OTHER0 (% of the server's core used by other processes: busy time that was not the server's)
+# and S_READ_KIB (KiB the server process read from the disk per request: what a cold store costs).
 sample_begin() {
     S_T0=$(tree_ticks "$1")
+    S_R0=$(disk_read_bytes "$1")
     read -r S_A0 S_I0 < <(core_jiffies "$SERVER_CORE")
     read -r S_B0 S_J0 < <(core_jiffies "$LOAD_CORE")
 }
 sample_stop() {
     S_T1=$(tree_ticks "$1")
+    S_R1=$(disk_read_bytes "$1")
     read -r S_A1 S_I1 < <(core_jiffies "$SERVER_CORE")
     read -r S_B1 S_J1 < <(core_jiffies "$LOAD_CORE")
 }
@@ -332,6 +338,7 @@ sample_end() {
     S_BUSY0=$(calc '%.0f' "100 * ($a - $i) / ($a > 0 ? $a : 1)")
     S_BUSY1=$(calc '%.0f' "100 * ($b - $j) / ($b > 0 ? $b : 1)")
     S_OTHER0=$(calc '%.0f' "($a - $i - $t > 0) ? 100 * ($a - $i - $t) / ($a > 0 ? $a : 1) : 0")
+    S_READ_KIB=$(calc '%.2f' "($S_R1 - $S_R0) / 1024 / ($1 > 0 ? $1 : 1)")
 }
 
 # ---------------------------------------------------------------------------------------------

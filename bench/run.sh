@@ -245,7 +245,7 @@ wrk_measure() {
     # shellcheck disable=SC2034
     M_REQS=$W_REQS M_BAD=$W_BAD M_P50=$W_P50 M_P99=$W_P99 M_P999=$W_P999
     M_RPS=$(calc '%.0f' "$W_RPS")
-    M_CPU_US=$S_CPU_US M_BUSY0=$S_BUSY0 M_BUSY1=$S_BUSY1 M_OTHER0=$S_OTHER0
+    M_CPU_US=$S_CPU_US M_BUSY0=$S_BUSY0 M_BUSY1=$S_BUSY1 M_OTHER0=$S_OTHER0 M_READ_KIB=$S_READ_KIB
 }
 
 # random_run CONNECTIONS SECONDS REQS_FILE [PID PORT]: wrk_measure of sessiond (SD_PID on PORT_PUB,
@@ -269,7 +269,7 @@ random_run() {
 # errors and unanswered) F_BUSY1 (% of the generator's core spent sending and reading: it polls
 # its core busy the rest of the time, to send on time) F_OTHER0 (% of the server's core used by
 # other processes) F_STALLS F_STALL_MS F_STALL_MAX_MS (the generator's own stalls: see
-# fixed_contaminated).
+# fixed_contaminated) F_READ_KIB (KiB the server read from the disk per request sent).
 fixed_run() {
     local pid=$1 rate=$2 secs=$3 header=$4 target=(--url "$5") json ok total
     [[ $5 == http://* ]] || target=(--urls-from-file "$5")
@@ -283,7 +283,7 @@ fixed_run() {
     total=$(jq -r '.requests + .unfinished' <<<"$json")
     # The server's CPU over the generator's whole run, warm-up included: per request it sent.
     sample_end "$(jq -r '.sent' <<<"$json")"
-    F_OTHER0=$S_OTHER0 F_CPU_US=$S_CPU_US
+    F_OTHER0=$S_OTHER0 F_CPU_US=$S_CPU_US F_READ_KIB=$S_READ_KIB
     F_BUSY1=$(jq -r '100 * .busy_s / .seconds | round' <<<"$json")
     F_RPS=$(jq -r '.achieved_rps | floor' <<<"$json")
     F_P50=$(jq -r '.latency_ms.p50 * 1000 | round / 1000' <<<"$json")
@@ -1139,6 +1139,10 @@ scale_run() {
     emit "(\`cat\`), so that misses are served from the OS page cache, as on a server that has run for a while"
     emit "when the store fits in RAM ($(mem_gib) here; the store is $(du -sh "$STORE" | cut -f1))."
     emit "sessiond on core $SERVER_CORE, the generator on core $LOAD_CORE."
+    emit "A cold start's runs follow one another on the same server: $WARM s of warm-up, $DUR s at $CONNS connections, $MISS_DUR s at"
+    emit "1, then the open loop. Each finds more of the store in the OS page cache than the one before (the *disk read KiB/req*"
+    emit "columns: what the server process read from the disk per request, the prewarm's reads included), so cold runs are never"
+    emit "repeated for a noisy machine, as the others are: a repeat would find a warmer store still."
     emit ""
     emit "#### Closed loop (wrk, \`bench/random_ids.lua\`, all ${#APIS[@]} apis)"
     emit ""
@@ -1147,8 +1151,8 @@ scale_run() {
     emit "not a latency comparison). With 1 connection nothing queues: that row is the latency of one GET. Lua request building"
     emit "costs wrk ~40 % of its throughput: compare these rows only with each other."
     emit ""
-    emit "| store | startup to first 200 ms | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | RSS after MiB (peak) |"
-    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    emit "| store | startup to first 200 ms | connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | disk read KiB/req | RSS after MiB (peak) |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     scale_serve "$isess sessions, cold" "$big_start" "$WORK/big-reqs.tsv" "$WORK/big-urls.txt" big
     stop_pid "$SD_PID"
 
@@ -1247,19 +1251,21 @@ scale_run() {
     emit "\`loadgen_fixed --rate $SCALE_RATE --connections $CONNS --seconds $FIXED_DUR --urls-from-file\` (examples/loadgen_fixed.rs): **$SCALE_RATE req/s** for both stores,"
     emit "$SCALE_RATE_PCT % of the big store's $CONNS-connection req/s above, so neither server is saturated and the percentiles are"
     emit "service time plus the queueing a steady $SCALE_RATE req/s causes, not throughput. Requests are scheduled at the rate"
-    emit "whether or not earlier ones have been answered, and each latency counts from its scheduled start. The generator GETs a random"
+    emit "whether or not earlier ones have been answered, and each latency counts from its scheduled start, so a stall of the"
+    emit "generator's own core counts in every request due meanwhile (*generator stalled ms*: its loop's stalls of 0.5 ms or more"
+    emit "added up; a warm or small store's run with more than $GEN_STALL_MAX_MS ms is repeated, a cold one is not). The generator GETs a random"
     emit "URL of a list per request but sends one set of headers with all of them, so the list holds the ids of one api per"
     emit "credential header ($open_list: $(wc -l <"$WORK/big-urls.txt") ids of the big store's sample, $(wc -l <"$WORK/small-urls.txt") of the small store)."
     emit ""
-    emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | generator work % of its core | RSS after MiB (peak) |"
-    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    emit "| $isess sessions, cold | $SCALE_RATE | $(med big.f.rps) | $(med big.f.p50) | $(med big.f.p99) | $(med big.f.p999) | $(med big.f.cpu) | $(med big.f.busy1) | $(mib "$(med big.f.rss)") ($(mib "$(med big.hwm)")) |"
-    emit "| $isess sessions, cold, \`--no-prewarm\` | $SCALE_RATE | $(med bignp.f.rps) | $(med bignp.f.p50) | $(med bignp.f.p99) | $(med bignp.f.p999) | $(med bignp.f.cpu) | $(med bignp.f.busy1) | $(mib "$(med bignp.f.rss)") ($(mib "$(med bignp.hwm)")) |"
-    emit "| $isess sessions, warm | $SCALE_RATE | $(med warm.f.rps) | $(med warm.f.p50) | $(med warm.f.p99) | $(med warm.f.p999) | $(med warm.f.cpu) | $(med warm.f.busy1) | $(mib "$(med warm.f.rss)") ($(mib "$(med warm.hwm)")) |"
-    emit "| $n_small sessions | $SCALE_RATE | $(med small.f.rps) | $(med small.f.p50) | $(med small.f.p99) | $(med small.f.p999) | $(med small.f.cpu) | $(med small.f.busy1) | $(mib "$(med small.f.rss)") ($(mib "$(med small.hwm)")) |"
-    emit "| big cold / small | | | $rf50 × | $rf99 × | $rf999 × | | | |"
-    emit "| big cold, \`--no-prewarm\` / small | | | $(calc '%.2f' "$(med bignp.f.p50) / $(med small.f.p50)") × | $(calc '%.2f' "$(med bignp.f.p99) / $(med small.f.p99)") × | $(calc '%.2f' "$(med bignp.f.p999) / $(med small.f.p999)") × | | | |"
-    emit "| big warm / small | | | $wf50 × | $wf99 × | $wf999 × | | | |"
+    emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | disk read KiB/req | generator work % of its core | generator stalled ms | RSS after MiB (peak) |"
+    emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    emit "| $isess sessions, cold | $SCALE_RATE | $(med big.f.rps) | $(med big.f.p50) | $(med big.f.p99) | $(med big.f.p999) | $(med big.f.cpu) | $(med big.f.read) | $(med big.f.busy1) | $(med big.f.stall) | $(mib "$(med big.f.rss)") ($(mib "$(med big.hwm)")) |"
+    emit "| $isess sessions, cold, \`--no-prewarm\` | $SCALE_RATE | $(med bignp.f.rps) | $(med bignp.f.p50) | $(med bignp.f.p99) | $(med bignp.f.p999) | $(med bignp.f.cpu) | $(med bignp.f.read) | $(med bignp.f.busy1) | $(med bignp.f.stall) | $(mib "$(med bignp.f.rss)") ($(mib "$(med bignp.hwm)")) |"
+    emit "| $isess sessions, warm | $SCALE_RATE | $(med warm.f.rps) | $(med warm.f.p50) | $(med warm.f.p99) | $(med warm.f.p999) | $(med warm.f.cpu) | $(med warm.f.read) | $(med warm.f.busy1) | $(med warm.f.stall) | $(mib "$(med warm.f.rss)") ($(mib "$(med warm.hwm)")) |"
+    emit "| $n_small sessions | $SCALE_RATE | $(med small.f.rps) | $(med small.f.p50) | $(med small.f.p99) | $(med small.f.p999) | $(med small.f.cpu) | $(med small.f.read) | $(med small.f.busy1) | $(med small.f.stall) | $(mib "$(med small.f.rss)") ($(mib "$(med small.hwm)")) |"
+    emit "| big cold / small | | | $rf50 × | $rf99 × | $rf999 × | | | | | |"
+    emit "| big cold, \`--no-prewarm\` / small | | | $(calc '%.2f' "$(med bignp.f.p50) / $(med small.f.p50)") × | $(calc '%.2f' "$(med bignp.f.p99) / $(med small.f.p99)") × | $(calc '%.2f' "$(med bignp.f.p999) / $(med small.f.p999)") × | | | | | |"
+    emit "| big warm / small | | | $wf50 × | $wf99 × | $wf999 × | | | | | |"
     emit ""
     if (($(calc '%d' "$(med big.f.rps) < 0.95 * $SCALE_RATE || $(med bignp.f.rps) < 0.95 * $SCALE_RATE || $(med warm.f.rps) < 0.95 * $SCALE_RATE || $(med small.f.rps) < 0.95 * $SCALE_RATE"))); then
         short=" (**a run fell more than 5 % short of the target rate**: the generator or the server fell behind)"
@@ -1301,9 +1307,13 @@ scale_run() {
 
 # scale_serve LABEL STARTUP_MS REQS_FILE URLS_FILE TAG: closed-loop wrk runs ($CONNS connections,
 # then 1; rows emitted) and one open-loop run at SCALE_RATE (set from the first store's
-# $CONNS-connection req/s; recorded as TAG.f.*, emitted by the caller).
+# $CONNS-connection req/s; recorded as TAG.f.*, emitted by the caller). The cold stores (TAG big*)
+# warm with every request they answer, so their runs are never repeated (`contaminated`,
+# `fixed_contaminated`): a repeat would measure a warmer store than the run it replaces. Their
+# rows print what the server read from the disk and how long the generator stalled instead.
 scale_serve() {
-    local label=$1 start=$2 reqs=$3 urls=$4 tag=$5 c api
+    local label=$1 start=$2 reqs=$3 urls=$4 tag=$5 c api cold="" retries=$RETRIES
+    [[ $tag == big* ]] && cold=1 RETRIES=0
     wrk_measure "$SD_PID" -d"${WARM}s" -s bench/random_ids.lua "http://127.0.0.1:$PORT_PUB" -- "$reqs"
     for c in "$CONNS" 1; do
         local d=$DUR
@@ -1312,9 +1322,10 @@ scale_serve() {
         ((M_BAD == 0)) || die "scale run had $M_BAD errors or non-2xx"
         add "$tag.c$c.p99" "$M_P99"
         add "$tag.c$c.p50" "$M_P50"
-        emit "| $label | $start | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $(mib "$(rss_kb "$SD_PID")") ($(mib "$(hwm_kb "$SD_PID")")) |"
+        emit "| $label | $start | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $M_READ_KIB | $(mib "$(rss_kb "$SD_PID")") ($(mib "$(hwm_kb "$SD_PID")")) |"
         [[ $c == "$CONNS" && -z ${SCALE_RATE:-} ]] && SCALE_RATE=$(calc '%.0f' "$M_RPS * $SCALE_RATE_PCT / 100")
     done
+    RETRIES=$retries
     # Open loop at the fixed rate: one credential header per api of the URL list.
     local -a apis hdrs=()
     mapfile -t apis < <(open_apis)
@@ -1323,15 +1334,18 @@ scale_serve() {
     while :; do
         # A repeated run gets a seed of its own: the same requests again would be cache hits.
         fixed_run "$SD_PID" "$SCALE_RATE" "$FIXED_DUR" "$(cred "${apis[0]}")" "$urls" "${hdrs[@]}" --seed "$((TRIES + 1))"
+        [[ -n $cold ]] && break
         fixed_contaminated || break
     done
     ((F_BAD == 0)) || die "open-loop scale run had $F_BAD non-200 answers"
-    log "$tag store at $SCALE_RATE req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms, $F_CPU_US µs CPU/req, generator work $F_BUSY1 % of its core"
+    log "$tag store at $SCALE_RATE req/s: achieved $F_RPS, p50 $F_P50 ms, p99 $F_P99 ms, p99.9 $F_P999 ms, $F_CPU_US µs CPU/req, $F_READ_KIB KiB read from the disk a request, generator work $F_BUSY1 % of its core, generator stalled $F_STALL_MS ms"
     add "$tag.f.rps" "$F_RPS"
     add "$tag.f.p50" "$(calc '%.3f' "$F_P50")"
     add "$tag.f.p99" "$(calc '%.3f' "$F_P99")"
     add "$tag.f.p999" "$(calc '%.3f' "$F_P999")"
     add "$tag.f.cpu" "$F_CPU_US"
+    add "$tag.f.read" "$F_READ_KIB"
+    add "$tag.f.stall" "$F_STALL_MS"
     add "$tag.f.busy1" "$F_BUSY1"
     add "$tag.f.rss" "$(rss_kb "$SD_PID")"
     add "$tag.hwm" "$(hwm_kb "$SD_PID")"
