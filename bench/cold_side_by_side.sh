@@ -181,7 +181,8 @@ run() {
     local handed q99 r99 b99 q50 r50 b50
     handed=$(grep -c 'queue_us=' "$WORK/$label.r$round.log" || true)
     read -r q50 q99 r50 r99 b50 b99 < <(for f in queue_us read_us back_us; do
-        grep -o "$f=[0-9]*" "$WORK/$label.r$round.log" | tail -n "$n" | cut -d= -f2 | sort -n |
+        # (No read handed over is no match: the awk prints "-" then.)
+        { grep -o "$f=[0-9]*" "$WORK/$label.r$round.log" || true; } | tail -n "$n" | cut -d= -f2 | sort -n |
             awk '{ a[NR] = $1 } END { if (NR == 0) printf "- - "; else printf "%.3f %.3f ", a[int(NR * 0.5) + (NR < 2)] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000 }'
     done; echo)
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}" \
