@@ -1021,6 +1021,13 @@ prism_run() {
 # ---------------------------------------------------------------------------------------------
 # The scale run
 
+# open_loop_row LABEL KEY: a row of the scale run's open-loop table, from the medians of KEY's
+# open-loop runs (KEY.f.*) and KEY's peak RSS.
+open_loop_row() {
+    local k=$2
+    emit "| $1 | $SCALE_RATE | $(medf '%.0f' "$k.f.rps") | $(medf '%.3f' "$k.f.p50") | $(medf '%.3f' "$k.f.p99") | $(medf '%.3f' "$k.f.p999") | $(medf '%.2f' "$k.f.cpu") | $(medf '%.2f' "$k.f.read") | $(medf '%.0f' "$k.f.busy1") | $(medf '%.3f' "$k.f.stall") | $(mib "$(med "$k.f.rss")") ($(mib "$(med "$k.hwm")")) |"
+}
+
 scale_run() {
     local api per line t0 t1 bps need avail n_eff
     for p in $PORT_PUB $PORT_ADMIN; do
@@ -1271,10 +1278,10 @@ scale_run() {
     emit ""
     emit "| store | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | disk read KiB/req | generator work % of its core | generator stalled ms | RSS after MiB (peak) |"
     emit "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    emit "| $isess sessions, cold | $SCALE_RATE | $(medf '%.0f' big.f.rps) | $(medf '%.3f' big.f.p50) | $(medf '%.3f' big.f.p99) | $(medf '%.3f' big.f.p999) | $(medf '%.2f' big.f.cpu) | $(medf '%.2f' big.f.read) | $(medf '%.0f' big.f.busy1) | $(medf '%.3f' big.f.stall) | $(mib "$(med big.f.rss)") ($(mib "$(med big.hwm)")) |"
-    emit "| $isess sessions, cold, \`--no-prewarm\` | $SCALE_RATE | $(medf '%.0f' bignp.f.rps) | $(medf '%.3f' bignp.f.p50) | $(medf '%.3f' bignp.f.p99) | $(medf '%.3f' bignp.f.p999) | $(medf '%.2f' bignp.f.cpu) | $(medf '%.2f' bignp.f.read) | $(medf '%.0f' bignp.f.busy1) | $(medf '%.3f' bignp.f.stall) | $(mib "$(med bignp.f.rss)") ($(mib "$(med bignp.hwm)")) |"
-    emit "| $isess sessions, warm | $SCALE_RATE | $(medf '%.0f' warm.f.rps) | $(medf '%.3f' warm.f.p50) | $(medf '%.3f' warm.f.p99) | $(medf '%.3f' warm.f.p999) | $(medf '%.2f' warm.f.cpu) | $(medf '%.2f' warm.f.read) | $(medf '%.0f' warm.f.busy1) | $(medf '%.3f' warm.f.stall) | $(mib "$(med warm.f.rss)") ($(mib "$(med warm.hwm)")) |"
-    emit "| $n_small sessions | $SCALE_RATE | $(medf '%.0f' small.f.rps) | $(medf '%.3f' small.f.p50) | $(medf '%.3f' small.f.p99) | $(medf '%.3f' small.f.p999) | $(medf '%.2f' small.f.cpu) | $(medf '%.2f' small.f.read) | $(medf '%.0f' small.f.busy1) | $(medf '%.3f' small.f.stall) | $(mib "$(med small.f.rss)") ($(mib "$(med small.hwm)")) |"
+    open_loop_row "$isess sessions, cold" big
+    open_loop_row "$isess sessions, cold, \`--no-prewarm\`" bignp
+    open_loop_row "$isess sessions, warm" warm
+    open_loop_row "$n_small sessions" small
     emit "| big cold / small | | | $rf50 × | $rf99 × | $rf999 × | | | | | |"
     emit "| big cold, \`--no-prewarm\` / small | | | $(calc '%.2f' "$(med bignp.f.p50) / $(med small.f.p50)") × | $(calc '%.2f' "$(med bignp.f.p99) / $(med small.f.p99)") × | $(calc '%.2f' "$(med bignp.f.p999) / $(med small.f.p999)") × | | | | | |"
     emit "| big warm / small | | | $wf50 × | $wf99 × | $wf999 × | | | | | |"
