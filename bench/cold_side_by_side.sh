@@ -19,7 +19,10 @@
 # Env: BASE_REV, N (200000 per api), ROUNDS (4), SECS (15), CONNS (1), PREWARM_WAIT (3), SAMPLE
 # (ids, 300000), CACHE_MB (64), WORK (a new temporary dir), KEEP=1 (keep WORK), RATE (req/s: an
 # open loop instead, examples/loadgen_fixed at that fixed rate over CONNS connections, each latency
-# from the request's due time, over the ids of one api per credential header).
+# from the request's due time, over the ids of one api per credential header), CORES="A B" (the two
+# sides are then this tree's build with the default flags on both, side A's server on core A and
+# side B's on core B, the load on the other core: e.g. CORES="1 0" puts the server on the core that
+# takes the disk's interrupts, which this script prints, against the core the other scripts use).
 # wrk's percentiles are corrected for coordinated omission: a stall of the disk adds samples for the
 # requests a steady client would have sent meanwhile, so max shows the stalls themselves.
 set -euo pipefail
@@ -59,7 +62,16 @@ BIN=$WORK/sessiond
 cp "${CARGO_TARGET_DIR:-target}/release/sessiond" "$BIN"
 LOADGEN_FIXED=${CARGO_TARGET_DIR:-target}/release/examples/loadgen_fixed
 # The two sides: a label, a binary and its serve flags each.
-if [[ -n $BASE_REV ]]; then
+declare -A SERVER_CORE=()
+if [[ -n ${CORES:-} ]]; then
+    [[ -z $BASE_REV ]] || die "CORES compares one build on two cores: no BASE_REV with it"
+    read -r core_a core_b <<<"$CORES"
+    for c in "$core_a" "$core_b"; do [[ $c == [01] ]] || die "CORES: two cores of 0 and 1, e.g. CORES=\"1 0\""; done
+    [[ $core_a != "$core_b" ]] || die "CORES: two different cores"
+    A=("server-core-$core_a" "$BIN")
+    B=("server-core-$core_b" "$BIN")
+    SERVER_CORE[${A[0]}]=$core_a SERVER_CORE[${B[0]}]=$core_b
+elif [[ -n $BASE_REV ]]; then
     base_sha=$(git rev-parse --short "$BASE_REV")
     build_rev "$base_sha" "$WORK/sessiond-$base_sha"
     A=(this-tree "$BIN")
@@ -121,9 +133,11 @@ declare -A RESULTS=()
 run() {
     local label=$1 bin=$2
     shift 2
+    local core=${SERVER_CORE[$label]:-0}
+    local load=$((1 - core))
     sync
     echo 3 >/proc/sys/vm/drop_caches
-    SESSIOND_LOG=info,sessiond::store::handoff=debug taskset -c 0 "$bin" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
+    SESSIOND_LOG=info,sessiond::store::handoff=debug taskset -c "$core" "$bin" serve --data-dir "$DATA" --cache-mb "$CACHE_MB" \
         --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$((PORT + 1))" "$@" >"$WORK/$label.r$round.log" 2>&1 &
     SERVER=$!
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
@@ -132,23 +146,23 @@ run() {
     if [[ -n $RATE ]]; then
         # The warm-up's own seed: the measured run must not ask again for what it brought into
         # the cache (every measured run has seed 2, so both sides get the same requests).
-        taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds 3 --connections "$CONNS" --seed 1 \
+        taskset -c "$load" "$LOADGEN_FIXED" --rate "$RATE" --seconds 3 --connections "$CONNS" --seed 1 \
             "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" >/dev/null
         b0=$(disk_read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
         # The same fields as bench/wrk_report.lua's RESULT line, from loadgen_fixed's JSON (ms);
         # its warm-up and drain are outside both the counts and the CPU window's requests.
-        line=$(taskset -c 1 "$LOADGEN_FIXED" --rate "$RATE" --seconds "$SECS" --connections "$CONNS" --seed 2 \
+        line=$(taskset -c "$load" "$LOADGEN_FIXED" --rate "$RATE" --seconds "$SECS" --connections "$CONNS" --seed 2 \
             "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" | jq -r '"RESULT requests=\(.status["200"] // 0)"
                 + " duration_us=\(.seconds * 1e6 | floor) p50_us=\(.latency_ms.p50 * 1e3 | floor)"
                 + " p99_us=\(.latency_ms.p99 * 1e3 | floor) max_us=\(.latency_ms.max * 1e3 | floor)"
-                + " errors=\(.errors + .unfinished) sent=\(.sent)"
+                + " errors=\(.errors + .unfinished) sent=\(.sent) stalled_ms=\(.stalls.total_ms * 1000 | round / 1000)"
                 + " non2xx=\(.status | to_entries | map(select(.key != "200") | .value) | add // 0)"')
     else
-        taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
+        taskset -c "$load" wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
         b0=$(disk_read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
-        line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
+        line=$(taskset -c "$load" wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
             "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
     fi
     b1=$(disk_read_bytes "$SERVER")
@@ -185,8 +199,8 @@ run() {
         { grep -o "$f=[0-9]*" "$WORK/$label.r$round.log" || true; } | tail -n "$n" | cut -d= -f2 | sort -n |
             awk '{ a[NR] = $1 } END { if (NR == 0) printf "- - "; else printf "%.3f %.3f ", a[int(NR * 0.5) + (NR < 2)] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000 }'
     done; echo)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}" \
-        "$(calc '%.2f' "$handed / ($n + 0.0001)")" "$q50" "$q99" "$r50" "$r99" "$b50" "$b99"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}" \
+        "$(calc '%.2f' "$handed / ($n + 0.0001)")" "$q50" "$q99" "$r50" "$r99" "$b50" "$b99" "$(kv stalled_ms "$line" | grep . || echo -)"
     RESULTS[$label.rps]+=" $rps"
     RESULTS[$label.p50]+=" $p50"
     RESULTS[$label.p99]+=" $p99"
@@ -203,10 +217,10 @@ run() {
 
 sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | tail -1)
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
-echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB${RATE:+; open loop: loadgen_fixed at $RATE req/s}"
+echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores (the disk's interrupts on core $(disk_irq_cpus "$DATA")); $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB${RATE:+; open loop: loadgen_fixed at $RATE req/s}"
 echo
-echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms | generator stalled ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
         run "${A[@]}"

@@ -308,6 +308,27 @@ hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # disk_read_bytes PID: bytes the process PID (all its threads) has had read from the disk so far
 # (read_bytes of /proc/PID/io; reads the OS page cache served do not count). 0 where unreadable.
 disk_read_bytes() { awk '/^read_bytes:/ { print $2 }' "/proc/$1/io" 2>/dev/null | grep . || echo 0; }
+# disk_irq_cpus PATH: the cores that take the interrupts of the disk holding PATH (the disk's MSI
+# interrupt with the most of them so far, its effective affinity), e.g. "1"; "?" where not found.
+# A read's completion runs there and wakes the reading thread from there.
+disk_irq_cpus() {
+    local dev disk dir irq best='?' most=0 n
+    dev=$(findmnt -no SOURCE --target "$1" 2>/dev/null) || { echo '?'; return; }
+    disk=$(lsblk -no PKNAME "$dev" 2>/dev/null | head -1)
+    disk=${disk:-${dev#/dev/}}
+    dir=$(readlink -f "/sys/block/$disk/device" 2>/dev/null) || { echo '?'; return; }
+    while [[ $dir == /sys/devices/* && ! -d $dir/msi_irqs ]]; do dir=${dir%/*}; done
+    [[ -d $dir/msi_irqs ]] || { echo '?'; return; }
+    for irq in "$dir"/msi_irqs/*; do
+        irq=${irq##*/}
+        n=$(awk -v i="$irq:" '$1 == i { t = 0; for (c = 2; c <= NF && $c ~ /^[0-9]+$/; c++) t += $c; print t }' /proc/interrupts)
+        if ((${n:-0} > most)); then
+            most=$n
+            best=$(cat "/proc/irq/$irq/effective_affinity_list" 2>/dev/null || echo '?')
+        fi
+    done
+    echo "$best"
+}
 # resident FILE: how much of FILE is in the OS page cache, e.g. "5.1G of 5.2G" (fincore, util-linux).
 resident() { echo "$(fincore --noheadings --output RES "$1" | tr -d " ") of $(du -h --apparent-size "$1" | cut -f1)"; }
 # core_jiffies N: "total idle" jiffies of core N.

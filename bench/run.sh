@@ -314,18 +314,20 @@ perf_profile() {
     [[ -s $WORK/perf.$tag.txt ]]
 }
 
-# disk_floor FILE NAME [FIO-ARGS...]: fio's random 4 KiB reads of FILE with O_DIRECT (the OS page
-# cache neither helps nor changes), 10 s; sets D_IOPS and D_P50 D_P99 D_P999 (ms) of the read
-# latency; NAME tags the fio job.
+# disk_floor FILE TAG [FIO-ARGS...]: fio's random 4 KiB reads of FILE with O_DIRECT (the OS page
+# cache neither helps nor changes), 10 s, on the server's core; adds disk.TAG.iops, .p50 .p99 .p999
+# (ms, of the read latency) and .cpu (fio's CPU time, user + system, µs per read).
 disk_floor() {
-    local file=$1 name=$2 out
+    local file=$1 tag=$2 out
     shift 2
-    out=$(fio --name="$name" --filename="$file" --readonly --rw=randread --bs=4k --direct=1 \
+    out=$(taskset -c "$SERVER_CORE" fio --name="$tag" --filename="$file" --readonly --rw=randread --bs=4k --direct=1 \
         --runtime=10 --time_based --output-format=json "$@" 2>/dev/null) || die "fio failed on $file"
-    D_IOPS=$(jq '[.jobs[].read.iops] | add | floor' <<<"$out")
-    D_P50=$(jq '.jobs[0].read.clat_ns.percentile["50.000000"] / 1e6 * 1000 | round / 1000' <<<"$out")
-    D_P99=$(jq '.jobs[0].read.clat_ns.percentile["99.000000"] / 1e6 * 1000 | round / 1000' <<<"$out")
-    D_P999=$(jq '.jobs[0].read.clat_ns.percentile["99.900000"] / 1e6 * 1000 | round / 1000' <<<"$out")
+    add "disk.$tag.iops" "$(jq '[.jobs[].read.iops] | add | floor' <<<"$out")"
+    add "disk.$tag.cpu" "$(jq '.jobs[0] | (.usr_cpu + .sys_cpu) / 100 * 1e6 / .read.iops * 10 | round / 10' <<<"$out")"
+    local q
+    for q in 50 99 99.9; do
+        add "disk.$tag.p${q/./}" "$(jq ".jobs[0].read.clat_ns.percentile[\"$(printf '%.6f' "$q")\"] / 1e6 * 1000 | round / 1000" <<<"$out")"
+    done
 }
 
 # verdict RATIO OP LIMIT: "met" / "NOT met".
@@ -1186,17 +1188,12 @@ scale_run() {
     # at a time (what one connection's misses wait for) and at the open loop's rate (a miss reads
     # about one page of the disk once the prewarm has read the id index).
     phase "scale: the disk by itself (fio)"
-    disk_floor "$STORE/sessiond.db" one-at-a-time --ioengine=psync
-    add disk.q1.p50 "$D_P50"
-    add disk.q1.p99 "$D_P99"
-    add disk.q1.p999 "$D_P999"
-    add disk.q1.iops "$D_IOPS"
-    disk_floor "$STORE/sessiond.db" at-rate --ioengine=libaio --iodepth=64 --rate_iops="$SCALE_RATE" --rate_process=poisson
-    add disk.f.p50 "$D_P50"
-    add disk.f.p99 "$D_P99"
-    add disk.f.p999 "$D_P999"
-    add disk.f.iops "$D_IOPS"
-    log "disk: one at a time p50 $(med disk.q1.p50) p99 $(med disk.q1.p99) ms; at $SCALE_RATE/s p50 $(med disk.f.p50) p99 $(med disk.f.p99) ms"
+    disk_floor "$STORE/sessiond.db" q1 --ioengine=psync
+    # Eight reads handed to the kernel at once: the block layer then notifies the disk once for
+    # all eight, where reads one at a time pay that notification each (on a VM, an exit to the host).
+    disk_floor "$STORE/sessiond.db" b8 --ioengine=libaio --iodepth=8 --iodepth_batch_submit=8
+    disk_floor "$STORE/sessiond.db" f --ioengine=libaio --iodepth=64 --rate_iops="$SCALE_RATE" --rate_process=poisson
+    log "disk: one at a time p50 $(med disk.q1.p50) p99 $(med disk.q1.p99) ms, $(med disk.q1.cpu) µs CPU a read; eight at a time $(med disk.b8.cpu) µs; at $SCALE_RATE/s p50 $(med disk.f.p50) p99 $(med disk.f.p99) ms"
 
     # The same store once the OS page cache holds it, as it does on a server that has run for a
     # while when the store fits in RAM (the file read once, then the same runs at the same rate),
@@ -1247,10 +1244,31 @@ scale_run() {
     emit "cache neither helps nor fills), 10 s each, measured between the cold and the warm runs. Once the prewarm has read"
     emit "the id index, a miss reads about one such page (\`bench/cold_side_by_side.sh\` prints the bytes read per request)."
     emit ""
-    emit "| fio random 4 KiB reads of the store file | reads/s | p50 ms | p99 ms | p99.9 ms |"
-    emit "|---|---:|---:|---:|---:|"
-    emit "| one at a time (\`--ioengine=psync\`), as a single connection's misses | $(med disk.q1.iops) | $(med disk.q1.p50) | $(med disk.q1.p99) | $(med disk.q1.p999) |"
-    emit "| at $SCALE_RATE reads/s, the open loop's rate (\`--ioengine=libaio --iodepth=64 --rate_iops=$SCALE_RATE --rate_process=poisson\`) | $(med disk.f.iops) | $(med disk.f.p50) | $(med disk.f.p99) | $(med disk.f.p999) |"
+    emit "| fio random 4 KiB reads of the store file (on core $SERVER_CORE) | reads/s | p50 ms | p99 ms | p99.9 ms | fio's CPU µs per read |"
+    emit "|---|---:|---:|---:|---:|---:|"
+    emit "| one at a time (\`--ioengine=psync\`), as a single connection's misses, and as each reader thread reads | $(med disk.q1.iops) | $(med disk.q1.p50) | $(med disk.q1.p99) | $(med disk.q1.p999) | $(med disk.q1.cpu) |"
+    emit "| eight handed to the kernel at once (\`--ioengine=libaio --iodepth=8 --iodepth_batch_submit=8\`) | $(med disk.b8.iops) | $(med disk.b8.p50) | $(med disk.b8.p99) | $(med disk.b8.p999) | $(med disk.b8.cpu) |"
+    emit "| at $SCALE_RATE reads/s, the open loop's rate (\`--ioengine=libaio --iodepth=64 --rate_iops=$SCALE_RATE --rate_process=poisson\`) | $(med disk.f.iops) | $(med disk.f.p50) | $(med disk.f.p99) | $(med disk.f.p999) | $(med disk.f.cpu) |"
+    emit ""
+    # What the disk's reads cost the server's core: the cold starts with the prewarm against the
+    # warm rounds, at CONNS connections (both saturated: the CPU per request is the server's work).
+    local cold_cpu warm_cpu cold_kib extra_cpu pages
+    cold_cpu=$(med "big.c$CONNS.cpu")
+    warm_cpu=$(med "warm.c$CONNS.cpu")
+    cold_kib=$(med "big.c$CONNS.kib")
+    extra_cpu=$(calc '%.1f' "$cold_cpu - $warm_cpu")
+    pages=$(calc '%.2f' "$cold_kib / 4")
+    emit "A read costs CPU besides its wait: fio used $(med disk.q1.cpu) µs of its core per read one at a time, $(med disk.b8.cpu) µs"
+    emit "eight at a time (the block layer notifies the disk once per batch; on a VM that notification is an exit to"
+    emit "the host). sessiond's misses read one page at a time, each on its own thread (SQLite reads synchronously). At"
+    emit "$CONNS connections a cold start (with the prewarm) used $extra_cpu µs more CPU per request than the warm rounds"
+    if [[ $(calc '%d' "$pages >= 0.05") == 1 ]]; then
+        emit "($cold_cpu against $warm_cpu) while reading $cold_kib KiB ($pages pages of 4 KiB) per request from the disk: about"
+        emit "$(calc '%.0f' "$extra_cpu / $pages") µs per page read, against fio's $(med disk.q1.cpu) µs for one read at a time."
+    else
+        emit "($cold_cpu against $warm_cpu), but read $cold_kib KiB per request from the disk: too little to say what a page read"
+        emit "cost it (the store fitted the OS page cache soon after the start)."
+    fi
     emit ""
     emit "A cold miss costs at least the disk's read plus what a cached answer costs, so its p99 cannot be lower than about"
     emit "the disk's p99 plus the small store's: $(calc '%.3f' "$(med disk.q1.p99) + $(med small.c1.p99)") ms for one connection (the cold row: $(medf '%.3f' big.c1.p99) ms),"
@@ -1341,6 +1359,8 @@ scale_serve() {
         ((M_BAD == 0)) || die "scale run had $M_BAD errors or non-2xx"
         add "$tag.c$c.p99" "$M_P99"
         add "$tag.c$c.p50" "$M_P50"
+        add "$tag.c$c.cpu" "$M_CPU_US"
+        add "$tag.c$c.kib" "$M_READ_KIB"
         emit "| $label | $start | $c | $M_RPS | $M_P50 | $M_P99 | $M_P999 | $M_CPU_US | $M_READ_KIB | $(mib "$(rss_kb "$SD_PID")") ($(mib "$(hwm_kb "$SD_PID")")) |"
         [[ $c == "$CONNS" && -z ${SCALE_RATE:-} ]] && SCALE_RATE=$(calc '%.0f' "$M_RPS * $SCALE_RATE_PCT / 100")
     done
