@@ -1260,7 +1260,8 @@ scale_run() {
     pages=$(calc '%.2f' "$cold_kib / 4")
     emit "A read costs CPU besides its wait: fio used $(med disk.q1.cpu) µs of its core per read one at a time, $(med disk.b8.cpu) µs"
     emit "eight at a time (the block layer notifies the disk once per batch; on a VM that notification is an exit to"
-    emit "the host). sessiond's misses read one page at a time, each on its own thread (SQLite reads synchronously). At"
+    emit "the host). sessiond's misses read one page at a time, each on its own thread (SQLite reads synchronously; reading"
+    emit "the pages of waiting misses ahead together cut those notifications but not the CPU: docs/PERFORMANCE.md, session 33). At"
     emit "$CONNS connections a cold start (with the prewarm) used $extra_cpu µs more CPU per request than the warm rounds"
     if [[ $(calc '%d' "$pages >= 0.05") == 1 ]]; then
         emit "($cold_cpu against $warm_cpu) while reading $cold_kib KiB ($pages pages of 4 KiB) per request from the disk: about"
