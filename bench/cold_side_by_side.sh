@@ -7,7 +7,8 @@
 # warms up for 3 s, then GETs random ids of the store with wrk over CONNS connection(s) for SECS s,
 # server and wrk on separate cores. Printed per run: requests, p50, p99, max, what the server read
 # from the disk per request (read_bytes of /proc/PID/io over the measured run), its CPU time per
-# request (utime + stime of /proc/PID/stat over the measured run), its threads and peak RSS at the
+# request (utime + stime of /proc/PID/stat over the measured run), its threads' context switches
+# per request (voluntary and not, of /proc/PID/task/*/status over the measured run), its threads and peak RSS at the
 # end; for reads handed to reader threads, how long they waited for a reader, ran on it and waited
 # to be picked up again by the runtime (the store's `sessiond::store::handoff` debug lines); then
 # the medians.
@@ -142,7 +143,7 @@ run() {
     SERVER=$!
     until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.01; done
     sleep "$PREWARM_WAIT"
-    local b0 b1 t0 t1 line n
+    local b0 b1 t0 t1 s0 s1 line n
     if [[ -n $RATE ]]; then
         # The warm-up's own seed: the measured run must not ask again for what it brought into
         # the cache (every measured run has seed 2, so both sides get the same requests).
@@ -150,6 +151,7 @@ run() {
             "${OPEN_HEADERS[@]}" --urls-from-file "$WORK/urls.txt" >/dev/null
         b0=$(disk_read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
+        s0=$(context_switches "$SERVER")
         # The same fields as bench/wrk_report.lua's RESULT line, from loadgen_fixed's JSON (ms);
         # its warm-up and drain are outside both the counts and the CPU window's requests.
         line=$(taskset -c "$load" "$LOADGEN_FIXED" --rate "$RATE" --seconds "$SECS" --connections "$CONNS" --seed 2 \
@@ -162,11 +164,13 @@ run() {
         taskset -c "$load" wrk -t1 -c"$CONNS" -d3s -s bench/random_ids.lua "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" >/dev/null
         b0=$(disk_read_bytes "$SERVER")
         t0=$(cpu_ticks "$SERVER")
+        s0=$(context_switches "$SERVER")
         line=$(taskset -c "$load" wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/random_ids.lua \
             "http://127.0.0.1:$PORT" -- "$WORK/reqs.tsv" | grep '^RESULT')
     fi
     b1=$(disk_read_bytes "$SERVER")
     t1=$(cpu_ticks "$SERVER")
+    s1=$(context_switches "$SERVER")
     local threads hwm
     threads=$(find "/proc/$SERVER/task" -mindepth 1 -maxdepth 1 | wc -l)
     hwm=$(calc '%.0f' "$(hwm_kb "$SERVER") / 1024")
@@ -199,7 +203,9 @@ run() {
         { grep -o "$f=[0-9]*" "$WORK/$label.r$round.log" || true; } | tail -n "$n" | cut -d= -f2 | sort -n |
             awk '{ a[NR] = $1 } END { if (NR == 0) printf "- - "; else printf "%.3f %.3f ", a[int(NR * 0.5) + (NR < 2)] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000 }'
     done; echo)
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$threads" "$hwm" "${prewarm:--}" \
+    local switches
+    switches=$(calc '%.2f' "($s1 - $s0) / ${sent:-$n}")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s |\n' "$label" "$rps" "$p50" "$p99" "$max" "$sp50" "$sp99" "$kib" "$cpu" "$switches" "$threads" "$hwm" "${prewarm:--}" \
         "$(calc '%.2f' "$handed / ($n + 0.0001)")" "$q50" "$q99" "$r50" "$r99" "$b50" "$b99" "$(kv stalled_ms "$line" | grep . || echo -)"
     RESULTS[$label.rps]+=" $rps"
     RESULTS[$label.p50]+=" $p50"
@@ -208,6 +214,7 @@ run() {
     RESULTS[$label.sp99]+=" $sp99"
     RESULTS[$label.kib]+=" $kib"
     RESULTS[$label.cpu]+=" $cpu"
+    RESULTS[$label.switches]+=" $switches"
     RESULTS[$label.hwm]+=" $hwm"
     if [[ $q50 != - ]]; then
         RESULTS[$label.q50]+=" $q50" RESULTS[$label.q99]+=" $q99" RESULTS[$label.r50]+=" $r50"
@@ -219,8 +226,8 @@ sessions=$(sed -n 's/.*keys, \([0-9]*\) sessions.*/\1/p' "$WORK/export.log" | ta
 echo "store: $DATA ($sessions sessions, $(du -h "$DATA/sessiond.db" | cut -f1)), sessiond $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with changes')"
 echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores (the disk's interrupts on core $(disk_irq_cpus "$DATA")); $CONNS connection(s), $SECS s per run, --cache-mb $CACHE_MB${RATE:+; open loop: loadgen_fixed at $RATE req/s}"
 echo
-echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms | generator stalled ms |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+echo "| run | req/s | p50 ms | p99 ms | max ms | server p50 ms | server p99 ms | KiB read from disk per request | server CPU µs per request | context switches per request | threads | peak RSS MiB | prewarm took | reads handed to readers per request | wait for a reader p50 / p99 ms | on the reader p50 / p99 ms | back to the runtime p50 / p99 ms | generator stalled ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
 for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
         run "${A[@]}"
@@ -232,7 +239,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "Medians over $ROUNDS rounds (${A[0]} / ${B[0]}):"
-for m in rps p50 p99 sp50 sp99 kib cpu hwm q50 q99 r50 r99 b50 b99; do
+for m in rps p50 p99 sp50 sp99 kib cpu switches hwm q50 q99 r50 r99 b50 b99; do
     [[ -n ${RESULTS[${A[0]}.$m]:-} && -n ${RESULTS[${B[0]}.$m]:-} ]] || continue
     # shellcheck disable=SC2086
     a=$(median ${RESULTS[${A[0]}.$m]})

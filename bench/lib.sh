@@ -329,6 +329,12 @@ disk_irq_cpus() {
     done
     echo "$best"
 }
+# context_switches PID: context switches of all of PID's threads so far, voluntary (a wait) and
+# not (preempted), from /proc/PID/task/*/status (threads that ended no longer count).
+context_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ { n += $2 } END { printf "%d\n", n }'
+}
 # resident FILE: how much of FILE is in the OS page cache, e.g. "5.1G of 5.2G" (fincore, util-linux).
 resident() { echo "$(fincore --noheadings --output RES "$1" | tr -d " ") of $(du -h --apparent-size "$1" | cut -f1)"; }
 # core_jiffies N: "total idle" jiffies of core N.
