@@ -25,8 +25,8 @@ use crate::service::{
     AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, SeqBlock, Service,
 };
 use crate::store::{KeyRow, StoreError};
-use crate::vendor::ApiId;
 use crate::vendor::fake::Fake;
+use crate::vendor::{ApiId, MAX_SEQ};
 
 /// Sessions per transaction: import stores them all or none. Random ids put every insert at a
 /// random leaf of the `(api, id)` index, and each commit writes every leaf its batch touched: so
@@ -47,13 +47,17 @@ pub struct Totals {
 pub enum BulkError {
     #[error("line {line}: {message}")]
     Line { line: u64, message: String },
+    /// A generated session (`seed`; counted from 1) that could not be stored.
+    #[error("generated session {n}: {message}")]
+    Generated { n: u64, message: String },
     #[error("{0}")]
     Admin(#[from] AdminError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Generates `count` sessions of `tenant` (created if missing) from `seed`, in batches.
+/// Generates `count` sessions of `tenant` (created if missing) from `seed` and the tenant's id,
+/// in batches.
 /// `progress` is called with the number of sessions stored so far.
 pub async fn seed(
     service: &Arc<Service>,
@@ -71,15 +75,19 @@ pub async fn seed(
         Err(e) => return Err(e.into()),
     }
     // Batches are stored (on the store's writer) while the next ones are generated and checked.
-    let mut storing = Storing::start(service, |first: &u64, e| {
-        let n = first + e.index as u64 + 1;
-        BulkError::Line {
-            line: n,
-            message: format!("generated session {n}: {}", describe(&e.error)),
-        }
+    let mut storing = Storing::start(service, |first: &u64, e| BulkError::Generated {
+        n: first + e.index as u64 + 1,
+        message: describe(&e.error),
     })
     .await?;
     let profile = api.profile();
+    // The tenant's share of the seed: two tenants seeded with one seed get sessions (and ids) of
+    // their own, the same ones every time.
+    let tenant_hash = crate::auth::hash_key(tenant);
+    let seed = session_seed(
+        seed,
+        u64::from_le_bytes(tenant_hash[..8].try_into().expect("8 bytes")),
+    );
     let mut generated = 0;
     while generated < count {
         let n = (count - generated).min(BATCH as u64);
@@ -697,6 +705,11 @@ async fn read_into(
                     message,
                 };
                 api.profile().check_tenant_id(&id).map_err(line_err)?;
+                if !(0..=MAX_SEQ).contains(&seq) {
+                    return Err(line_err(format!(
+                        "`seq` must be a whole number from 0 to {MAX_SEQ}"
+                    )));
+                }
                 match service.store().create_tenant(api, &id, &created_at).await {
                     Ok(()) => totals.tenants += 1,
                     Err(StoreError::Conflict) => {}

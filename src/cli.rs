@@ -447,6 +447,24 @@ async fn offline(store: &StoreArgs) -> anyhow::Result<App> {
     App::start(&store.config()).await
 }
 
+/// [`offline`], for the tools that only read a store: a SQLite file that does not exist is a
+/// mistake (a mistyped `--data-dir`), not an empty store to create and report on.
+async fn existing(store: &StoreArgs) -> anyhow::Result<App> {
+    let file = match &store.store {
+        None => Some(store.data_dir.join("sessiond.db")),
+        Some(dsn) => dsn.strip_prefix("sqlite://").map(PathBuf::from),
+    };
+    if let Some(file) = file
+        && !file.exists()
+    {
+        anyhow::bail!(
+            "no store at {} (check --data-dir or --store)",
+            file.display()
+        );
+    }
+    offline(store).await
+}
+
 /// [`offline`], for `seed` and `import`, about to store `expected` sessions if known (see
 /// [`StoreOptions::bulk_tool`]).
 async fn bulk_tool(store: &StoreArgs, expected: Option<u64>) -> anyhow::Result<App> {
@@ -464,7 +482,7 @@ async fn tenants(cmd: TenantsCmd) -> anyhow::Result<()> {
             println!("{id}");
         }
         TenantsCmd::List { api, store } => {
-            let app = offline(&store).await?;
+            let app = existing(&store).await?;
             for t in app.service.store().list_tenants(api).await? {
                 println!("{}\t{}", t.id, t.created_at);
             }
@@ -494,7 +512,7 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             println!("revoked {key_id}");
         }
         KeysCmd::List { api, tenant, store } => {
-            let app = offline(&store).await?;
+            let app = existing(&store).await?;
             for k in app.service.list_keys(api, &tenant).await? {
                 println!(
                     "{}\t{}\t{}",
@@ -579,11 +597,18 @@ fn import_lower_bound(input: &std::path::Path) -> Option<u64> {
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let app = offline(&args.store).await?;
+    let app = existing(&args.store).await?;
     let apis = if args.api.is_empty() {
         ApiId::ALL.to_vec()
     } else {
-        args.api
+        // Each once, in the order given: an api named twice would be exported twice.
+        let mut apis = Vec::new();
+        for api in args.api {
+            if !apis.contains(&api) {
+                apis.push(api);
+            }
+        }
+        apis
     };
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "exporting");
@@ -604,9 +629,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let app = bulk_tool(&args.store, import_lower_bound(&args.input)).await?;
-    let started = std::time::Instant::now();
-    let bar = progress_bar(None, "importing");
+    // The input first: a file that cannot be opened leaves no new store behind.
     let input: Box<dyn std::io::BufRead + Send> = if args.input.as_os_str() == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
@@ -614,6 +637,9 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", args.input.display()))?;
         Box::new(std::io::BufReader::with_capacity(1 << 20, f))
     };
+    let app = bulk_tool(&args.store, import_lower_bound(&args.input)).await?;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(None, "importing");
     let totals = crate::bulk::import(&app.service, input, &|n| bar.set_position(n)).await;
     bar.finish_and_clear();
     summary("imported", totals?, started);

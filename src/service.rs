@@ -930,21 +930,28 @@ impl Service {
         if_match: Option<&str>,
     ) -> Result<(), AdminError> {
         let id = &*self.stored_id(api, id).await?;
-        if let Some(tag) = if_match {
-            let current = self
-                .store
-                .get_session(api, id)
-                .await?
-                .ok_or_else(|| AdminError::NotFound(format!("no {api} session {id}")))?;
-            check_if_match(Some(tag), &current.body)?;
-        }
-        let deleted = self.store.delete_session(api, id).await;
+        // With `If-Match`, the version whose body matched: deleted only if still stored, so that
+        // a change made between the check and the delete is not lost (it fails the delete).
+        let version = match if_match {
+            Some(tag) => {
+                let current = self
+                    .store
+                    .get_session(api, id)
+                    .await?
+                    .ok_or_else(|| AdminError::NotFound(format!("no {api} session {id}")))?;
+                check_if_match(Some(tag), &current.body)?;
+                Some(current.version)
+            }
+            None => None,
+        };
+        let deleted = self.store.delete_session(api, id, version).await;
         self.sessions.invalidate(api, id);
         match deleted {
             Ok(()) => Ok(()),
             Err(StoreError::NotFound) => {
                 Err(AdminError::NotFound(format!("no {api} session {id}")))
             }
+            Err(StoreError::Conflict) => Err(AdminError::PreconditionFailed),
             Err(e) => Err(e.into()),
         }
     }

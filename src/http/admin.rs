@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,10 @@ struct AdminState {
     service: Arc<Service>,
     token_hash: [u8; 32],
 }
+
+/// The largest request body the admin API reads (axum's default, stated here so that the README
+/// and the OpenAPI document can name it): a larger one is refused with 413.
+pub const BODY_LIMIT: usize = 2 << 20;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
@@ -76,11 +80,40 @@ pub fn router(service: Arc<Service>, token: &Secret) -> Router {
             )
         })
         .fallback(|| async { admin_error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(errors_as_json))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_response,
         ))
         .with_state(state)
+}
+
+/// Every error in the `Error` shape: the refusals axum's extractors make before a handler runs
+/// (a body over [`BODY_LIMIT`], a path segment that is not UTF-8) come as plain text; their text
+/// becomes the message.
+async fn errors_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large".to_owned(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+            .replace([' ', '-'], "_"),
+    };
+    admin_error(status, &code, String::from_utf8_lossy(&text).trim())
 }
 
 /// Counts each response by method, route template (never the raw path) and status.

@@ -190,6 +190,9 @@ fn ops() -> Vec<Op> {
     ]
 }
 
+// The 413 text names the limit.
+const _: () = assert!(super::admin::BODY_LIMIT == 2 << 20);
+
 fn error_text(status: &str) -> &'static str {
     match status {
         "400" => "Malformed request (bad JSON, bad id format, bad query)",
@@ -197,6 +200,7 @@ fn error_text(status: &str) -> &'static str {
         "404" => "Unknown api, tenant, key or session",
         "409" => "The id is taken",
         "412" => "If-Match does not match the current ETag",
+        "413" => "The request body is larger than 2 MiB",
         "422" => {
             "The document violates the contract or the vendor's rules; every violation is listed by JSON pointer"
         }
@@ -231,7 +235,8 @@ pub fn document() -> Value {
         }
         responses.insert(op.success.0.into(), ok);
         let auth_errors: &[&str] = if op.auth { &["401"] } else { &[] };
-        for status in op.errors.iter().chain(auth_errors) {
+        let body_errors: &[&str] = if op.request.is_some() { &["413"] } else { &[] };
+        for status in op.errors.iter().chain(auth_errors).chain(body_errors) {
             responses.insert(
                 (*status).into(),
                 json!({ "description": error_text(status), "content": { "application/json": { "schema": r("Error") } } }),
@@ -259,7 +264,7 @@ pub fn document() -> Value {
                 }),
             )
             .chain(
-                matches!(op.method, "patch" | "put" | "delete")
+                (matches!(op.method, "patch" | "put" | "delete") && op.path.contains("/sessions/"))
                     .then(|| json!({ "name": "If-Match", "in": "header", "schema": { "type": "string" } })),
             )
             .collect();

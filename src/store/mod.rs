@@ -195,8 +195,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a session if its stored version is `row.version - 1`; else [`StoreError::Conflict`]
     /// ([`StoreError::NotFound`] if it is gone).
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()>;
-    /// Deletes a session; [`StoreError::NotFound`] if there is none.
-    async fn delete_session(&self, api: ApiId, id: &str) -> StoreResult<()>;
+    /// Deletes a session; [`StoreError::NotFound`] if there is none. With `version`, only if the
+    /// stored one is that ([`StoreError::Conflict`] if not): a delete conditional on what the
+    /// caller read cannot remove a change made since.
+    async fn delete_session(&self, api: ApiId, id: &str, version: Option<i64>) -> StoreResult<()>;
     async fn get_session(&self, api: ApiId, id: &str) -> StoreResult<Option<SessionRow>>;
     /// The part of [`Store::get_session`] a public GET answers with: not the stored document
     /// (which differs from the body where secrets are hidden), so that a cache miss neither

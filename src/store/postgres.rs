@@ -601,20 +601,36 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn delete_session(&self, api: ApiId, id: &str) -> StoreResult<()> {
-        self.query_opt(
-            "WITH deleted AS (DELETE FROM sessions WHERE api = $1 AND id = $2 RETURNING 1)
-             SELECT pg_notify($3, $4) FROM deleted",
-            &[
-                &api.as_str(),
-                &id,
-                &self.channel,
-                &payload::session(api, id),
-            ],
-        )
-        .await?
-        .map(drop)
-        .ok_or(StoreError::NotFound)
+    async fn delete_session(&self, api: ApiId, id: &str, version: Option<i64>) -> StoreResult<()> {
+        let deleted = self
+            .query_opt(
+                "WITH deleted AS (DELETE FROM sessions WHERE api = $1 AND id = $2
+                                  AND ($5::bigint IS NULL OR version = $5) RETURNING 1)
+                 SELECT pg_notify($3, $4) FROM deleted",
+                &[
+                    &api.as_str(),
+                    &id,
+                    &self.channel,
+                    &payload::session(api, id),
+                    &version,
+                ],
+            )
+            .await?;
+        if deleted.is_some() {
+            return Ok(());
+        }
+        // Nothing deleted: gone, or (with a version) changed since.
+        let exists = self
+            .query_opt(
+                "SELECT 1 FROM sessions WHERE api = $1 AND id = $2",
+                &[&api.as_str(), &id],
+            )
+            .await?;
+        Err(if exists.is_some() {
+            StoreError::Conflict
+        } else {
+            StoreError::NotFound
+        })
     }
 
     async fn get_session(&self, api: ApiId, id: &str) -> StoreResult<Option<SessionRow>> {

@@ -1438,19 +1438,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_session(&self, api: ApiId, id: &str) -> StoreResult<()> {
+    async fn delete_session(&self, api: ApiId, id: &str, version: Option<i64>) -> StoreResult<()> {
         let id = id.to_owned();
         self.write(move |c| {
-            match c
+            let deleted = c
                 .execute(
-                    "DELETE FROM sessions WHERE api = ?1 AND id = ?2",
-                    params![api.as_str(), id],
+                    "DELETE FROM sessions WHERE api = ?1 AND id = ?2 AND (?3 IS NULL OR version = ?3)",
+                    params![api.as_str(), id, version],
                 )
-                .map_err(backend)?
-            {
-                0 => Err(StoreError::NotFound),
-                _ => Ok(()),
+                .map_err(backend)?;
+            if deleted > 0 {
+                return Ok(());
             }
+            // Nothing deleted: gone, or (with a version) changed since.
+            let exists = c
+                .prepare_cached("SELECT 1 FROM sessions WHERE api = ?1 AND id = ?2")
+                .and_then(|mut st| st.exists(params![api.as_str(), id]))
+                .map_err(backend)?;
+            Err(if exists {
+                StoreError::Conflict
+            } else {
+                StoreError::NotFound
+            })
         })
         .await
     }

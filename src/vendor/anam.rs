@@ -44,6 +44,31 @@ fn redact(value: &mut Value) {
     }
 }
 
+/// Puts back the stored secret wherever an update sends `[REDACTED]` in its place: a document
+/// read from the admin API (which shows secrets redacted, like the public GET) and sent back
+/// with `PUT`, or a patch that carries such a value over, keeps its secrets instead of storing
+/// the placeholder. Where nothing was stored, the text stays as sent.
+fn restore_redacted(value: &mut Value, prev: &Value) {
+    match (value, prev) {
+        (Value::Object(map), Value::Object(prev)) => {
+            for (k, v) in map.iter_mut() {
+                let Some(was) = prev.get(k) else { continue };
+                if is_secret_key(k) && v.as_str() == Some(REDACTED) && !was.is_null() {
+                    *v = was.clone();
+                } else {
+                    restore_redacted(v, was);
+                }
+            }
+        }
+        (Value::Array(items), Value::Array(prev)) => {
+            for (v, was) in items.iter_mut().zip(prev) {
+                restore_redacted(v, was);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Profile for Anam {
     fn api(&self) -> ApiId {
         ApiId::Anam
@@ -93,6 +118,12 @@ impl Profile for Anam {
         ctx: &WriteCtx<'_>,
         problems: &mut Vec<Violation>,
     ) {
+        if let (Some(config), Some(was)) = (
+            doc.get_mut("personaConfig"),
+            ctx.prev.and_then(|p| p.get("personaConfig")),
+        ) {
+            restore_redacted(config, was);
+        }
         let now = Value::from(iso_millis(ctx.now));
         for key in [
             "personaId",

@@ -181,6 +181,11 @@ impl WriteCtx<'_> {
     }
 }
 
+/// The largest number a tenant's sequence (OpenCX's `ticket_number`) reaches: the largest
+/// integer a JSON client reading it as a double still gets exactly. A restored number or tenant
+/// sequence above it is refused, where it would overflow the next number handed out.
+pub const MAX_SEQ: i64 = (1 << 53) - 1;
+
 /// What a client sent with a write (see [`WriteCtx::input`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Sent<'a> {

@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use super::fake::Fake;
 use super::{
-    ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, canonical_uuid, check_uuid,
-    created_timestamp, default, derive, iso_millis, updated_timestamp,
+    ApiId, ErrorReply, MAX_SEQ, Profile, PublicError, Violation, WriteCtx, canonical_uuid,
+    check_uuid, created_timestamp, default, derive, iso_millis, updated_timestamp,
 };
 
 pub struct OpenCx;
@@ -74,7 +74,15 @@ impl Profile for OpenCx {
                 let ticket = prev.get("ticket_number").cloned().unwrap_or(Value::Null);
                 derive(doc, ctx, "ticket_number", ticket, problems);
             }
-            (None, Some(_)) if ctx.restoring => {}
+            // A restored number is kept, so it must be one the sequence could have handed out.
+            (None, Some(sent)) if ctx.restoring => {
+                if !sent.as_i64().is_some_and(|n| (1..=MAX_SEQ).contains(&n)) {
+                    problems.push(Violation::new(
+                        "/ticket_number",
+                        format!("a restored `ticket_number` must be a whole number from 1 to {MAX_SEQ}"),
+                    ));
+                }
+            }
             (None, Some(_)) => problems.push(Violation::new(
                 "/ticket_number",
                 "`ticket_number` is assigned by the server from the tenant's sequence (leave it out)",

@@ -132,13 +132,22 @@ impl Profile for SaleSnip {
         problems: &mut Vec<Violation>,
     ) {
         let short = ctx.id.strip_prefix(SESSION_PREFIX).unwrap_or(ctx.id);
-        derive(
-            doc,
-            ctx,
-            "url",
-            Value::String(format!("{}{short}", ctx.salesnip_url_base)),
-            problems,
-        );
+        // A restored url was derived by the server that wrote it, whose `--salesnip-url-base` may
+        // not be this one's: kept while it still ends with the session's own id.
+        let restored_url = ctx.restoring
+            && ctx
+                .sent("url")
+                .and_then(Value::as_str)
+                .is_some_and(|url| url.ends_with(short) && url.len() > short.len());
+        if !restored_url {
+            derive(
+                doc,
+                ctx,
+                "url",
+                Value::String(format!("{}{short}", ctx.salesnip_url_base)),
+                problems,
+            );
+        }
         default(doc, "status", || json!("ACTIVE"));
         lifecycle(doc, ctx, "status", &["ACTIVE", "COMPLETE"], problems);
         if let Some(Value::Array(products)) = doc.get_mut("products") {

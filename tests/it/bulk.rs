@@ -37,6 +37,9 @@ per_backend!(
     a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_bad,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
+    sequence_numbers_out_of_range_are_refused_on_import,
+    an_api_named_twice_is_exported_once,
+    a_salesnip_url_of_another_base_is_restored_as_it_was,
 );
 
 // ---- the binary on a store ----------------------------------------------------------------------
@@ -285,7 +288,7 @@ async fn a_seed_of_ids_the_store_holds_names_the_first_and_changes_nothing() {
     assert!(!out.status.success(), "the seed succeeded");
     let err = stderr(&out);
     assert!(
-        err.contains("line 1: generated session 1:") && err.contains("exists"),
+        err.contains("generated session 1:") && err.contains("exists") && !err.contains("line"),
         "{err}"
     );
     assert_same_ndjson(
@@ -310,6 +313,13 @@ async fn the_same_seed_gives_the_same_sessions(api: ApiId) {
         shared.is_empty(),
         "{api}: seeds 7 and 8 gave the same sessions: {shared:?}"
     );
+
+    // Another tenant seeded with the same seed into the same store gets ids of its own.
+    let storage = Storage::new().await;
+    let second = api.profile().new_tenant_id();
+    seed(&storage, api, &tenant, 20, 7).await;
+    seed(&storage, api, &second, 20, 7).await;
+    assert_eq!(stored_session_ids(&storage, api).await.len(), 40);
 }
 
 // ---- export → import ----------------------------------------------------------------------------
@@ -860,6 +870,147 @@ async fn a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_ba
         &export(&storage, &[]).await,
         &before,
         "the store after the failed import",
+    );
+}
+
+/// A tenant's `seq` or a restored OpenCX `ticket_number` that the sequence could not have handed
+/// out (one past the largest would overflow the next number, which broke every later create of
+/// the tenant) is refused with its line, and nothing of it is stored.
+async fn sequence_numbers_out_of_range_are_refused_on_import() {
+    let api = ApiId::Opencx;
+    let tenant = api.profile().new_tenant_id();
+    let original = seeded_export(api, &tenant, 3, 1).await;
+    let tenant_at = original
+        .iter()
+        .position(|l| record(l)["kind"] == "tenant")
+        .expect("a tenant line");
+    for seq in [json!(-1), json!(9_007_199_254_740_992_i64), json!(i64::MAX)] {
+        let mut broken = original.clone();
+        broken[tenant_at] = edited(&broken[tenant_at], |r| r["seq"] = seq.clone());
+        import_refused_at(&broken, tenant_at + 1, "seq").await;
+    }
+    for ticket in [
+        json!(0),
+        json!(-3),
+        json!(1.5),
+        json!(9_007_199_254_740_992_i64),
+    ] {
+        let (broken, k) = replace_session(&original, 1, |line| {
+            edited(line, |r| r["session"]["ticket_number"] = ticket.clone())
+        });
+        let storage = import_refused_at(&broken, k, "ticket_number").await;
+        assert!(stored_session_ids(&storage, api).await.is_empty());
+    }
+    // The largest number the sequence hands out imports.
+    let (edge, _) = replace_session(&original, 1, |line| {
+        edited(line, |r| {
+            r["session"]["ticket_number"] = json!(9_007_199_254_740_991_i64)
+        })
+    });
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&edge)).await;
+}
+
+/// A SaleSnip `url` is derived from `--salesnip-url-base`, which the server that wrote an export
+/// may have set otherwise: an import keeps a url that ends with its session's id as it was, and
+/// refuses one that names another session.
+async fn a_salesnip_url_of_another_base_is_restored_as_it_was() {
+    let api = ApiId::Salesnip;
+    let original = seeded_export(api, &api.profile().new_tenant_id(), 3, 1).await;
+    let rebased = |line: &str, base: &str| {
+        edited(line, |r| {
+            let id = r["session"]["id"].as_str().unwrap().to_owned();
+            let short = id.strip_prefix("session_").unwrap().to_owned();
+            r["session"]["url"] = json!(format!("{base}{short}"));
+        })
+    };
+    let (moved, _) = replace_session(&original, 0, |l| {
+        rebased(l, "https://negotiate.example.com/#")
+    });
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&moved)).await;
+    assert_same_ndjson(
+        &export(&storage, &[]).await,
+        &file(&moved),
+        "another url base",
+    );
+
+    let (wrong, k) = replace_session(&original, 1, |l| {
+        edited(l, |r| {
+            r["session"]["url"] = json!("https://negotiate.example.com/#other")
+        })
+    });
+    import_refused_at(&wrong, k, "/url").await;
+}
+
+/// Imports `lines` into a new store, which must refuse line `k` with a message naming `about`.
+async fn import_refused_at(lines: &[String], k: usize, about: &str) -> Storage {
+    let storage = Storage::new().await;
+    let out = import(&storage, &file(lines)).await;
+    let err = stderr(&out);
+    assert!(!out.status.success(), "line {k} ({about}) was accepted");
+    assert!(
+        err.contains(&format!("line {k}:")) && err.contains(about),
+        "line {k}, {about}: {err}"
+    );
+    storage
+}
+
+async fn an_api_named_twice_is_exported_once() {
+    let storage = Storage::new().await;
+    seed(
+        &storage,
+        ApiId::Anam,
+        &ApiId::Anam.profile().new_tenant_id(),
+        3,
+        1,
+    )
+    .await;
+    let once = export(&storage, &[ApiId::Anam]).await;
+    let twice = export(&storage, &[ApiId::Anam, ApiId::Anam]).await;
+    assert_same_ndjson(&twice, &once, "--api anam --api anam");
+}
+
+/// The tools that only read a store refuse a data dir without one (a mistyped `--data-dir`)
+/// rather than create an empty store and report on it; an import whose input cannot be opened
+/// leaves no store behind either.
+#[tokio::test]
+async fn a_missing_store_is_an_error_not_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    let typo = typo.to_str().unwrap();
+    for words in [
+        vec!["export", "-o", "-"],
+        vec!["tenants", "list", "--api", "anam"],
+        vec!["keys", "list", "--api", "anam", "--tenant", "t"],
+    ] {
+        let mut args = words.clone();
+        args.extend(["--data-dir", typo]);
+        let out = cli(&args).await;
+        assert!(!out.status.success(), "{words:?} succeeded");
+        assert!(
+            stderr(&out).contains("no store at"),
+            "{words:?}: {}",
+            stderr(&out)
+        );
+        assert!(out.stdout.is_empty(), "{words:?} wrote to stdout");
+    }
+    let missing = dir.path().join("missing.ndjson");
+    let out = cli(&[
+        "import",
+        "-i",
+        missing.to_str().unwrap(),
+        "--data-dir",
+        typo,
+    ])
+    .await;
+    assert!(
+        !out.status.success(),
+        "the import of a missing file succeeded"
+    );
+    assert!(
+        !std::path::Path::new(typo).exists(),
+        "a failed command left {typo} behind"
     );
 }
 

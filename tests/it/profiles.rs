@@ -22,6 +22,7 @@ per_backend!(
     alcamine_lifecycle_sets_timestamps_and_never_goes_back,
     anam_active_session_and_derived_length,
     anam_persona_secrets_are_redacted_everywhere_and_kept,
+    anam_a_redacted_document_sent_back_keeps_its_secrets,
 );
 
 /// One session of a fresh tenant, created through the admin API and read back through the vendor
@@ -509,4 +510,48 @@ async fn anam_persona_secrets_are_redacted_everywhere_and_kept() {
         persona_with_secrets(),
         "the stored secrets were lost or changed"
     );
+}
+
+/// The admin API shows secrets redacted, so a client that reads a session and writes it back
+/// (`PUT` of the GET body, or a patch that carries `[REDACTED]` over) sends the placeholder:
+/// the stored secrets stay; a secret sent in clear replaces its own.
+async fn anam_a_redacted_document_sent_back_keeps_its_secrets() {
+    let api = ApiId::Anam;
+    let s = Subject::create(api, json!({ "personaConfig": persona_with_secrets() })).await;
+    let stored = || async {
+        s.server
+            .storage()
+            .stored_document(api, &s.id)
+            .await
+            .expect("the session is stored")
+    };
+    let mut read = s
+        .server
+        .admin_session(Method::GET, api, &s.id)
+        .await
+        .expect(200)
+        .json();
+    assert_redacted(&read);
+    read["clientLabel"] = json!("written back");
+    let put = s
+        .server
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/{api}/sessions/{}", s.id),
+            Some(read.clone()),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_redacted(&put);
+    assert_eq!(put["clientLabel"], "written back");
+    assert_eq!(stored().await["personaConfig"], persona_with_secrets());
+
+    // One secret changed in clear, the others carried over as placeholders.
+    let mut config = read["personaConfig"].clone();
+    config["llmConfig"]["apiKey"] = json!("ak-new");
+    assert_redacted(&s.patch(json!({ "personaConfig": config })).await);
+    let mut expected = persona_with_secrets();
+    expected["llmConfig"]["apiKey"] = json!("ak-new");
+    assert_eq!(stored().await["personaConfig"], expected);
 }

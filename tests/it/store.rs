@@ -181,7 +181,10 @@ async fn session_writes_compare_and_swap_on_the_version() {
             })
             .await,
     );
-    assert_eq!(store.get_session(API, "s").await.unwrap(), Some(first));
+    assert_eq!(
+        store.get_session(API, "s").await.unwrap(),
+        Some(first.clone())
+    );
 
     // A stored document that differs from the body (secrets) comes back as it went in.
     let second = SessionRow {
@@ -207,8 +210,17 @@ async fn session_writes_compare_and_swap_on_the_version() {
     assert_conflict(store.update_session(&session("s", 9, "{}")).await);
     assert_not_found(store.update_session(&session("gone", 2, "{}")).await);
 
-    store.delete_session(API, "s").await.unwrap();
-    assert_not_found(store.delete_session(API, "s").await);
+    // A delete conditional on a version deletes only that version.
+    assert_conflict(store.delete_session(API, "s", Some(1)).await);
+    assert_eq!(
+        store.get_session(API, "s").await.unwrap().as_ref(),
+        Some(&second)
+    );
+    assert_not_found(store.delete_session(API, "gone", Some(1)).await);
+    store.delete_session(API, "s", Some(2)).await.unwrap();
+    assert_not_found(store.delete_session(API, "s", None).await);
+    store.insert_session(&first).await.unwrap();
+    store.delete_session(API, "s", None).await.unwrap();
     assert_eq!(store.get_session(API, "s").await.unwrap(), None);
     assert_eq!(store.get_public(API, "s").await.unwrap(), None);
     store.ping().await.unwrap();
@@ -301,7 +313,7 @@ async fn the_change_feed_reports_other_nodes_writes() {
     wait_for(&mut changes, &changed).await;
     other.update_session(&session("s", 2, "{}")).await.unwrap();
     wait_for(&mut changes, &changed).await;
-    other.delete_session(API, "s").await.unwrap();
+    other.delete_session(API, "s", None).await.unwrap();
     wait_for(&mut changes, &changed).await;
     other
         .insert_sessions(vec![session("b1", 1, "{}"), session("b2", 1, "{}")])
