@@ -50,9 +50,10 @@ pub enum BulkError {
     /// A generated session (`seed`; counted from 1) that could not be stored.
     #[error("generated session {n}: {message}")]
     Generated { n: u64, message: String },
-    #[error("{0}")]
+    // Transparent: the cause is the source, printed once by the caller's error chain.
+    #[error(transparent)]
     Admin(#[from] AdminError),
-    #[error("I/O: {0}")]
+    #[error("I/O")]
     Io(#[from] std::io::Error),
 }
 

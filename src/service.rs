@@ -763,6 +763,9 @@ impl Service {
                 }
                 let mut generated =
                     FILL_RNG.with_borrow_mut(|rng| profile.generate(&mut Fake { rng }, tenant));
+                if let Value::Object(generated) = &mut generated {
+                    profile.fit(generated, &input);
+                }
                 deep_merge(&mut generated, Value::Object(input.clone()));
                 (into_object(generated)?, SentCopy::Object(input))
             }
@@ -1220,7 +1223,8 @@ fn scalar_snapshot(doc: &Map<String, Value>) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// Deep merge for `?fill=true`: objects merge key by key, anything else (null too) replaces.
+/// Deep merge for `?fill=true`: objects merge key by key, arrays element by element (below),
+/// anything else (null too) replaces.
 fn deep_merge(target: &mut Value, over: Value) {
     match (target, over) {
         (Value::Object(t), Value::Object(o)) => {
@@ -1232,6 +1236,33 @@ fn deep_merge(target: &mut Value, over: Value) {
                     }
                 }
             }
+        }
+        // The client's array, each object in it completed by the generated element at its place
+        // (or the first): the members it leaves out are taken, those it gives are kept whole,
+        // so that what is inside them is filled by the vendor's defaults, which agree with them
+        // (a product's `quantity` of `{"maximum":2}` gets its other bounds by the rules, not
+        // drawn ones that may break them).
+        (Value::Array(t), Value::Array(o)) => {
+            let generated = std::mem::take(t);
+            *t = o
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, given)| match (given, generated.get(i).or(generated.first())) {
+                        (Value::Object(mut given), Some(Value::Object(template))) => {
+                            let mut element: Map<String, Value> = template
+                                .iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), given.remove(k).unwrap_or_else(|| v.clone()))
+                                })
+                                .collect();
+                            element.extend(given);
+                            Value::Object(element)
+                        }
+                        (given, _) => given,
+                    },
+                )
+                .collect();
         }
         (slot, v) => *slot = v,
     }

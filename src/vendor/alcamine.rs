@@ -2,12 +2,13 @@
 //! embedded agent, conversation and person), PENDING → IN_PROGRESS → COMPLETED with the timestamps
 //! each step sets, and embedded objects that must agree with the ids beside them.
 
+use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::fake::Fake;
 use super::{
     ApiId, ErrorReply, Profile, PublicError, Violation, WriteCtx, check_cuid2, created_timestamp,
-    default, error_message, iso_millis, lifecycle, must_be_null, updated_timestamp,
+    default, error_message, iso_millis, lifecycle, must_be_null, parse_time, updated_timestamp,
 };
 
 pub struct Alcamine;
@@ -156,6 +157,91 @@ impl Profile for Alcamine {
 
     fn demo_tenant(&self) -> &'static str {
         "h1demo0workspace00000000"
+    }
+
+    /// The ids a session repeats in its embedded objects follow a given one; the status follows
+    /// the lifecycle's timestamps given (a start: under way, an end: completed; either given as
+    /// null: not so far), and the generated timestamps follow the status.
+    fn fit(&self, g: &mut Map<String, Value>, given: &Map<String, Value>) {
+        const COPIES: [(&str, &[&str]); 4] = [
+            ("agentId", &["/agent/id", "/agent/version/agentId"]),
+            (
+                "agentVersionId",
+                &["/agent/version/id", "/agent/publishedVersionId"],
+            ),
+            ("conversationId", &["/conversation/id"]),
+            (
+                "personId",
+                &[
+                    "/person/id",
+                    "/person/rootPersonId",
+                    "/conversation/personId",
+                ],
+            ),
+        ];
+        for (field, copies) in COPIES {
+            let Some(id) = given.get(field).filter(|v| v.is_string()) else {
+                continue;
+            };
+            g.insert(field.into(), id.clone());
+            for pointer in copies {
+                if let Some(slot) = doc_pointer_mut(g, pointer) {
+                    *slot = id.clone();
+                }
+            }
+        }
+
+        let set = |key: &str| given.get(key).map(|v| !v.is_null());
+        let status = match given.get("status").and_then(Value::as_str) {
+            Some(status) => status.to_owned(),
+            None => {
+                let generated = g.get("status").and_then(Value::as_str).unwrap_or("PENDING");
+                let (started, ended) = (
+                    set("startedAt").or(set("lastHeartbeatAt")),
+                    set("completedAt").or(set("endedAt")),
+                );
+                match (started, ended) {
+                    (_, Some(true)) => "COMPLETED",
+                    (Some(false), _) => "PENDING",
+                    (Some(true), Some(false)) => "IN_PROGRESS",
+                    (Some(true), None) if generated == "PENDING" => "IN_PROGRESS",
+                    (_, Some(false)) if generated == "COMPLETED" => "IN_PROGRESS",
+                    _ => generated,
+                }
+                .to_owned()
+            }
+        };
+        let created = g
+            .get("createdAt")
+            .and_then(parse_time)
+            .unwrap_or_else(Utc::now);
+        let at =
+            |seconds: i64| Value::from(iso_millis(created + chrono::Duration::seconds(seconds)));
+        let under_way = status != "PENDING";
+        let completed = status == "COMPLETED";
+        for (key, keep) in [
+            ("startedAt", under_way),
+            ("lastHeartbeatAt", under_way),
+            ("completedAt", completed),
+            ("endedAt", completed),
+        ] {
+            let slot = g.entry(key).or_insert(Value::Null);
+            match (keep, slot.is_null()) {
+                (false, _) => *slot = Value::Null,
+                (true, true) => {
+                    *slot = at(if completed && key != "startedAt" {
+                        900
+                    } else {
+                        30
+                    })
+                }
+                (true, false) => {}
+            }
+        }
+        if !completed {
+            g.remove("completedMeta");
+        }
+        g.insert("status".into(), status.into());
     }
 
     fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::fake::Fake;
@@ -201,6 +202,48 @@ impl Profile for Anam {
 
     fn demo_tenant(&self) -> &'static str {
         "3f1c9b1e-2a7d-4c55-8e0f-6b4d2c1a9e00"
+    }
+
+    /// An end where an exit status or an end time is given (none where either is given as
+    /// null); the start and the end a given one fixes, the length kept.
+    fn fit(&self, g: &mut Map<String, Value>, given: &Map<String, Value>) {
+        let length = chrono::Duration::milliseconds(
+            g.get("sessionLengthMs")
+                .and_then(Value::as_i64)
+                .unwrap_or(600_000),
+        );
+        let ended = match (given.get("endTime"), given.get("exitStatus")) {
+            (Some(Value::Null), _) | (None, Some(Value::Null)) => false,
+            (Some(_), _) | (None, Some(_)) => true,
+            (None, None) => g.get("endTime").is_some_and(|v| !v.is_null()),
+        };
+        let given_end = given.get("endTime").and_then(parse_time);
+        let start = match (given.get("startTime").and_then(parse_time), given_end) {
+            (Some(start), _) => start,
+            (None, Some(end)) => end - length,
+            (None, None) => g
+                .get("startTime")
+                .and_then(parse_time)
+                .unwrap_or_else(Utc::now),
+        };
+        let end = ended.then(|| given_end.unwrap_or(start + length));
+        g.insert("startTime".into(), iso_millis(start).into());
+        g.insert("endTime".into(), end.map(iso_millis).into());
+        g.insert(
+            "sessionLengthMs".into(),
+            end.map(|e| (e - start).num_milliseconds()).into(),
+        );
+        let exit = g.get("exitStatus").filter(|v| !v.is_null()).cloned();
+        g.insert(
+            "exitStatus".into(),
+            match (ended, exit) {
+                (false, _) => Value::Null,
+                (true, Some(exit)) => exit,
+                (true, None) => json!("NORMAL_EXIT"),
+            },
+        );
+        g.insert("createdAt".into(), iso_millis(start).into());
+        g.insert("updatedAt".into(), iso_millis(end.unwrap_or(start)).into());
     }
 
     fn generate(&self, f: &mut Fake<'_>, tenant: &str) -> Value {

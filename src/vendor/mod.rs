@@ -269,6 +269,12 @@ pub trait Profile: Send + Sync {
     /// A realistic, complete and valid session document of `tenant`, drawn from `fake`.
     fn generate(&self, fake: &mut Fake<'_>, tenant: &str) -> Value;
 
+    /// Makes a generated document agree with the fields a client gave it (`?fill=true`), before
+    /// they are laid over it: the generated fields that the vendor's rules tie to a given one
+    /// (a lifecycle's timestamps, the ids an embedded object repeats) follow the given one, so
+    /// that a fill never fails, or fails by chance, on a rule the client's fields alone keep.
+    fn fit(&self, _generated: &mut Map<String, Value>, _given: &Map<String, Value>) {}
+
     /// The demo tenant's id.
     fn demo_tenant(&self) -> &'static str;
 
@@ -389,9 +395,11 @@ fn derive(
 }
 
 /// Keeps `createdAt`-like fields from the previous version; on create, fills `now` when absent.
+/// A `null` sent for one (a merge patch's "remove", or a replacement's "not set") keeps the
+/// previous time too: the time a session was created does not change.
 fn created_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str, now: Value) {
     match ctx.prev.and_then(|p| p.get(key)) {
-        Some(prev) if ctx.sent(key).is_none() => {
+        Some(prev) if ctx.sent(key).is_none_or(Value::is_null) => {
             doc.insert(key.to_owned(), prev.clone());
         }
         _ => default(doc, key, || now),

@@ -23,6 +23,7 @@ per_backend!(
     anam_active_session_and_derived_length,
     anam_persona_secrets_are_redacted_everywhere_and_kept,
     anam_a_redacted_document_sent_back_keeps_its_secrets,
+    a_creation_time_sent_as_null_is_kept,
 );
 
 /// One session of a fresh tenant, created through the admin API and read back through the vendor
@@ -554,4 +555,31 @@ async fn anam_a_redacted_document_sent_back_keeps_its_secrets() {
     let mut expected = persona_with_secrets();
     expected["llmConfig"]["apiKey"] = json!("ak-new");
     assert_eq!(stored().await["personaConfig"], expected);
+}
+
+/// A merge patch's `null` removes a member, and the server fills what is its own again: the
+/// creation time stays what it was (it was reset to the time of the patch), for every api.
+async fn a_creation_time_sent_as_null_is_kept() {
+    for (api, field, long_ago) in [
+        (ApiId::Anam, "createdAt", json!("2020-01-01T00:00:00.000Z")),
+        (
+            ApiId::Alcamine,
+            "createdAt",
+            json!("2020-01-01T00:00:00.000Z"),
+        ),
+        (
+            ApiId::Opencx,
+            "created_at",
+            json!("2020-01-01T00:00:00.000Z"),
+        ),
+        (ApiId::Funnelfox, "created_at", json!(1_577_836_800)),
+    ] {
+        let mut doc = fixtures::minimal(api);
+        doc[field] = long_ago.clone();
+        let s = Subject::create(api, doc).await;
+        assert_eq!(s.body[field], long_ago, "{api}: {}", s.body);
+        let patched = s.patch(json!({ field: null })).await;
+        assert_eq!(patched[field], long_ago, "{api}: {field} changed by a null");
+        assert_eq!(s.public().await[field], long_ago, "{api}");
+    }
 }
