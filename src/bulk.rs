@@ -634,12 +634,98 @@ pub async fn import(
     // Batches are stored (on the store's writer) while the next ones are read and checked.
     let mut storing = Storing::start(service, fail).await?;
     let mut totals = Totals::default();
-    let read = read_into(service, input, &mut storing, &mut totals, progress).await;
+    let mut keys = PendingKeys::default();
+    let read = read_into(
+        service,
+        input,
+        &mut storing,
+        &mut totals,
+        &mut keys,
+        progress,
+    )
+    .await;
     // Whatever stopped the reading, the batches queued before it are stored first; a batch
     // that fails to store holds earlier lines than the one that stopped it, so its error wins.
-    totals.sessions = storing.finish().await?;
+    let stored = storing.finish().await;
+    // Keys are stored last, once every session before them is: a key read after a bad line
+    // never starts to work. Of a failed import, those before the line that stopped it are
+    // stored, like its tenants; of one that failed otherwise (the store, the input), none.
+    let stopped_at = match (&stored, &read) {
+        (Ok(_), Ok(())) => u64::MAX,
+        (Err(BulkError::Line { line, .. }), _) | (Ok(_), Err(BulkError::Line { line, .. })) => {
+            *line
+        }
+        _ => 0,
+    };
+    for (line, row) in keys
+        .rows
+        .into_iter()
+        .take_while(|(line, _)| *line < stopped_at)
+    {
+        match store_key(service, row).await {
+            Ok(created) => totals.keys += u64::from(created),
+            Err(message) if stopped_at == u64::MAX => {
+                return Err(BulkError::Line { line, message });
+            }
+            Err(_) => break, // the import's own error is reported
+        }
+    }
+    totals.sessions = stored?;
     progress(totals.sessions);
     read.map(|()| totals)
+}
+
+/// The keys an import has read, in order, to be stored at its end; found by hash and by id.
+#[derive(Default)]
+struct PendingKeys {
+    rows: Vec<(u64, KeyRow)>,
+    by_hash: std::collections::HashMap<[u8; 32], usize>,
+    by_id: std::collections::HashMap<String, usize>,
+}
+
+impl PendingKeys {
+    /// Adds the key of line `line`, unless an earlier line gave its hash or its id to another
+    /// key (`Err`); a line repeating an earlier one is fine.
+    fn add(&mut self, line: u64, row: KeyRow) -> Result<(), ()> {
+        let same = |k: &KeyRow| {
+            k.id == row.id && k.api == row.api && k.tenant == row.tenant && k.hash == row.hash
+        };
+        for earlier in [self.by_hash.get(&row.hash), self.by_id.get(&row.id)]
+            .into_iter()
+            .flatten()
+        {
+            if !same(&self.rows[*earlier].1) {
+                return Err(());
+            }
+        }
+        self.by_hash.insert(row.hash, self.rows.len());
+        self.by_id.insert(row.id.clone(), self.rows.len());
+        self.rows.push((line, row));
+        Ok(())
+    }
+}
+
+/// Stores a key of an import: whether it is new (`false`: the store has it already, with the
+/// same hash; revoked now if the line says so).
+async fn store_key(service: &Service, row: KeyRow) -> Result<bool, String> {
+    let clash = || format!("key {} clashes with an existing key", row.id);
+    match service.store().create_key(&row).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict) => match service.store().find_key(&row.hash).await {
+            Ok(Some(k)) if k.id == row.id && k.api == row.api && k.tenant == row.tenant => {
+                if row.revoked && !k.revoked {
+                    service
+                        .revoke_key(row.api, &row.tenant, &row.id)
+                        .await
+                        .map_err(|e| describe(&e))?;
+                }
+                Ok(false)
+            }
+            Ok(_) => Err(clash()),
+            Err(e) => Err(describe(&AdminError::from(e))),
+        },
+        Err(e) => Err(describe(&AdminError::from(e))),
+    }
 }
 
 /// The reading half of [`import`]: every record of `input`, tenants and keys stored as they come,
@@ -649,6 +735,7 @@ async fn read_into(
     input: Box<dyn BufRead + Send>,
     storing: &mut Storing<Lines>,
     totals: &mut Totals,
+    keys: &mut PendingKeys,
     progress: &dyn Fn(u64),
 ) -> Result<(), BulkError> {
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
@@ -754,25 +841,20 @@ async fn read_into(
                     created_at,
                     revoked,
                 };
-                match service.store().create_key(&row).await {
-                    Ok(()) => totals.keys += 1,
-                    Err(StoreError::Conflict) => match service
-                        .store()
-                        .find_key(&hash)
-                        .await
-                        .map_err(AdminError::from)?
-                    {
-                        Some(k) if k.id == row.id && k.api == row.api && k.tenant == row.tenant => {
-                            if row.revoked && !k.revoked {
-                                service.revoke_key(api, &row.tenant, &row.id).await?;
-                            }
-                        }
-                        _ => {
-                            return Err(line_err(format!("key {id} clashes with an existing key")));
-                        }
-                    },
-                    Err(e) => return Err(AdminError::from(e).into()),
+                // Checked now, stored once the sessions before it are (see `import`): a key of
+                // the store or of an earlier line with this hash must be this key.
+                let same =
+                    |k: &KeyRow| k.id == row.id && k.api == row.api && k.tenant == row.tenant;
+                let stored = service
+                    .store()
+                    .find_key(&hash)
+                    .await
+                    .map_err(AdminError::from)?;
+                let clash = || line_err(format!("key {id} clashes with an existing key"));
+                if stored.is_some_and(|k| !same(&k)) {
+                    return Err(clash());
                 }
+                keys.add(line_no, row).map_err(|()| clash())?;
             }
             Some(Line::Session {
                 api,

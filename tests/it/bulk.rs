@@ -40,6 +40,7 @@ per_backend!(
     sequence_numbers_out_of_range_are_refused_on_import,
     an_api_named_twice_is_exported_once,
     a_salesnip_url_of_another_base_is_restored_as_it_was,
+    a_key_read_after_a_bad_line_is_not_stored,
 );
 
 // ---- the binary on a store ----------------------------------------------------------------------
@@ -941,6 +942,54 @@ async fn a_salesnip_url_of_another_base_is_restored_as_it_was() {
         })
     });
     import_refused_at(&wrong, k, "/url").await;
+}
+
+/// Keys are stored once the sessions before them are: of an import that stops at a bad session
+/// line, a key read after it (in the same batch, checked later) is not stored and so does not
+/// work; one read before it is, like its tenant.
+async fn a_key_read_after_a_bad_line_is_not_stored() {
+    let source = Storage::new().await;
+    for api in [ApiId::Opencx, ApiId::Anam] {
+        let tenant = api.profile().new_tenant_id();
+        seed(&source, api, &tenant, 3, 1).await;
+        let words = ["keys", "create", "--api", api.as_str(), "--tenant", &tenant];
+        run_ok(&source, &words).await;
+    }
+    let original = lines(&export(&source, &[ApiId::Opencx, ApiId::Anam]).await);
+    let key_lines: Vec<usize> = (0..original.len())
+        .filter(|&i| record(&original[i])["kind"] == "key")
+        .map(|i| i + 1)
+        .collect();
+    // Found when its batch is checked, after the lines that follow it were read.
+    let (_, out_of_range) = BREAKAGES[1];
+    let (broken, k) = replace_session(&original, 1, out_of_range);
+    assert!(
+        key_lines[0] < k && k < key_lines[1],
+        "a key on each side of line {k}: {key_lines:?}"
+    );
+
+    let storage = Storage::new().await;
+    let out = import(&storage, &file(&broken)).await;
+    assert!(!out.status.success(), "the import succeeded");
+    assert!(
+        stderr(&out).contains(&format!("line {k}:")),
+        "{}",
+        stderr(&out)
+    );
+    let key_ids = |ndjson: &[String]| -> Vec<Value> {
+        ndjson
+            .iter()
+            .map(|l| record(l))
+            .filter(|r| r["kind"] == "key")
+            .map(|r| r["id"].clone())
+            .collect()
+    };
+    let kept = key_ids(&lines(&export(&storage, &[]).await));
+    assert_eq!(
+        kept,
+        key_ids(&original[..k]),
+        "only the key before line {k}"
+    );
 }
 
 /// Imports `lines` into a new store, which must refuse line `k` with a message naming `about`.
