@@ -1000,7 +1000,8 @@ impl Service {
         let contract = self.contract(api);
         let mut problems = Vec::new();
         // An id sent in another spelling of the same id (an upper-case UUID) is no change.
-        if let Some(sent) = input.get("id")
+        // A null sent for a field the server owns is left out (a merge patch's "remove").
+        if let Some(sent) = input.get("id").filter(|v| !v.is_null())
             && sent
                 .as_str()
                 .is_none_or(|s| s != id && profile.canonical_session_id(s) != id)
@@ -1012,7 +1013,7 @@ impl Service {
         }
         doc.insert("id".into(), Value::String(id.to_owned()));
         if let Some(field) = profile.tenant_field() {
-            if let Some(sent) = input.get(field)
+            if let Some(sent) = input.get(field).filter(|v| !v.is_null())
                 && sent != tenant
             {
                 problems.push(Violation::new(

@@ -383,7 +383,9 @@ fn derive(
     value: Value,
     problems: &mut Vec<Violation>,
 ) {
+    // A null sent is left out (a merge patch's "remove"): the server derives the field again.
     if let Some(sent) = ctx.sent(key)
+        && !sent.is_null()
         && *sent != value
     {
         problems.push(Violation::new(

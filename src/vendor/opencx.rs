@@ -69,7 +69,7 @@ impl Profile for OpenCx {
         default(doc, "sentiment", || Value::Null);
         default(doc, "channel", || json!({ "type": "api" }));
         default(doc, "assist_mode", || json!(false));
-        match (ctx.prev, ctx.sent("ticket_number")) {
+        match (ctx.prev, ctx.sent("ticket_number").filter(|v| !v.is_null())) {
             (Some(prev), _) => {
                 let ticket = prev.get("ticket_number").cloned().unwrap_or(Value::Null);
                 derive(doc, ctx, "ticket_number", ticket, problems);

@@ -24,6 +24,7 @@ per_backend!(
     anam_persona_secrets_are_redacted_everywhere_and_kept,
     anam_a_redacted_document_sent_back_keeps_its_secrets,
     a_creation_time_sent_as_null_is_kept,
+    a_null_for_a_field_the_server_owns_leaves_it_as_it_is,
 );
 
 /// One session of a fresh tenant, created through the admin API and read back through the vendor
@@ -581,5 +582,46 @@ async fn a_creation_time_sent_as_null_is_kept() {
         let patched = s.patch(json!({ field: null })).await;
         assert_eq!(patched[field], long_ago, "{api}: {field} changed by a null");
         assert_eq!(s.public().await[field], long_ago, "{api}");
+    }
+}
+
+/// A merge patch's `null` for a field the server fills (the id, the tenant field, a derived
+/// field, OpenCX's ticket number) removes what the client sent, not the field: accepted, and the
+/// field stays what the server makes it (it was a 422, "must be … (or left out)").
+async fn a_null_for_a_field_the_server_owns_leaves_it_as_it_is() {
+    let ended =
+        json!({ "startTime": "2026-01-05T10:00:00.000Z", "endTime": "2026-01-05T10:03:00.000Z" });
+    for (api, doc, fields) in [
+        (
+            ApiId::Anam,
+            ended,
+            &["id", "organizationId", "sessionLengthMs"][..],
+        ),
+        (
+            ApiId::Salesnip,
+            fixtures::minimal(ApiId::Salesnip),
+            &["id", "project", "url"][..],
+        ),
+        (
+            ApiId::Opencx,
+            fixtures::minimal(ApiId::Opencx),
+            &["id", "ticket_number"][..],
+        ),
+        (
+            ApiId::Alcamine,
+            fixtures::minimal(ApiId::Alcamine),
+            &["id", "workspaceId"][..],
+        ),
+    ] {
+        let s = Subject::create(api, doc).await;
+        let nulls: serde_json::Map<String, Value> = fields
+            .iter()
+            .map(|f| ((*f).to_owned(), Value::Null))
+            .collect();
+        let patched = s.patch(Value::Object(nulls)).await;
+        for field in fields {
+            assert!(!s.body[field].is_null(), "{api}: {field} of {}", s.body);
+            assert_eq!(patched[field], s.body[field], "{api}: {field}");
+        }
     }
 }
