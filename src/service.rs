@@ -569,16 +569,24 @@ impl Service {
     ) -> Result<Vec<Staged>, BatchError> {
         let fail = |index: usize, error: AdminError| BatchError { index, error };
         let mut tenants: Vec<(ApiId, &str)> = Vec::new();
+        let mut unknown_tenant = None;
         for (index, item) in items.iter().enumerate() {
             if !tenants.contains(&(item.api, item.tenant.as_str())) {
-                self.require_tenant(item.api, &item.tenant)
-                    .await
-                    .map_err(|e| fail(index, e))?;
+                if let Err(e) = self.require_tenant(item.api, &item.tenant).await {
+                    unknown_tenant = Some(fail(index, e));
+                    break;
+                }
                 tenants.push((item.api, &item.tenant));
             }
         }
+        // The documents before the first of an unknown tenant are checked still: the first bad
+        // one is named, whatever is wrong with it.
+        let mut items = items;
+        if let Some(e) = &unknown_tenant {
+            items.truncate(e.index);
+        }
         // CPU work, spread over the cores.
-        parallel_map(items, |index, item| {
+        let checked = parallel_map(items, |index, item| {
             let doc = match item.doc {
                 NewDoc::Parsed(doc) => doc,
                 NewDoc::Text(text) => crate::json::from_str(&text).map_err(|e| {
@@ -604,9 +612,51 @@ impl Service {
                 let restored_seq = p.restored_seq;
                 Staged::Encoded(encode(p), restored_seq)
             })
-        })
-        .into_iter()
-        .collect()
+        });
+        let mut staged = Vec::with_capacity(checked.len());
+        let mut error = None;
+        for c in checked {
+            match c {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        match error.or(unknown_tenant) {
+            None => Ok(staged),
+            // An id taken before the bad session (found only when a batch is stored) is the
+            // first thing wrong with the batch.
+            Some(e) => Err(self.first_taken(&staged).await.unwrap_or(e)),
+        }
+    }
+
+    /// The first of `staged` whose id an earlier one gave, or the store holds.
+    async fn first_taken(&self, staged: &[Staged]) -> Option<BatchError> {
+        let mut seen = std::collections::HashSet::new();
+        for (index, s) in staged.iter().enumerate() {
+            let (api, id) = match s {
+                Staged::Encoded(row, _) => (row.api, &row.id),
+                Staged::Waiting(p) => (p.api, &p.id),
+            };
+            let taken = match self.store.get_public(api, id).await {
+                Ok(stored) => !seen.insert((api, id)) || stored.is_some(),
+                Err(e) => {
+                    return Some(BatchError {
+                        index,
+                        error: e.into(),
+                    });
+                }
+            };
+            if taken {
+                return Some(BatchError {
+                    index,
+                    error: AdminError::Conflict(format!("session {id} exists")),
+                });
+            }
+        }
+        None
     }
 
     /// The checking half of [`Service::create_batch`]: every document checked, numbered and
@@ -692,7 +742,12 @@ impl Service {
         items: Vec<NewSession>,
         origin: Origin,
     ) -> Result<(), BatchError> {
-        self.check_batch(items, origin).await.map(drop)
+        let staged = self.check_batch(items, origin).await?;
+        // Ids too: one the batch gives twice, or one the store holds.
+        match self.first_taken(&staged).await {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The storing half of [`Service::create_batch`]: one transaction, all or nothing.

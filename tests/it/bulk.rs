@@ -649,24 +649,47 @@ async fn a_broken_line_is_named_and_nothing_of_its_batch_is_stored() {
     }
 }
 
-/// A bad session and, later in its batch, a line that is not JSON: the import names the first.
+/// A bad session (an invalid document, an id the file gave before) and, later in its batch, a
+/// line that is not JSON or a session of an unknown tenant (found before any document is
+/// checked): the import names the first.
 async fn the_first_bad_line_is_named_though_a_later_one_is_unreadable() {
     let tenant = ApiId::Anam.profile().new_tenant_id();
     let original = seeded_export(ApiId::Anam, &tenant, 10, 1).await;
+    let earlier = session_lines(&file(&original))[1].clone();
     let (_, invalid) = BREAKAGES[2];
     let (_, malformed) = BREAKAGES[0];
-    let (broken, first) = replace_session(&original, 3, invalid);
-    let (broken, second) = replace_session(&broken, 6, malformed);
-    assert!(first < second);
-    let storage = Storage::new().await;
-    let out = import(&storage, &file(&broken)).await;
-    assert!(!out.status.success(), "the import succeeded");
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("line {first}:")) && !err.contains(&format!("line {second}:")),
-        "the message does not name line {first} alone:\n{err}"
-    );
-    assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
+    let unknown_tenant = |l: &str| {
+        edited(l, |r| {
+            r["tenant"] = json!(ApiId::Anam.profile().new_tenant_id())
+        })
+    };
+    type Edit<'a> = &'a dyn Fn(&str) -> String;
+    let firsts: [(&str, Edit); 2] = [
+        ("an invalid document", &|l| invalid(l)),
+        ("an id given twice", &|_| earlier.clone()),
+    ];
+    let seconds: [(&str, Edit); 2] = [
+        ("an unreadable line", &|l| malformed(l)),
+        ("a session of an unknown tenant", &unknown_tenant),
+    ];
+    for (what_first, first_breakage) in firsts {
+        for (what_second, second_breakage) in seconds {
+            let what = format!("{what_first}, then {what_second}");
+            let (broken, first) = replace_session(&original, 3, first_breakage);
+            let (broken, second) = replace_session(&broken, 6, second_breakage);
+            assert!(first < second);
+            let storage = Storage::new().await;
+            let out = import(&storage, &file(&broken)).await;
+            assert!(!out.status.success(), "{what}: the import succeeded");
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("line {first}:"))
+                    && !err.contains(&format!("line {second}:")),
+                "{what}: the message does not name line {first} alone:\n{err}"
+            );
+            assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
+        }
+    }
 }
 
 /// A line with a byte that is not UTF-8 is named as such, but a bad session before it (read in the
