@@ -34,6 +34,17 @@ use crate::vendor::{ApiId, MAX_SEQ};
 /// writer, 4 alternated imports of 50 000 sessions went from a median of ~81 k to ~95 k/s.
 pub const BATCH: usize = 5000;
 
+/// The longest line `import` reads (its newline included): a longer one is refused, named,
+/// rather than read whole (input with no newline, `/dev/zero` or a binary file, took all memory).
+/// 32 times the admin API's request limit, so that a session grown by patches still imports.
+pub const MAX_LINE: usize = 64 << 20;
+
+/// An import's batch also ends once its lines hold this many bytes, and a chunk of the reader
+/// once it holds this many: with [`MAX_LINE`], what waits in memory is bounded in bytes, not
+/// only in lines, whatever the sessions' size.
+const BATCH_BYTES: usize = 64 << 20;
+const CHUNK_BYTES: usize = 8 << 20;
+
 /// Totals of a bulk run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -532,8 +543,9 @@ impl Lines {
     }
 }
 
-/// Parsed records in chunks: `(line, None)` marks the end of the input.
-type Chunk = Vec<(u64, Option<Line>)>;
+/// Parsed records in chunks, with each line's number and length: `(line, _, None)` marks the end
+/// of the input.
+type Chunk = Vec<(u64, usize, Option<Line>)>;
 
 /// Reads lines on a thread of its own and parses them on every core; blank lines are skipped.
 fn spawn_reader(
@@ -555,11 +567,22 @@ fn spawn_reader(
             // Up to CHUNK lines, numbered.
             text.clear();
             lines.clear();
-            while lines.len() < CHUNK {
+            while lines.len() < CHUNK && text.len() < CHUNK_BYTES {
                 let start = text.len();
-                match input.read_line(&mut text) {
+                match std::io::Read::take(&mut input, MAX_LINE as u64).read_line(&mut text) {
                     Ok(0) => {
                         eof = true;
+                        break;
+                    }
+                    Ok(n) if n == MAX_LINE && !text.ends_with('\n') => {
+                        unreadable = Some(BulkError::Line {
+                            line: line_no + 1,
+                            message: format!(
+                                "longer than {} MiB (is this NDJSON, one record a line?)",
+                                MAX_LINE >> 20
+                            ),
+                        });
+                        text.truncate(start);
                         break;
                     }
                     Ok(_) => {
@@ -585,14 +608,14 @@ fn spawn_reader(
                     }
                 }
             }
-            let parsed: Vec<(u64, Result<Line, String>)> = lines
+            let parsed: Vec<(u64, usize, Result<Line, String>)> = lines
                 .par_iter()
-                .map(|(n, range)| (*n, parse_line(text[range.clone()].trim())))
+                .map(|(n, range)| (*n, range.len(), parse_line(text[range.clone()].trim())))
                 .collect();
             let mut chunk: Chunk = Vec::with_capacity(parsed.len() + 1);
-            for (n, line) in parsed {
+            for (n, len, line) in parsed {
                 match line {
-                    Ok(line) => chunk.push((n, Some(line))),
+                    Ok(line) => chunk.push((n, len, Some(line))),
                     Err(e) => {
                         // Before the unreadable line, if any: this one is named.
                         unreadable = Some(BulkError::Line {
@@ -610,7 +633,7 @@ fn spawn_reader(
                 return;
             }
             if eof {
-                chunk.push((line_no, None));
+                chunk.push((line_no, 0, None));
             }
             if tx.blocking_send(Ok(chunk)).is_err() {
                 return;
@@ -740,6 +763,7 @@ async fn read_into(
 ) -> Result<(), BulkError> {
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines = Lines::default();
+    let mut batch_bytes = 0;
     // Reading and parsing run on their own thread, ahead of checking and storing.
     let mut records = spawn_reader(input);
     let mut chunk = std::collections::VecDeque::new();
@@ -767,12 +791,13 @@ async fn read_into(
                 }
             }
         }
-        let (line_no, parsed) = chunk.pop_front().expect("refilled above");
+        let (line_no, line_len, parsed) = chunk.pop_front().expect("refilled above");
         let eof = parsed.is_none();
         // Tenants and keys are stored as soon as they are read, so a batch of sessions only ends
         // at its size or at the end of the input: a file shorter than a batch is one batch.
-        let flush = eof || batch.len() >= BATCH;
+        let flush = eof || batch.len() >= BATCH || batch_bytes >= BATCH_BYTES;
         if flush && !batch.is_empty() {
+            batch_bytes = 0;
             let lines = std::mem::take(&mut batch_lines);
             let prepared = service
                 .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
@@ -867,6 +892,7 @@ async fn read_into(
                     doc: session,
                 });
                 batch_lines.push(line_no);
+                batch_bytes += line_len;
             }
         }
     }

@@ -41,6 +41,7 @@ per_backend!(
     an_api_named_twice_is_exported_once,
     a_salesnip_url_of_another_base_is_restored_as_it_was,
     a_key_read_after_a_bad_line_is_not_stored,
+    a_line_longer_than_the_limit_is_named_not_read_whole,
 );
 
 // ---- the binary on a store ----------------------------------------------------------------------
@@ -1013,6 +1014,25 @@ async fn a_key_read_after_a_bad_line_is_not_stored() {
         key_ids(&original[..k]),
         "only the key before line {k}"
     );
+}
+
+/// Input with no newline (a binary file, `/dev/zero`) is not read into memory whole: the line
+/// past `MAX_LINE` bytes is named, and nothing of its batch is stored.
+async fn a_line_longer_than_the_limit_is_named_not_read_whole() {
+    let tenant = ApiId::Anam.profile().new_tenant_id();
+    let original = seeded_export(ApiId::Anam, &tenant, 3, 1).await;
+    let mut bytes = file(&original).into_bytes();
+    bytes.resize(bytes.len() + sessiond::bulk::MAX_LINE + 1, 0);
+    let storage = Storage::new().await;
+    let out = import_bytes(&storage, &bytes).await;
+    assert!(!out.status.success(), "the import succeeded");
+    let err = stderr(&out);
+    let k = original.len() + 1;
+    assert!(
+        err.contains(&format!("line {k}: longer than 64 MiB")),
+        "{err}"
+    );
+    assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
 }
 
 /// Imports `lines` into a new store, which must refuse line `k` with a message naming `about`.
