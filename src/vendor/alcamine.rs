@@ -159,32 +159,43 @@ impl Profile for Alcamine {
         "h1demo0workspace00000000"
     }
 
-    /// The ids a session repeats in its embedded objects follow a given one; the status follows
-    /// the lifecycle's timestamps given (a start: under way, an end: completed; either given as
-    /// null: not so far), and the generated timestamps follow the status.
+    /// The ids a session repeats in its embedded objects follow a given one, at the top or in a
+    /// given embedded object; the status follows the lifecycle's timestamps given (a start:
+    /// under way, an end: completed; either given as null: not so far), and the generated
+    /// timestamps follow the status.
     fn fit(&self, g: &mut Map<String, Value>, given: &Map<String, Value>) {
-        const COPIES: [(&str, &[&str]); 4] = [
-            ("agentId", &["/agent/id", "/agent/version/agentId"]),
+        // Each id: where `prepare` checks it is repeated (a given one there fixes it), then
+        // where else the generator repeats it.
+        const COPIES: [(&str, &[&str], &[&str]); 4] = [
+            ("agentId", &["/agent/id"], &["/agent/version/agentId"]),
             (
                 "agentVersionId",
-                &["/agent/version/id", "/agent/publishedVersionId"],
+                &["/agent/version/id"],
+                &["/agent/publishedVersionId"],
             ),
-            ("conversationId", &["/conversation/id"]),
+            ("conversationId", &["/conversation/id"], &[]),
             (
                 "personId",
-                &[
-                    "/person/id",
-                    "/person/rootPersonId",
-                    "/conversation/personId",
-                ],
+                &["/person/id", "/conversation/personId"],
+                &["/person/rootPersonId"],
             ),
         ];
-        for (field, copies) in COPIES {
-            let Some(id) = given.get(field).filter(|v| v.is_string()) else {
+        let given_at = |pointer: &str| {
+            let mut parts = pointer.trim_start_matches('/').split('/');
+            let first = given.get(parts.next()?)?;
+            parts.try_fold(first, |v, part| v.get(part))
+        };
+        for (field, checked, also) in COPIES {
+            let Some(id) = std::iter::once(given.get(field))
+                .chain(checked.iter().map(|p| given_at(p)))
+                .flatten()
+                .find(|v| v.is_string())
+                .cloned()
+            else {
                 continue;
             };
             g.insert(field.into(), id.clone());
-            for pointer in copies {
+            for pointer in checked.iter().chain(also) {
                 if let Some(slot) = doc_pointer_mut(g, pointer) {
                     *slot = id.clone();
                 }

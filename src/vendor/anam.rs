@@ -204,19 +204,25 @@ impl Profile for Anam {
         "3f1c9b1e-2a7d-4c55-8e0f-6b4d2c1a9e00"
     }
 
-    /// An end where an exit status or an end time is given (none where either is given as
-    /// null); the start and the end a given one fixes, the length kept.
+    /// An end where an end time, an exit status or a length is given (none where the first of
+    /// them given is null); the start and the end a given one fixes, the length kept.
     fn fit(&self, g: &mut Map<String, Value>, given: &Map<String, Value>) {
+        let given_length = given.get("sessionLengthMs");
         let length = chrono::Duration::milliseconds(
-            g.get("sessionLengthMs")
+            given_length
                 .and_then(Value::as_i64)
+                .or(g.get("sessionLengthMs").and_then(Value::as_i64))
                 .unwrap_or(600_000),
         );
-        let ended = match (given.get("endTime"), given.get("exitStatus")) {
-            (Some(Value::Null), _) | (None, Some(Value::Null)) => false,
-            (Some(_), _) | (None, Some(_)) => true,
-            (None, None) => g.get("endTime").is_some_and(|v| !v.is_null()),
-        };
+        // Ended, or not, by the first of these the client gave.
+        let ended = [given.get("endTime"), given.get("exitStatus"), given_length]
+            .into_iter()
+            .flatten()
+            .next()
+            .map_or_else(
+                || g.get("endTime").is_some_and(|v| !v.is_null()),
+                |v| !v.is_null(),
+            );
         let given_end = given.get("endTime").and_then(parse_time);
         let start = match (given.get("startTime").and_then(parse_time), given_end) {
             (Some(start), _) => start,

@@ -1238,6 +1238,19 @@ async fn fill_keeps_the_fields_the_client_gave() {
             ],
         ),
         (
+            ApiId::Anam,
+            json!({ "sessionLengthMs": 5000 }),
+            vec![("/sessionLengthMs", json!(5000))],
+        ),
+        (
+            ApiId::Alcamine,
+            json!({ "person": { "id": agent } }),
+            vec![
+                ("/personId", json!(agent)),
+                ("/conversation/personId", json!(agent)),
+            ],
+        ),
+        (
             ApiId::Salesnip,
             json!({ "products": [{ "quantity": { "maximum": 2 } }] }),
             vec![("/products/0/quantity/maximum", json!(2))],
