@@ -292,7 +292,13 @@ fn parse_line(text: &str) -> Result<Line, String> {
             session: NewDoc::Parsed(session),
         });
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    match value.get("kind").and_then(Value::as_str) {
+        Some("tenant" | "key") | None => serde_json::from_value(value).map_err(|e| e.to_string()),
+        // serde would name only the kinds it reads itself.
+        Some(other) => Err(format!(
+            "unknown kind `{other}`, expected `tenant`, `key` or `session`"
+        )),
+    }
 }
 
 /// A session line in the layout `export` writes, `{"kind":"session","api":"…","tenant":"…",
@@ -897,4 +903,26 @@ async fn read_into(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_an_unknown_kind_names_every_kind() {
+        let err = parse_line(r#"{"kind":"sesion","api":"anam"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            "unknown kind `sesion`, expected `tenant`, `key` or `session`"
+        );
+        assert!(
+            parse_line(r#"{"api":"anam"}"#)
+                .err()
+                .unwrap()
+                .contains("`kind`")
+        );
+    }
 }
