@@ -704,6 +704,114 @@ pub async fn import(
     read.map(|()| totals)
 }
 
+/// The error of an import stopped at a line (unreadable, or a tenant or key line that is bad):
+/// a session before it is named first if one is bad (`batch`, not checked yet) or a batch being
+/// stored fails; else the line's own `error`.
+async fn stop_at(
+    service: &Arc<Service>,
+    storing: &mut Storing<Lines>,
+    batch: Vec<NewSession>,
+    batch_lines: &Lines,
+    error: BulkError,
+) -> BulkError {
+    if let Err(e) = storing.finish().await {
+        return e;
+    }
+    if !batch.is_empty()
+        && let Err(e) = service.check_only(batch, Origin::Restore).await
+    {
+        return (storing.fail)(batch_lines, e);
+    }
+    error
+}
+
+/// A tenant line (stored now) or a key line (checked now, stored by [`import`] at its end).
+async fn own_record(
+    service: &Arc<Service>,
+    record: Line,
+    line_no: u64,
+    totals: &mut Totals,
+    keys: &mut PendingKeys,
+) -> Result<(), BulkError> {
+    match record {
+        Line::Tenant {
+            api,
+            id,
+            created_at,
+            seq,
+        } => {
+            let line_err = |message: String| BulkError::Line {
+                line: line_no,
+                message,
+            };
+            api.profile().check_tenant_id(&id).map_err(line_err)?;
+            if !(0..=MAX_SEQ).contains(&seq) {
+                return Err(line_err(format!(
+                    "`seq` must be a whole number from 0 to {MAX_SEQ}"
+                )));
+            }
+            match service.store().create_tenant(api, &id, &created_at).await {
+                Ok(()) => totals.tenants += 1,
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(AdminError::from(e).into()),
+            }
+            service
+                .store()
+                .raise_seq(api, &id, seq)
+                .await
+                .map_err(AdminError::from)?;
+        }
+        Line::Key {
+            api,
+            tenant,
+            id,
+            hash,
+            created_at,
+            revoked,
+        } => {
+            let line_err = |message: String| BulkError::Line {
+                line: line_no,
+                message,
+            };
+            let hash =
+                parse_hash(&hash).ok_or_else(|| line_err("hash must be 64 hex digits".into()))?;
+            if !service
+                .store()
+                .tenant_exists(api, &tenant)
+                .await
+                .map_err(AdminError::from)?
+            {
+                return Err(line_err(format!(
+                    "key {id} names unknown {api} tenant {tenant}"
+                )));
+            }
+            let row = KeyRow {
+                id: id.clone(),
+                api,
+                tenant,
+                hash,
+                created_at,
+                revoked,
+            };
+            // Checked now, stored once the sessions before it are (see `import`): a key of
+            // the store or of an earlier line with this hash must be this key.
+            let same = |k: &KeyRow| k.id == row.id && k.api == row.api && k.tenant == row.tenant;
+            let stored = service
+                .store()
+                .find_key(&hash)
+                .await
+                .map_err(AdminError::from)?;
+            let clash = || line_err(format!("key {id} clashes with an existing key"));
+            if stored.is_some_and(|k| !same(&k)) {
+                return Err(clash());
+            }
+            keys.add(line_no, row).map_err(|()| clash())?;
+        }
+        Line::Session { .. } => unreachable!("sessions are batched"),
+    }
+    Ok(())
+}
+
 /// The keys an import has read, in order, to be stored at its end; found by hash and by id.
 #[derive(Default)]
 struct PendingKeys {
@@ -779,16 +887,8 @@ async fn read_into(
             match records.recv().await {
                 Some(Ok(next)) => chunk = next.into(),
                 Some(Err(unreadable)) => {
-                    // Name the first bad line: a session before the unreadable one may be bad
-                    // too (its batch was not checked yet), or a batch being stored may fail.
-                    storing.finish().await?;
-                    if !batch.is_empty() {
-                        service
-                            .check_only(std::mem::take(&mut batch), Origin::Restore)
-                            .await
-                            .map_err(|e| (storing.fail)(&batch_lines, e))?;
-                    }
-                    return Err(unreadable);
+                    let batch = std::mem::take(&mut batch);
+                    return Err(stop_at(service, storing, batch, &batch_lines, unreadable).await);
                 }
                 None => {
                     return Err(BulkError::Io(std::io::Error::other(
@@ -813,79 +913,11 @@ async fn read_into(
         }
         match parsed {
             None => break,
-            Some(Line::Tenant {
-                api,
-                id,
-                created_at,
-                seq,
-            }) => {
-                let line_err = |message: String| BulkError::Line {
-                    line: line_no,
-                    message,
-                };
-                api.profile().check_tenant_id(&id).map_err(line_err)?;
-                if !(0..=MAX_SEQ).contains(&seq) {
-                    return Err(line_err(format!(
-                        "`seq` must be a whole number from 0 to {MAX_SEQ}"
-                    )));
+            Some(record @ (Line::Tenant { .. } | Line::Key { .. })) => {
+                if let Err(e) = own_record(service, record, line_no, totals, keys).await {
+                    let batch = std::mem::take(&mut batch);
+                    return Err(stop_at(service, storing, batch, &batch_lines, e).await);
                 }
-                match service.store().create_tenant(api, &id, &created_at).await {
-                    Ok(()) => totals.tenants += 1,
-                    Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(AdminError::from(e).into()),
-                }
-                service
-                    .store()
-                    .raise_seq(api, &id, seq)
-                    .await
-                    .map_err(AdminError::from)?;
-            }
-            Some(Line::Key {
-                api,
-                tenant,
-                id,
-                hash,
-                created_at,
-                revoked,
-            }) => {
-                let line_err = |message: String| BulkError::Line {
-                    line: line_no,
-                    message,
-                };
-                let hash = parse_hash(&hash)
-                    .ok_or_else(|| line_err("hash must be 64 hex digits".into()))?;
-                if !service
-                    .store()
-                    .tenant_exists(api, &tenant)
-                    .await
-                    .map_err(AdminError::from)?
-                {
-                    return Err(line_err(format!(
-                        "key {id} names unknown {api} tenant {tenant}"
-                    )));
-                }
-                let row = KeyRow {
-                    id: id.clone(),
-                    api,
-                    tenant,
-                    hash,
-                    created_at,
-                    revoked,
-                };
-                // Checked now, stored once the sessions before it are (see `import`): a key of
-                // the store or of an earlier line with this hash must be this key.
-                let same =
-                    |k: &KeyRow| k.id == row.id && k.api == row.api && k.tenant == row.tenant;
-                let stored = service
-                    .store()
-                    .find_key(&hash)
-                    .await
-                    .map_err(AdminError::from)?;
-                let clash = || line_err(format!("key {id} clashes with an existing key"));
-                if stored.is_some_and(|k| !same(&k)) {
-                    return Err(clash());
-                }
-                keys.add(line_no, row).map_err(|()| clash())?;
             }
             Some(Line::Session {
                 api,

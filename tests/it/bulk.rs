@@ -992,14 +992,6 @@ async fn a_key_read_after_a_bad_line_is_not_stored() {
         "a key on each side of line {k}: {key_lines:?}"
     );
 
-    let storage = Storage::new().await;
-    let out = import(&storage, &file(&broken)).await;
-    assert!(!out.status.success(), "the import succeeded");
-    assert!(
-        stderr(&out).contains(&format!("line {k}:")),
-        "{}",
-        stderr(&out)
-    );
     let key_ids = |ndjson: &[String]| -> Vec<Value> {
         ndjson
             .iter()
@@ -1008,12 +1000,29 @@ async fn a_key_read_after_a_bad_line_is_not_stored() {
             .map(|r| r["id"].clone())
             .collect()
     };
-    let kept = key_ids(&lines(&export(&storage, &[]).await));
-    assert_eq!(
-        kept,
-        key_ids(&original[..k]),
-        "only the key before line {k}"
-    );
+    // Also when a bad tenant line after them stops the import before the batch is checked.
+    let tenant_line = original
+        .iter()
+        .find(|l| record(l)["kind"] == "tenant")
+        .unwrap();
+    let mut then_bad_tenant = broken.clone();
+    then_bad_tenant.push(edited(tenant_line, |r| r["seq"] = json!(-1)));
+    for file_lines in [broken, then_bad_tenant] {
+        let storage = Storage::new().await;
+        let out = import(&storage, &file(&file_lines)).await;
+        assert!(!out.status.success(), "the import succeeded");
+        assert!(
+            stderr(&out).contains(&format!("line {k}:")),
+            "{}",
+            stderr(&out)
+        );
+        let kept = key_ids(&lines(&export(&storage, &[]).await));
+        assert_eq!(
+            kept,
+            key_ids(&original[..k]),
+            "only the key before line {k}"
+        );
+    }
 }
 
 /// Input with no newline (a binary file, `/dev/zero`) is not read into memory whole: the line
