@@ -81,11 +81,15 @@ pub async fn seed(
 ) -> Result<Totals, BulkError> {
     use rayon::prelude::*;
     let mut totals = Totals::default();
-    match service.create_tenant(api, Some(tenant.to_owned())).await {
-        Ok(_) => totals.tenants = 1,
-        Err(AdminError::Conflict(_)) => {}
+    // The tenant as stored: its canonical spelling (an upper-case UUID names the lower-case one).
+    let tenant = &match service.create_tenant(api, Some(tenant.to_owned())).await {
+        Ok(id) => {
+            totals.tenants = 1;
+            id
+        }
+        Err(AdminError::Conflict(_)) => service.resolve_tenant(api, tenant).await?,
         Err(e) => return Err(e.into()),
-    }
+    };
     // Batches are stored (on the store's writer) while the next ones are generated and checked.
     let mut storing = Storing::start(service, |first: &u64, e| BulkError::Generated {
         n: first + e.index as u64 + 1,
@@ -794,15 +798,18 @@ async fn own_record(
                 revoked,
             };
             // Checked now, stored once the sessions before it are (see `import`): a key of
-            // the store or of an earlier line with this hash must be this key.
-            let same = |k: &KeyRow| k.id == row.id && k.api == row.api && k.tenant == row.tenant;
-            let stored = service
-                .store()
-                .find_key(&hash)
-                .await
-                .map_err(AdminError::from)?;
+            // the store or of an earlier line with this hash or this id must be this key.
+            let same = |k: &KeyRow| {
+                k.id == row.id && k.api == row.api && k.tenant == row.tenant && k.hash == row.hash
+            };
+            let store = service.store();
+            let by_hash = store.find_key(&hash).await.map_err(AdminError::from)?;
             let clash = || line_err(format!("key {id} clashes with an existing key"));
-            if stored.is_some_and(|k| !same(&k)) {
+            if by_hash.is_some_and(|k| !same(&k)) {
+                return Err(clash());
+            }
+            let by_id = store.find_key_by_id(&id).await.map_err(AdminError::from)?;
+            if by_id.is_some_and(|k| !same(&k)) {
                 return Err(clash());
             }
             keys.add(line_no, row).map_err(|()| clash())?;

@@ -553,12 +553,21 @@ fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
 fn summary(verb: &str, t: crate::bulk::Totals, started: std::time::Instant) {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{verb} {} tenants, {} keys, {} sessions in {secs:.2} s ({:.0} sessions/s)",
-        t.tenants,
-        t.keys,
-        t.sessions,
+        "{verb} {}, {}, {} in {secs:.2} s ({:.0} sessions/s)",
+        counted(t.tenants, "tenant"),
+        counted(t.keys, "key"),
+        counted(t.sessions, "session"),
         t.sessions as f64 / secs.max(1e-9)
     );
+}
+
+/// `1 key`, `2 keys`.
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 async fn seed(args: SeedArgs) -> anyhow::Result<()> {

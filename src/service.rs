@@ -387,7 +387,7 @@ impl Service {
                 profile
                     .check_tenant_id(&id)
                     .map_err(AdminError::BadRequest)?;
-                id
+                profile.canonical_tenant_id(&id).into_owned()
             }
             None => profile.new_tenant_id(),
         };
@@ -398,6 +398,19 @@ impl Service {
         }
     }
 
+    /// The stored spelling of the tenant a client names: its canonical one (see
+    /// [`crate::vendor::Profile::canonical_tenant_id`]), or the one given (a tenant created before
+    /// tenant ids were canonical, or restored so). Unknown → [`AdminError::NotFound`].
+    pub async fn resolve_tenant(&self, api: ApiId, tenant: &str) -> Result<String, AdminError> {
+        let canonical = api.profile().canonical_tenant_id(tenant);
+        if *canonical != *tenant && self.require_tenant(api, &canonical).await.is_ok() {
+            return Ok(canonical.into_owned());
+        }
+        self.require_tenant(api, tenant).await?;
+        Ok(tenant.to_owned())
+    }
+
+    /// The tenant exists under exactly this spelling.
     async fn require_tenant(&self, api: ApiId, tenant: &str) -> Result<(), AdminError> {
         let key = (api, tenant.to_owned());
         let known = |k| {
@@ -430,10 +443,10 @@ impl Service {
         api: ApiId,
         tenant: &str,
     ) -> Result<(String, Secret), AdminError> {
-        self.require_tenant(api, tenant).await?;
+        let tenant = self.resolve_tenant(api, tenant).await?;
         let secret = auth::new_key(api);
         let id = auth::new_key_id();
-        self.store_key(api, tenant, &id, &secret).await?;
+        self.store_key(api, &tenant, &id, &secret).await?;
         Ok((id, secret))
     }
 
@@ -445,13 +458,13 @@ impl Service {
         id: &str,
         secret: &Secret,
     ) -> Result<(), AdminError> {
-        self.require_tenant(api, tenant).await?;
+        let tenant = &self.resolve_tenant(api, tenant).await?;
         match self
             .store
             .find_key(&auth::hash_key(secret.expose()))
             .await?
         {
-            Some(k) if k.api == api && k.tenant == tenant => Ok(()),
+            Some(k) if k.api == api && k.tenant == *tenant => Ok(()),
             Some(_) => Err(AdminError::Conflict(
                 "that key belongs to another tenant".into(),
             )),
@@ -487,6 +500,7 @@ impl Service {
         tenant: &str,
         key_id: &str,
     ) -> Result<(), AdminError> {
+        let tenant = &self.resolve_tenant(api, tenant).await?;
         match self.store.revoke_key(api, tenant, key_id).await {
             Ok(hash) => {
                 self.keys.invalidate(Some(&hash));
@@ -500,8 +514,8 @@ impl Service {
     }
 
     pub async fn list_keys(&self, api: ApiId, tenant: &str) -> Result<Vec<KeyRow>, AdminError> {
-        self.require_tenant(api, tenant).await?;
-        Ok(self.store.list_keys(api, tenant).await?)
+        let tenant = self.resolve_tenant(api, tenant).await?;
+        Ok(self.store.list_keys(api, &tenant).await?)
     }
 
     // ---- sessions -------------------------------------------------------------------------------
@@ -515,7 +529,7 @@ impl Service {
         origin: Origin,
     ) -> Result<Written, AdminError> {
         let input = into_object(input)?;
-        self.require_tenant(api, tenant).await?;
+        let tenant = &self.resolve_tenant(api, tenant).await?;
         let new = self.prepare_new(api, tenant, input, origin)?;
         let id = new.id.clone();
         let restored_seq = new.restored_seq;
@@ -820,7 +834,8 @@ impl Service {
             }
         };
         let id = match doc.get("id") {
-            None => profile.new_session_id(),
+            // A null is "not set", as in a patch: the server gives the id.
+            None | Some(Value::Null) => profile.new_session_id(),
             Some(Value::String(id)) => {
                 profile
                     .check_session_id(id)
@@ -1011,7 +1026,7 @@ impl Service {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<SessionPage, AdminError> {
-        self.require_tenant(api, tenant).await?;
+        let tenant = &self.resolve_tenant(api, tenant).await?;
         let after = cursor
             .map(|c| {
                 c.parse::<i64>()
@@ -1059,7 +1074,9 @@ impl Service {
         doc.insert("id".into(), Value::String(id.to_owned()));
         if let Some(field) = profile.tenant_field() {
             if let Some(sent) = input.get(field).filter(|v| !v.is_null())
-                && sent != tenant
+                && sent
+                    .as_str()
+                    .is_none_or(|s| s != tenant && profile.canonical_tenant_id(s) != tenant)
             {
                 problems.push(Violation::new(
                     format!("/{field}"),

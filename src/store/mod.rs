@@ -150,6 +150,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key(&self, api: ApiId, tenant: &str, key_id: &str) -> StoreResult<[u8; 32]>;
     /// The key with this hash, revoked or not.
     async fn find_key(&self, hash: &[u8; 32]) -> StoreResult<Option<KeyRow>>;
+    /// The key with this id, revoked or not.
+    async fn find_key_by_id(&self, id: &str) -> StoreResult<Option<KeyRow>>;
     async fn list_keys(&self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>>;
 
     /// Inserts a session (version must be 1); [`StoreError::Conflict`] if the id is taken.

@@ -491,6 +491,17 @@ impl Store for PostgresStore {
         .transpose()
     }
 
+    async fn find_key_by_id(&self, id: &str) -> StoreResult<Option<KeyRow>> {
+        self.query_opt(
+            "SELECT id, api, tenant, hash, created_at, revoked_at FROM api_keys WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(key_from)
+        .transpose()
+    }
+
     async fn list_keys(&self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
         self.query(
             "SELECT id, api, tenant, hash, created_at, revoked_at FROM api_keys

@@ -1240,6 +1240,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn find_key_by_id(&self, id: &str) -> StoreResult<Option<KeyRow>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM api_keys WHERE id = ?1")
+                .and_then(|mut st| st.query_row([&id], key_from).optional())
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn list_keys(&self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
         let tenant = tenant.to_owned();
         self.read(move |c| {

@@ -78,7 +78,7 @@ impl Profile for Alcamine {
     ) {
         let now = Value::from(iso_millis(ctx.now));
         created_timestamp(doc, ctx, "createdAt", now.clone());
-        updated_timestamp(doc, ctx, "updatedAt", now.clone());
+        updated_timestamp(doc, ctx, "updatedAt", false, now.clone());
         default(doc, "status", || json!("PENDING"));
         default(doc, "recordAudio", || json!(false));
         default(doc, "isDemo", || json!(false));

@@ -105,6 +105,10 @@ impl Profile for Anam {
         canonical_uuid(id)
     }
 
+    fn canonical_tenant_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
+        canonical_uuid(id)
+    }
+
     fn malformed_id_is_bad_request(&self) -> bool {
         true
     }
@@ -174,7 +178,7 @@ impl Profile for Anam {
         };
         derive(doc, ctx, "sessionLengthMs", length, problems);
         created_timestamp(doc, ctx, "createdAt", now.clone());
-        updated_timestamp(doc, ctx, "updatedAt", now);
+        updated_timestamp(doc, ctx, "updatedAt", true, now);
     }
 
     fn public_view(&self, doc: &Value) -> Option<Value> {

@@ -226,6 +226,11 @@ pub trait Profile: Send + Sync {
     fn canonical_session_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
         Cow::Borrowed(id)
     }
+    /// The one spelling under which a tenant is created, like [`Profile::canonical_session_id`]:
+    /// a UUID tenant id in upper case names the tenant of its lower-case spelling.
+    fn canonical_tenant_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(id)
+    }
     /// Whether an id in a public URL that is not in the vendor's format is a 400 (else: 404).
     fn malformed_id_is_bad_request(&self) -> bool {
         false
@@ -404,13 +409,30 @@ fn created_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str
         Some(prev) if ctx.sent(key).is_none_or(Value::is_null) => {
             doc.insert(key.to_owned(), prev.clone());
         }
-        _ => default(doc, key, || now),
+        // On create, a null is "not set" too: the time is now.
+        _ if doc.get(key).is_none_or(Value::is_null) => {
+            doc.insert(key.to_owned(), now);
+        }
+        _ => {}
     }
 }
 
-/// Sets `updatedAt`-like fields to `now` unless the client sent one explicitly (imports keep theirs).
-fn updated_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str, now: Value) {
-    if ctx.sent(key).is_none() {
+/// Sets `updatedAt`-like fields to `now` unless the client sent one explicitly (imports keep
+/// theirs). A `null` sent is kept only where the contract allows one (`nullable`: a fixture of a
+/// session never updated); elsewhere it is "not set", and the time is now.
+fn updated_timestamp(
+    doc: &mut Map<String, Value>,
+    ctx: &WriteCtx<'_>,
+    key: &str,
+    nullable: bool,
+    now: Value,
+) {
+    let set = match ctx.sent(key) {
+        None => true,
+        Some(Value::Null) => !nullable,
+        Some(_) => false,
+    };
+    if set {
         doc.insert(key.to_owned(), now);
     }
 }

@@ -45,6 +45,10 @@ impl Profile for OpenCx {
         canonical_uuid(id)
     }
 
+    fn canonical_tenant_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
+        canonical_uuid(id)
+    }
+
     fn uses_sequence(&self) -> bool {
         true
     }
@@ -98,7 +102,7 @@ impl Profile for OpenCx {
             default(contact, "updated_at", || now.clone());
         }
         created_timestamp(doc, ctx, "created_at", now.clone());
-        updated_timestamp(doc, ctx, "updated_at", now);
+        updated_timestamp(doc, ctx, "updated_at", false, now);
     }
 
     fn error(&self, kind: PublicError) -> ErrorReply {

@@ -132,21 +132,20 @@ impl Profile for SaleSnip {
         problems: &mut Vec<Violation>,
     ) {
         let short = ctx.id.strip_prefix(SESSION_PREFIX).unwrap_or(ctx.id);
-        // A restored url was derived by the server that wrote it, whose `--salesnip-url-base` may
-        // not be this one's: kept while it still ends with the session's own id.
-        let restored_url = ctx.restoring
-            && ctx
-                .sent("url")
-                .and_then(Value::as_str)
-                .is_some_and(|url| url.ends_with(short) && url.len() > short.len());
-        if !restored_url {
-            derive(
-                doc,
-                ctx,
-                "url",
-                Value::String(format!("{}{short}", ctx.salesnip_url_base)),
-                problems,
-            );
+        // The url is derived once, when the session is created, by the server that created it,
+        // whose `--salesnip-url-base` may not be this one's (an import, a changed setting): a
+        // url that ends with the session's own id is kept, as restored and on every update.
+        let own = |url: &Value| {
+            url.as_str()
+                .is_some_and(|url| url.ends_with(short) && url.len() > short.len())
+        };
+        let restored = ctx.restoring && ctx.sent("url").is_some_and(own);
+        if !restored {
+            let url = match ctx.prev.and_then(|p| p.get("url")) {
+                Some(kept) if own(kept) => kept.clone(),
+                _ => Value::String(format!("{}{short}", ctx.salesnip_url_base)),
+            };
+            derive(doc, ctx, "url", url, problems);
         }
         default(doc, "status", || json!("ACTIVE"));
         lifecycle(doc, ctx, "status", &["ACTIVE", "COMPLETE"], problems);

@@ -41,6 +41,7 @@ per_backend!(
     an_api_named_twice_is_exported_once,
     a_salesnip_url_of_another_base_is_restored_as_it_was,
     a_key_read_after_a_bad_line_is_not_stored,
+    a_key_whose_id_is_taken_is_named_before_any_session_is_stored,
     a_line_longer_than_the_limit_is_named_not_read_whole,
 );
 
@@ -88,7 +89,7 @@ async fn run_ok(storage: &Storage, words: &[&str]) -> Output {
     out
 }
 
-/// The summary line on stderr starts with `expected` (e.g. `seeded 1 tenants, 0 keys, 5 sessions`).
+/// The summary line on stderr starts with `expected` (e.g. `seeded 1 tenant, 0 keys, 5 sessions`).
 #[track_caller]
 fn assert_summary(out: &Output, expected: &str) {
     let err = stderr(out);
@@ -238,10 +239,7 @@ async fn seed_creates_the_tenant_and_contract_valid_sessions(api: ApiId) {
     let storage = Storage::new().await;
     let tenant = api.profile().new_tenant_id();
     let out = seed(&storage, api, &tenant, SEEDED, 7).await;
-    assert_summary(
-        &out,
-        &format!("seeded 1 tenants, 0 keys, {SEEDED} sessions"),
-    );
+    assert_summary(&out, &format!("seeded 1 tenant, 0 keys, {SEEDED} sessions"));
     // Into the tenant that exists now: more sessions, no new tenant.
     let out = seed(&storage, api, &tenant, SEEDED, 8).await;
     assert_summary(
@@ -938,7 +936,8 @@ async fn sequence_numbers_out_of_range_are_refused_on_import() {
 
 /// A SaleSnip `url` is derived from `--salesnip-url-base`, which the server that wrote an export
 /// may have set otherwise: an import keeps a url that ends with its session's id as it was, and
-/// refuses one that names another session.
+/// refuses one that names another session. The url stays as it was on later updates too: a
+/// patch keeps it, and the admin GET's body sent back with PUT is accepted.
 async fn a_salesnip_url_of_another_base_is_restored_as_it_was() {
     let api = ApiId::Salesnip;
     let original = seeded_export(api, &api.profile().new_tenant_id(), 3, 1).await;
@@ -958,6 +957,32 @@ async fn a_salesnip_url_of_another_base_is_restored_as_it_was() {
         &export(&storage, &[]).await,
         &file(&moved),
         "another url base",
+    );
+    let restored = record(&moved[session_line(&moved, 0) - 1])["session"].clone();
+    let id = restored["id"].as_str().unwrap().to_owned();
+    let server = TestServer::start_in(storage).await;
+    let patched = server
+        .patch_session(api, &id, json!({ "status": "COMPLETE" }))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(patched["url"], restored["url"], "a patch rewrote the url");
+    let read = server
+        .admin_session(Method::GET, api, &id)
+        .await
+        .expect(200);
+    let put = server
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/{api}/sessions/{id}"),
+            Some(read.json()),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        put["url"], restored["url"],
+        "a PUT of the GET body changed the url"
     );
 
     let (wrong, k) = replace_session(&original, 1, |l| {
@@ -1023,6 +1048,53 @@ async fn a_key_read_after_a_bad_line_is_not_stored() {
             "only the key before line {k}"
         );
     }
+}
+
+/// A key line whose id the store already gives to another key (another hash) is named when it is
+/// read, like one whose hash is taken: the import stops there, before the sessions after it are
+/// stored (it was found only once every session was).
+async fn a_key_whose_id_is_taken_is_named_before_any_session_is_stored() {
+    let api = ApiId::Opencx;
+    let source = Storage::new().await;
+    let tenant = api.profile().new_tenant_id();
+    seed(&source, api, &tenant, 3, 1).await;
+    run_ok(
+        &source,
+        &["keys", "create", "--api", api.as_str(), "--tenant", &tenant],
+    )
+    .await;
+    let original = lines(&export(&source, &[api]).await);
+    let k = 1 + original
+        .iter()
+        .position(|l| record(l)["kind"] == "key")
+        .expect("a key line");
+    assert!(
+        k < session_line(&original, 0),
+        "the key before the sessions"
+    );
+
+    // The store holds the tenant and the key; the file gives the key's id another hash.
+    let target = Storage::new().await;
+    let own: Vec<String> = original
+        .iter()
+        .filter(|l| record(l)["kind"] != "session")
+        .cloned()
+        .collect();
+    import_ok(&target, &file(&own)).await;
+    let mut taken = original.clone();
+    taken[k - 1] = edited(&original[k - 1], |r| r["hash"] = json!("ab".repeat(32)));
+    let out = import(&target, &file(&taken)).await;
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a taken key id was accepted");
+    assert!(
+        err.contains(&format!("line {k}:")) && err.contains("clashes"),
+        "line {k}: {err}"
+    );
+    assert_same_ndjson(
+        &export(&target, &[api]).await,
+        &file(&own),
+        "after the refused import",
+    );
 }
 
 /// Input with no newline (a binary file, `/dev/zero`) is not read into memory whole: the line
@@ -1122,7 +1194,7 @@ async fn import_reads_stdin_and_export_writes_only_ndjson_to_stdout() {
     let tenant = ApiId::Anam.profile().new_tenant_id();
     seed(&source, ApiId::Anam, &tenant, 20, 1).await;
     let out = run_ok(&source, &["export", "-o", "-"]).await;
-    assert_summary(&out, "exported 1 tenants, 0 keys, 20 sessions");
+    assert_summary(&out, "exported 1 tenant, 0 keys, 20 sessions");
     let ndjson = String::from_utf8(out.stdout).expect("UTF-8 NDJSON");
     for line in ndjson.lines() {
         assert!(record(line)["kind"].is_string(), "not a record: {line}");
@@ -1134,7 +1206,7 @@ async fn import_reads_stdin_and_export_writes_only_ndjson_to_stdout() {
     let out = run_with_input(&target, &words, &ndjson).await;
     assert_succeeded(&words, &out);
     assert!(out.stdout.is_empty(), "import wrote to stdout");
-    assert_summary(&out, "imported 1 tenants, 0 keys, 20 sessions");
+    assert_summary(&out, "imported 1 tenant, 0 keys, 20 sessions");
     assert_same_ndjson(&export(&target, &[]).await, &ndjson, "imported from stdin");
 }
 

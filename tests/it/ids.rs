@@ -2,22 +2,24 @@
 //! case of its hex digits (RFC 9562; Swift's `UUID().uuidString` is upper case), so OpenCX and
 //! Anam answer an upper-case id like the lower-case one it spells, store a UUID sent in upper case
 //! in lower case, and still find a session a store holds under an upper-case id. The other
-//! vendors' ids are case-sensitive: another case is another id.
+//! vendors' ids are case-sensitive: another case is another id. The same holds for tenant ids
+//! that are UUIDs (OpenCX's, and Anam's organization ids when they are UUIDs).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sessiond::ApiId;
 use sessiond::store::{Dsn, SessionRow, Store, StoreOptions};
 
-use crate::common::{TestServer, fixtures};
+use crate::common::{Storage, TestServer, fixtures};
 
 per_api!(an_id_in_upper_case_on_the_vendor_route);
 per_backend!(
     a_uuid_sent_in_upper_case_is_stored_in_lower_case,
     a_session_stored_under_an_upper_case_uuid_is_still_found,
+    a_uuid_tenant_named_in_upper_case_is_its_lower_case_tenant,
 );
 
 /// The uuid apis: their ids are read in any case.
@@ -163,11 +165,7 @@ async fn a_session_stored_under_an_upper_case_uuid_is_still_found() {
     }
     let storage = server.stop().await;
     {
-        let dsn = storage.dsn().map(Dsn::new);
-        let store: Arc<dyn Store> =
-            sessiond::store::open(dsn.as_ref(), storage.data_dir(), StoreOptions::default())
-                .await
-                .expect("opening the store");
+        let store = open_store(&storage).await;
         for (api, tenant, _, upper, doc) in &legacy {
             let row = SessionRow {
                 api: *api,
@@ -200,4 +198,87 @@ async fn a_session_stored_under_an_upper_case_uuid_is_still_found() {
             .expect(204);
         server.public_get(*api, upper, Some(key)).await.expect(404);
     }
+}
+
+/// A UUID tenant id given in upper case is created in lower case, and every admin route takes it
+/// in either case (it made a second tenant). A tenant a store holds under an upper-case UUID
+/// (created before tenant ids were canonical) is still found under that spelling.
+async fn a_uuid_tenant_named_in_upper_case_is_its_lower_case_tenant() {
+    let server = TestServer::start().await;
+    let mut legacy = Vec::new();
+    for api in UUID_APIS {
+        let lower = api.profile().new_tenant_id();
+        let upper = lower.to_ascii_uppercase();
+        let tenants = format!("/admin/v1/{api}/tenants");
+        let created = server
+            .admin(Method::POST, &tenants, Some(json!({ "id": upper })))
+            .await
+            .expect(201);
+        assert_eq!(created.json()["id"], lower.as_str(), "{api}");
+        server
+            .admin(Method::POST, &tenants, Some(json!({ "id": lower })))
+            .await
+            .expect(409);
+        let listed = server.admin(Method::GET, &tenants, None).await.expect(200);
+        let ids: Vec<Value> = listed.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].clone())
+            .collect();
+        assert_eq!(ids, [json!(lower)], "{api}");
+
+        // Keys and sessions under either spelling belong to the one tenant.
+        let (key_id, key) = server.create_key(api, &upper).await;
+        let keys = server
+            .admin(Method::GET, &format!("{tenants}/{lower}/keys"), None)
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(keys["items"][0]["id"], key_id.as_str(), "{api}: {keys}");
+        let mut doc = fixtures::minimal(api);
+        if let Some(field) = api.profile().tenant_field() {
+            doc[field] = Value::from(upper.clone());
+        }
+        let (id, body) = server.new_session(api, &upper, &doc).await;
+        if let Some(field) = api.profile().tenant_field() {
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body[field], lower.as_str(), "{api}");
+        }
+        server.public_get(api, &id, Some(&key)).await.expect(200);
+        assert_eq!(server.list_all(api, &upper, 10).await.len(), 1, "{api}");
+        assert_eq!(server.list_all(api, &lower, 10).await.len(), 1, "{api}");
+        server.revoke_key(api, &upper, &key_id).await;
+        server.public_get(api, &id, Some(&key)).await.expect(401);
+
+        legacy.push((api, api.profile().new_tenant_id().to_ascii_uppercase()));
+    }
+
+    let storage = server.stop().await;
+    {
+        let store = open_store(&storage).await;
+        for (api, upper) in &legacy {
+            store
+                .create_tenant(*api, upper, "2026-01-01T00:00:00.000Z")
+                .await
+                .expect("the legacy tenant");
+        }
+    }
+    let server = TestServer::start_in(storage).await;
+    for (api, upper) in &legacy {
+        let (_, key) = server.create_key(*api, upper).await;
+        let (id, _) = server
+            .new_session(*api, upper, &fixtures::minimal(*api))
+            .await;
+        server.public_get(*api, &id, Some(&key)).await.expect(200);
+        assert_eq!(server.list_all(*api, upper, 10).await.len(), 1, "{api}");
+    }
+}
+
+/// The store of a stopped server, opened directly: to write what an older sessiond left.
+async fn open_store(storage: &Storage) -> Arc<dyn Store> {
+    let dsn = storage.dsn().map(Dsn::new);
+    sessiond::store::open(dsn.as_ref(), storage.data_dir(), StoreOptions::default())
+        .await
+        .expect("opening the store")
 }

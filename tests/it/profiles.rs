@@ -25,6 +25,8 @@ per_backend!(
     anam_a_redacted_document_sent_back_keeps_its_secrets,
     a_creation_time_sent_as_null_is_kept,
     a_null_for_a_field_the_server_owns_leaves_it_as_it_is,
+    a_null_sent_on_create_for_a_field_the_server_fills_is_not_set,
+    an_update_time_sent_as_null_is_the_time_of_the_write,
 );
 
 /// One session of a fresh tenant, created through the admin API and read back through the vendor
@@ -624,4 +626,65 @@ async fn a_null_for_a_field_the_server_owns_leaves_it_as_it_is() {
             assert_eq!(patched[field], s.body[field], "{api}: {field}");
         }
     }
+}
+
+/// On create, as in a patch, a `null` for a field the server fills (the id, the tenant field,
+/// the creation time) is "not set": the server fills it (the id and the creation time were a
+/// 422).
+async fn a_null_sent_on_create_for_a_field_the_server_fills_is_not_set() {
+    for api in ApiId::ALL {
+        let created_field = match api {
+            ApiId::Opencx | ApiId::Funnelfox => Some("created_at"),
+            ApiId::Alcamine | ApiId::Anam => Some("createdAt"),
+            ApiId::Salesnip => None,
+        };
+        let mut doc = fixtures::minimal(api);
+        let mut fields = vec!["id"];
+        fields.extend(api.profile().tenant_field());
+        fields.extend(created_field);
+        for field in &fields {
+            doc[*field] = Value::Null;
+        }
+        let s = Subject::create(api, doc).await;
+        api.profile()
+            .check_session_id(s.body["id"].as_str().expect("an id"))
+            .unwrap();
+        assert_eq!(s.body["id"], s.id.as_str(), "{api}");
+        if let Some(field) = api.profile().tenant_field() {
+            assert_eq!(s.body[field], s.tenant.as_str(), "{api}");
+        }
+        if let Some(field) = created_field {
+            assert!(!s.body[field].is_null(), "{api}: {field} of {}", s.body);
+        }
+    }
+}
+
+/// A `null` for the time of the last update is "not set" where the contract has no null there
+/// (Alcamine, OpenCX): the time of the patch (the field was left out of the stored session).
+/// Anam's contract allows a null `updatedAt`, so there a null sent is kept, as a fixture of a
+/// session never updated.
+async fn an_update_time_sent_as_null_is_the_time_of_the_write() {
+    let long_ago = json!("2020-01-01T00:00:00.000Z");
+    for (api, field) in [
+        (ApiId::Alcamine, "updatedAt"),
+        (ApiId::Opencx, "updated_at"),
+    ] {
+        let mut doc = fixtures::minimal(api);
+        doc[field] = long_ago.clone();
+        let s = Subject::create(api, doc).await;
+        assert_eq!(s.body[field], long_ago, "{api}");
+        let patched = s.patch(json!({ field: null })).await;
+        let at = patched[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{api}: {patched}"));
+        let at: DateTime<Utc> = at.parse().unwrap();
+        assert!(at > Utc::now() - Duration::minutes(5), "{api}: {at}");
+        assert_eq!(s.public().await[field], patched[field], "{api}");
+    }
+    let s = Subject::create(ApiId::Anam, json!({ "updatedAt": null })).await;
+    assert_eq!(s.body["updatedAt"], Value::Null, "{}", s.body);
+    let patched = s.patch(json!({ "clientLabel": "x" })).await;
+    assert!(patched["updatedAt"].is_string(), "{patched}");
+    let patched = s.patch(json!({ "updatedAt": null })).await;
+    assert_eq!(patched["updatedAt"], Value::Null, "{patched}");
 }
