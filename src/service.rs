@@ -387,6 +387,13 @@ impl Service {
                 profile
                     .check_tenant_id(&id)
                     .map_err(AdminError::BadRequest)?;
+                // A tenant held under another spelling of the id (an older sessiond's, or an
+                // import's) is this tenant: it exists.
+                for spelling in tenant_spellings(api, &id).into_iter().skip(1) {
+                    if self.store.tenant_exists(api, &spelling).await? {
+                        return Err(AdminError::Conflict(format!("tenant {spelling} exists")));
+                    }
+                }
                 profile.canonical_tenant_id(&id).into_owned()
             }
             None => profile.new_tenant_id(),
@@ -399,15 +406,18 @@ impl Service {
     }
 
     /// The stored spelling of the tenant a client names: its canonical one (see
-    /// [`crate::vendor::Profile::canonical_tenant_id`]), or the one given (a tenant created before
-    /// tenant ids were canonical, or restored so). Unknown → [`AdminError::NotFound`].
+    /// [`crate::vendor::Profile::canonical_tenant_id`]), or one a tenant created before tenant
+    /// ids were canonical (or restored so) may have (see [`tenant_spellings`]). Unknown →
+    /// [`AdminError::NotFound`], naming the tenant as given.
     pub async fn resolve_tenant(&self, api: ApiId, tenant: &str) -> Result<String, AdminError> {
-        let canonical = api.profile().canonical_tenant_id(tenant);
-        if *canonical != *tenant && self.require_tenant(api, &canonical).await.is_ok() {
-            return Ok(canonical.into_owned());
+        for spelling in tenant_spellings(api, tenant) {
+            match self.require_tenant(api, &spelling).await {
+                Ok(()) => return Ok(spelling),
+                Err(AdminError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
-        self.require_tenant(api, tenant).await?;
-        Ok(tenant.to_owned())
+        Err(AdminError::NotFound(format!("no {api} tenant {tenant}")))
     }
 
     /// The tenant exists under exactly this spelling.
@@ -834,8 +844,10 @@ impl Service {
             }
         };
         let id = match doc.get("id") {
-            // A null is "not set", as in a patch: the server gives the id.
-            None | Some(Value::Null) => profile.new_session_id(),
+            // A null is "not set", as in a patch: the server gives the id (an import restores
+            // what it reads: there a null is no id).
+            None => profile.new_session_id(),
+            Some(Value::Null) if origin != Origin::Restore => profile.new_session_id(),
             Some(Value::String(id)) => {
                 profile
                     .check_session_id(id)
@@ -1074,9 +1086,10 @@ impl Service {
         doc.insert("id".into(), Value::String(id.to_owned()));
         if let Some(field) = profile.tenant_field() {
             if let Some(sent) = input.get(field).filter(|v| !v.is_null())
-                && sent
-                    .as_str()
-                    .is_none_or(|s| s != tenant && profile.canonical_tenant_id(s) != tenant)
+                && sent.as_str().is_none_or(|s| {
+                    // An import restores what it reads: the tenant's own spelling only.
+                    s != tenant && (restoring || profile.canonical_tenant_id(s) != tenant)
+                })
             {
                 problems.push(Violation::new(
                     format!("/{field}"),
@@ -1284,6 +1297,22 @@ fn scalar_snapshot(doc: &Map<String, Value>) -> Vec<(String, Value)> {
         .filter(|(_, v)| !v.is_object() && !v.is_array())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// The spellings under which a store may hold the tenant `id` names, the canonical one first:
+/// then `id` as given, then, for a UUID, the upper-case one (Swift's `uuidString`), which an older
+/// sessiond stored as given. Other formats are case-sensitive: `id` alone.
+fn tenant_spellings(api: ApiId, id: &str) -> Vec<String> {
+    let profile = api.profile();
+    let canonical = profile.canonical_tenant_id(id).into_owned();
+    let upper = canonical.to_ascii_uppercase();
+    let mut spellings = vec![canonical];
+    for other in [id.to_owned(), upper] {
+        if !spellings.contains(&other) && profile.canonical_tenant_id(&other) == spellings[0] {
+            spellings.push(other);
+        }
+    }
+    spellings
 }
 
 /// Deep merge for `?fill=true`: objects merge key by key, arrays element by element (below),

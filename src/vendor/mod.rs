@@ -409,8 +409,9 @@ fn created_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str
         Some(prev) if ctx.sent(key).is_none_or(Value::is_null) => {
             doc.insert(key.to_owned(), prev.clone());
         }
-        // On create, a null is "not set" too: the time is now.
-        _ if doc.get(key).is_none_or(Value::is_null) => {
+        // On create, a null is "not set" too: the time is now (an import restores what it
+        // reads: there a null stays, for the contract to refuse).
+        None if !doc.contains_key(key) || (doc[key].is_null() && !ctx.restoring) => {
             doc.insert(key.to_owned(), now);
         }
         _ => {}
@@ -418,8 +419,9 @@ fn created_timestamp(doc: &mut Map<String, Value>, ctx: &WriteCtx<'_>, key: &str
 }
 
 /// Sets `updatedAt`-like fields to `now` unless the client sent one explicitly (imports keep
-/// theirs). A `null` sent is kept only where the contract allows one (`nullable`: a fixture of a
-/// session never updated); elsewhere it is "not set", and the time is now.
+/// theirs). A `null` sent is kept where the contract allows one (`nullable`: a fixture of a
+/// session never updated; a merge patch's null would remove it) and by an import (for the
+/// contract to refuse); elsewhere it is "not set", and the time is now.
 fn updated_timestamp(
     doc: &mut Map<String, Value>,
     ctx: &WriteCtx<'_>,
@@ -427,13 +429,17 @@ fn updated_timestamp(
     nullable: bool,
     now: Value,
 ) {
-    let set = match ctx.sent(key) {
-        None => true,
-        Some(Value::Null) => !nullable,
-        Some(_) => false,
-    };
-    if set {
-        doc.insert(key.to_owned(), now);
+    match ctx.sent(key) {
+        None => {
+            doc.insert(key.to_owned(), now);
+        }
+        Some(Value::Null) if nullable || ctx.restoring => {
+            doc.insert(key.to_owned(), Value::Null);
+        }
+        Some(Value::Null) => {
+            doc.insert(key.to_owned(), now);
+        }
+        Some(_) => {}
     }
 }
 

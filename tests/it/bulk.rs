@@ -40,6 +40,7 @@ per_backend!(
     sequence_numbers_out_of_range_are_refused_on_import,
     an_api_named_twice_is_exported_once,
     a_salesnip_url_of_another_base_is_restored_as_it_was,
+    an_import_restores_nulls_and_spellings_as_they_are_written,
     a_key_read_after_a_bad_line_is_not_stored,
     a_key_whose_id_is_taken_is_named_before_any_session_is_stored,
     a_line_longer_than_the_limit_is_named_not_read_whole,
@@ -991,6 +992,43 @@ async fn a_salesnip_url_of_another_base_is_restored_as_it_was() {
         })
     });
     import_refused_at(&wrong, k, "/url").await;
+}
+
+/// An admin write takes a `null` for a field the server fills as "not set" and a tenant's UUID in
+/// upper case as its own; an import restores what it reads, so there they are what they say: a
+/// null id or creation time, or the tenant in another spelling, is refused at its line, and Anam's
+/// nullable `updatedAt` stays null.
+async fn an_import_restores_nulls_and_spellings_as_they_are_written() {
+    let api = ApiId::Anam;
+    let tenant = api.profile().new_tenant_id();
+    let original = seeded_export(api, &tenant, 3, 1).await;
+    for (what, field, value) in [
+        ("a null id", "id", Value::Null),
+        ("a null creation time", "createdAt", Value::Null),
+        (
+            "the tenant in upper case",
+            "organizationId",
+            json!(tenant.to_ascii_uppercase()),
+        ),
+    ] {
+        let (changed, k) = replace_session(&original, 1, |l| {
+            edited(l, |r| r["session"][field] = value.clone())
+        });
+        eprintln!("{what}");
+        import_refused_at(&changed, k, &format!("/{field}")).await;
+    }
+    let (never_updated, k) = replace_session(&original, 1, |l| {
+        edited(l, |r| r["session"]["updatedAt"] = Value::Null)
+    });
+    let storage = Storage::new().await;
+    import_ok(&storage, &file(&never_updated)).await;
+    let restored = lines(&export(&storage, &[api]).await);
+    assert_eq!(
+        record(&restored[k - 1])["session"].get("updatedAt"),
+        Some(&Value::Null),
+        "{}",
+        restored[k - 1]
+    );
 }
 
 /// Keys are stored once the sessions before them are: of an import that stops at a bad session

@@ -266,12 +266,36 @@ async fn a_uuid_tenant_named_in_upper_case_is_its_lower_case_tenant() {
     }
     let server = TestServer::start_in(storage).await;
     for (api, upper) in &legacy {
+        // It exists in every spelling, and each names it.
+        let lower = upper.to_ascii_lowercase();
+        for spelling in [upper, &lower] {
+            server
+                .admin(
+                    Method::POST,
+                    &format!("/admin/v1/{api}/tenants"),
+                    Some(json!({ "id": spelling })),
+                )
+                .await
+                .expect(409);
+        }
+        let (key_id, _) = server.create_key(*api, &lower).await;
+        server.revoke_key(*api, &lower, &key_id).await;
         let (_, key) = server.create_key(*api, upper).await;
         let (id, _) = server
             .new_session(*api, upper, &fixtures::minimal(*api))
             .await;
         server.public_get(*api, &id, Some(&key)).await.expect(200);
         assert_eq!(server.list_all(*api, upper, 10).await.len(), 1, "{api}");
+        assert_eq!(server.list_all(*api, &lower, 10).await.len(), 1, "{api}");
+        let tenants = server
+            .admin(Method::GET, &format!("/admin/v1/{api}/tenants"), None)
+            .await
+            .expect(200)
+            .json();
+        assert!(
+            !tenants.to_string().contains(&lower),
+            "{api}: a second tenant: {tenants}"
+        );
     }
 }
 
