@@ -835,7 +835,19 @@ impl Service {
                 if let Value::Object(generated) = &mut generated {
                     profile.fit(generated, &input);
                 }
-                deep_merge(&mut generated, Value::Object(input.clone()));
+                let mut draw =
+                    || FILL_RNG.with_borrow_mut(|rng| profile.generate(&mut Fake { rng }, tenant));
+                let mut more = MoreElements {
+                    draw: &mut draw,
+                    draws: 0,
+                    drawn: Vec::new(),
+                };
+                deep_merge(
+                    &mut generated,
+                    Value::Object(input.clone()),
+                    &mut Vec::new(),
+                    &mut more,
+                );
                 (into_object(generated)?, SentCopy::Object(input))
             }
             Origin::Client | Origin::Restore => {
@@ -1316,47 +1328,114 @@ fn tenant_spellings(api: ApiId, id: &str) -> Vec<String> {
 }
 
 /// Deep merge for `?fill=true`: objects merge key by key, arrays element by element (below),
-/// anything else (null too) replaces.
-fn deep_merge(target: &mut Value, over: Value) {
+/// anything else (null too) replaces. `path` is where `target` is in the document (object keys);
+/// `more` gives the elements a given array has beyond the generated one (see [`MoreElements`]).
+fn deep_merge(
+    target: &mut Value,
+    over: Value,
+    path: &mut Vec<String>,
+    more: &mut MoreElements<'_>,
+) {
     match (target, over) {
         (Value::Object(t), Value::Object(o)) => {
             for (k, v) in o {
                 match t.get_mut(&k) {
-                    Some(slot) => deep_merge(slot, v),
+                    Some(slot) => {
+                        path.push(k);
+                        deep_merge(slot, v, path, more);
+                        path.pop();
+                    }
                     None => {
                         t.insert(k, v);
                     }
                 }
             }
         }
-        // The client's array, each object in it completed by the generated element at its place
-        // (or the first): the members it leaves out are taken, those it gives are kept whole,
-        // so that what is inside them is filled by the vendor's defaults, which agree with them
-        // (a product's `quantity` of `{"maximum":2}` gets its other bounds by the rules, not
-        // drawn ones that may break them).
+        // The client's array, each object in it completed by the generated element at its place:
+        // the members it leaves out are taken, those it gives are kept whole, so that what is
+        // inside them is filled by the vendor's defaults, which agree with them (a product's
+        // `quantity` of `{"maximum":2}` gets its other bounds by the rules, not drawn ones that
+        // may break them). An element beyond the generated ones is completed by one of another
+        // generated document (the generated array may even be empty).
         (Value::Array(t), Value::Array(o)) => {
             let generated = std::mem::take(t);
             *t = o
                 .into_iter()
                 .enumerate()
-                .map(
-                    |(i, given)| match (given, generated.get(i).or(generated.first())) {
-                        (Value::Object(mut given), Some(Value::Object(template))) => {
-                            let mut element: Map<String, Value> = template
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.clone(), given.remove(k).unwrap_or_else(|| v.clone()))
-                                })
-                                .collect();
-                            element.extend(given);
-                            Value::Object(element)
+                .map(|(i, given)| {
+                    let Value::Object(mut given) = given else {
+                        return given;
+                    };
+                    let drawn;
+                    let template = match generated.get(i) {
+                        Some(element) => Some(element),
+                        None => {
+                            drawn = more.element(path, i, &generated);
+                            drawn.as_ref()
                         }
-                        (given, _) => given,
-                    },
-                )
+                    };
+                    let Some(Value::Object(template)) = template else {
+                        return Value::Object(given);
+                    };
+                    let mut element: Map<String, Value> = template
+                        .iter()
+                        .map(|(k, v)| (k.clone(), given.remove(k).unwrap_or_else(|| v.clone())))
+                        .collect();
+                    element.extend(given);
+                    Value::Object(element)
+                })
                 .collect();
         }
         (slot, v) => *slot = v,
+    }
+}
+
+/// Elements for a `?fill=true` array longer than the generated one: taken from more documents
+/// generated for the same tenant, the element at the same index where one of up to
+/// [`MoreElements::TRIES`] documents has it (a FunnelFox reply's `screen_id` follows its place),
+/// else the last element of one that has any. A client can send an array of thousands of `{}`:
+/// past [`MoreElements::DRAWS`] documents in all, the elements drawn so far (or the generated ones)
+/// are reused in turn.
+struct MoreElements<'a> {
+    draw: &'a mut dyn FnMut() -> Value,
+    draws: usize,
+    /// Elements drawn so far, to reuse once the draws are spent.
+    drawn: Vec<Value>,
+}
+
+impl MoreElements<'_> {
+    const DRAWS: usize = 32;
+    const TRIES: usize = 8;
+
+    fn element(&mut self, path: &[String], index: usize, generated: &[Value]) -> Option<Value> {
+        let mut found = None;
+        for _ in 0..Self::TRIES {
+            if self.draws == Self::DRAWS {
+                break;
+            }
+            self.draws += 1;
+            let doc = (self.draw)();
+            let Some(Value::Array(elements)) = path.iter().try_fold(&doc, |v, k| v.get(k)) else {
+                continue;
+            };
+            if let Some(element) = elements.get(index) {
+                found = Some(element.clone());
+                break;
+            }
+            if let Some(last) = elements.last() {
+                found = Some(last.clone());
+            }
+        }
+        if let Some(element) = found {
+            self.drawn.push(element.clone());
+            return Some(element);
+        }
+        let pool = if self.drawn.is_empty() {
+            generated
+        } else {
+            &self.drawn
+        };
+        (!pool.is_empty()).then(|| pool[index % pool.len()].clone())
     }
 }
 

@@ -37,6 +37,7 @@ per_backend!(
     a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_bad,
     import_reads_stdin_and_export_writes_only_ndjson_to_stdout,
     fill_keeps_the_fields_the_client_gave,
+    fill_completes_every_element_of_an_array_longer_than_the_generated_one,
     sequence_numbers_out_of_range_are_refused_on_import,
     an_api_named_twice_is_exported_once,
     a_salesnip_url_of_another_base_is_restored_as_it_was,
@@ -1289,6 +1290,34 @@ async fn fill_generates_a_contract_valid_session(api: ApiId) {
     create_filled(&server, api, &tenant, "fill=nope", &json!({}))
         .await
         .expect(400);
+}
+
+/// A given array longer than the generated one (which may be empty: a FunnelFox session has 0 to
+/// 6 replies) has every element completed, from more generated documents (it was the first
+/// element copied, or for an empty one the client's `{}` left as it was: a 422 one fill in
+/// seven). Which generated element completes one is drawn, so only completeness is checked.
+async fn fill_completes_every_element_of_an_array_longer_than_the_generated_one() {
+    let server = TestServer::start().await;
+    let api = ApiId::Funnelfox;
+    let (tenant, key) = server.tenant_with_key(api).await;
+    let mut replies = vec![json!({}); 8];
+    replies[2] = json!({ "value": "given" });
+    for _ in 0..3 * FILLS {
+        let body = fill(&server, api, &tenant, &key, &json!({ "replies": replies })).await;
+        let got = body["replies"].as_array().expect("replies");
+        assert_eq!(got.len(), replies.len(), "{body}");
+        for reply in got {
+            for field in ["screen_id", "element_id", "value"] {
+                assert!(!reply[field].is_null(), "{field} of {reply}");
+            }
+        }
+        assert_eq!(got[2]["value"], "given", "{body}");
+    }
+    let api = ApiId::Salesnip;
+    let (tenant, key) = server.tenant_with_key(api).await;
+    let products = json!({ "products": vec![json!({}); 5] });
+    let body = fill(&server, api, &tenant, &key, &products).await;
+    assert_eq!(body["products"].as_array().unwrap().len(), 5, "{body}");
 }
 
 /// The fields a client gives win over the generated ones, and the generated ones around them
