@@ -93,7 +93,14 @@ pub async fn seed(
     // Batches are stored (on the store's writer) while the next ones are generated and checked.
     let mut storing = Storing::start(service, |first: &u64, e| BulkError::Generated {
         n: first + e.index as u64 + 1,
-        message: describe(&e.error),
+        message: match &e.error {
+            // The same seed and tenant give the same sessions, ids included.
+            AdminError::Conflict(_) => format!(
+                "{} (was this tenant seeded with this --seed before? another --seed gives other sessions)",
+                describe(&e.error)
+            ),
+            error => describe(error),
+        },
     })
     .await?;
     let profile = api.profile();

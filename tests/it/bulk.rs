@@ -274,23 +274,27 @@ async fn seed_creates_the_tenant_and_contract_valid_sessions(api: ApiId) {
 }
 
 /// A seed that repeats one the store holds (same tenant, same `--seed`: the same ids) fails at its
-/// first session, named, and leaves the store as it was, OpenCX's ticket sequence included. On
-/// SQLite it is a bulk load (as many sessions as the store holds), whose ids are checked only as
-/// it ends.
+/// first session, named, with a hint, and leaves the store as it was, OpenCX's ticket sequence
+/// included. The tenant named in upper case is the same tenant. On SQLite it is a bulk load (as
+/// many sessions as the store holds), whose ids are checked only as it ends.
 async fn a_seed_of_ids_the_store_holds_names_the_first_and_changes_nothing() {
     let storage = Storage::new().await;
     let tenant = ApiId::Opencx.profile().new_tenant_id();
     seed(&storage, ApiId::Opencx, &tenant, SEEDED, 3).await;
     let before = export(&storage, &[]).await;
     let count = SEEDED.to_string();
+    let upper = tenant.to_ascii_uppercase();
     let words = [
-        "seed", "--api", "opencx", "--tenant", &tenant, "--count", &count, "--seed", "3",
+        "seed", "--api", "opencx", "--tenant", &upper, "--count", &count, "--seed", "3",
     ];
     let out = run(&storage, &words).await;
     assert!(!out.status.success(), "the seed succeeded");
     let err = stderr(&out);
     assert!(
-        err.contains("generated session 1:") && err.contains("exists") && !err.contains("line"),
+        err.contains("generated session 1:")
+            && err.contains("exists")
+            && err.contains("another --seed")
+            && !err.contains("line"),
         "{err}"
     );
     assert_same_ndjson(
