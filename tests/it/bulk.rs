@@ -606,12 +606,7 @@ fn batches(lines: &[String]) -> Vec<BTreeSet<String>> {
 /// of the sessions, at most whole batches before line `k`'s are stored.
 async fn assert_import_stops_at(original: &[String], broken: &[String], k: usize, what: &str) {
     let storage = Storage::new().await;
-    let out = import(&storage, &file(broken)).await;
-    assert!(
-        !out.status.success(),
-        "{what} at line {k}: the import succeeded"
-    );
-    let err = stderr(&out);
+    let err = import_failing(&storage, broken, &format!("{what} at line {k}")).await;
     assert!(
         err.contains(&format!("line {k}:")),
         "{what}: the message does not name line {k}:\n{err}"
@@ -684,9 +679,7 @@ async fn the_first_bad_line_is_named_though_a_later_one_is_unreadable() {
             let (broken, second) = replace_session(&broken, 6, second_breakage);
             assert!(first < second);
             let storage = Storage::new().await;
-            let out = import(&storage, &file(&broken)).await;
-            assert!(!out.status.success(), "{what}: the import succeeded");
-            let err = stderr(&out);
+            let err = import_failing(&storage, &broken, "{what}: the import succeeded").await;
             assert!(
                 err.contains(&format!("line {first}:"))
                     && !err.contains(&format!("line {second}:")),
@@ -759,13 +752,8 @@ async fn a_broken_line_in_a_file_shorter_than_a_batch_stores_none_of_its_session
     assert_eq!(k, everything.len(), "the last line is an Anam session");
 
     let fresh = Storage::new().await;
-    let out = import(&fresh, &file(&broken)).await;
-    assert!(!out.status.success(), "the import succeeded");
-    assert!(
-        stderr(&out).contains(&format!("line {k}:")),
-        "{}",
-        stderr(&out)
-    );
+    let err = import_failing(&fresh, &broken, "the import succeeded").await;
+    assert!(err.contains(&format!("line {k}:")), "{err}");
     let stored = session_lines(&export(&fresh, &[]).await);
     assert!(
         stored.is_empty(),
@@ -784,9 +772,7 @@ async fn a_broken_first_line_is_named_and_blank_lines_are_skipped() {
     let mut broken = original.clone();
     broken[0] = "{\"kind\":".into();
     let storage = Storage::new().await;
-    let out = import(&storage, &file(&broken)).await;
-    assert!(!out.status.success(), "the import succeeded");
-    let err = stderr(&out);
+    let err = import_failing(&storage, &broken, "the import succeeded").await;
     assert!(
         err.contains("line 1:"),
         "the message does not name line 1:\n{err}"
@@ -821,9 +807,7 @@ async fn an_existing_session_id_is_named_and_nothing_of_its_batch_is_stored() {
     ];
     for (what, duplicate) in cases {
         let (file_lines, k) = replace_session(&second, 6, |_| duplicate);
-        let out = import(&storage, &file(&file_lines)).await;
-        assert!(!out.status.success(), "{what}: the import succeeded");
-        let err = stderr(&out);
+        let err = import_failing(&storage, &file_lines, "{what}: the import succeeded").await;
         assert!(err.contains(&format!("line {k}:")), "{what}: {err}");
         assert_same_ndjson(&export(&storage, &[]).await, &before, what);
     }
@@ -842,9 +826,7 @@ async fn an_id_twice_in_a_file_for_an_empty_store_is_named_and_the_batches_befor
     let (broken, later) = replace_session(&broken, 2 * BATCH + 50, invalid);
 
     let storage = Storage::new().await;
-    let out = import(&storage, &file(&broken)).await;
-    assert!(!out.status.success(), "the import succeeded");
-    let err = stderr(&out);
+    let err = import_failing(&storage, &broken, "the import succeeded").await;
     assert!(
         err.contains(&format!("line {k}:")) && err.contains("exists"),
         "names the duplicate at line {k}: {err}"
@@ -852,14 +834,9 @@ async fn an_id_twice_in_a_file_for_an_empty_store_is_named_and_the_batches_befor
     assert!(!err.contains(&format!("line {later}:")), "{err}");
     assert_eq!(stored_session_ids(&storage, ApiId::Anam).await, batches[0]);
 
-    let out = import(&storage, &file(&original)).await;
-    assert!(!out.status.success(), "the stored ids were taken again");
+    let err = import_failing(&storage, &original, "the stored ids taken again").await;
     let first = session_line(&original, 0);
-    assert!(
-        stderr(&out).contains(&format!("line {first}:")),
-        "{}",
-        stderr(&out)
-    );
+    assert!(err.contains(&format!("line {first}:")), "{err}");
     assert_eq!(stored_session_ids(&storage, ApiId::Anam).await, batches[0]);
 }
 
@@ -888,9 +865,7 @@ async fn a_batch_that_cannot_be_stored_is_named_though_a_later_tenant_line_is_ba
         "the sessions fill one batch, stored once the tenant line is read"
     );
 
-    let out = import(&storage, &file(&file_lines)).await;
-    assert!(!out.status.success(), "the import succeeded");
-    let err = stderr(&out);
+    let err = import_failing(&storage, &file_lines, "the import succeeded").await;
     assert!(
         err.contains(&format!("line {k}:")),
         "names line {k}, not the tenant's {bad_tenant}: {err}"
@@ -1077,13 +1052,8 @@ async fn a_key_read_after_a_bad_line_is_not_stored() {
     then_bad_tenant.push(edited(tenant_line, |r| r["seq"] = json!(-1)));
     for file_lines in [broken, then_bad_tenant] {
         let storage = Storage::new().await;
-        let out = import(&storage, &file(&file_lines)).await;
-        assert!(!out.status.success(), "the import succeeded");
-        assert!(
-            stderr(&out).contains(&format!("line {k}:")),
-            "{}",
-            stderr(&out)
-        );
+        let err = import_failing(&storage, &file_lines, "the import succeeded").await;
+        assert!(err.contains(&format!("line {k}:")), "{err}");
         let kept = key_ids(&lines(&export(&storage, &[]).await));
         assert_eq!(
             kept,
@@ -1126,9 +1096,7 @@ async fn a_key_whose_id_is_taken_is_named_before_any_session_is_stored() {
     import_ok(&target, &file(&own)).await;
     let mut taken = original.clone();
     taken[k - 1] = edited(&original[k - 1], |r| r["hash"] = json!("ab".repeat(32)));
-    let out = import(&target, &file(&taken)).await;
-    let err = stderr(&out);
-    assert!(!out.status.success(), "a taken key id was accepted");
+    let err = import_failing(&target, &taken, "a taken key id").await;
     assert!(
         err.contains(&format!("line {k}:")) && err.contains("clashes"),
         "line {k}: {err}"
@@ -1159,12 +1127,17 @@ async fn a_line_longer_than_the_limit_is_named_not_read_whole() {
     assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
 }
 
+/// Imports `lines` into `storage`, which must fail (`what` names the case): what it printed.
+async fn import_failing(storage: &Storage, lines: &[String], what: &str) -> String {
+    let out = import(storage, &file(lines)).await;
+    assert!(!out.status.success(), "{what}: the import succeeded");
+    stderr(&out)
+}
+
 /// Imports `lines` into a new store, which must refuse line `k` with a message naming `about`.
 async fn import_refused_at(lines: &[String], k: usize, about: &str) -> Storage {
     let storage = Storage::new().await;
-    let out = import(&storage, &file(lines)).await;
-    let err = stderr(&out);
-    assert!(!out.status.success(), "line {k} ({about}) was accepted");
+    let err = import_failing(&storage, lines, &format!("line {k} ({about})")).await;
     assert!(
         err.contains(&format!("line {k}:")) && err.contains(about),
         "line {k}, {about}: {err}"
