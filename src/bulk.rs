@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::service::{
     AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, SeqBlock, Service,
@@ -53,9 +53,57 @@ pub struct Totals {
     pub sessions: u64,
 }
 
+/// Asks a bulk run (`seed`, `import`) to stop early: the CLI's on Ctrl-C or SIGTERM. The run stops
+/// between batches: the batch being stored ends, those waiting are dropped, and a bulk load (one
+/// transaction, [`crate::store::Store::begin_bulk`]) is rolled back whole.
+#[derive(Clone, Debug, Default)]
+pub struct Stop(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl Stop {
+    /// A stop that never comes.
+    pub fn never() -> Stop {
+        Stop(None)
+    }
+
+    /// A stop that comes when `true` is sent.
+    pub fn on(requests: tokio::sync::watch::Receiver<bool>) -> Stop {
+        Stop(Some(requests))
+    }
+
+    /// Whether a stop was asked for.
+    fn requested(&self) -> bool {
+        self.0.as_ref().is_some_and(|r| *r.borrow())
+    }
+
+    /// Resolves once a stop is asked for (never, if the sender is gone first).
+    async fn asked(&self) {
+        let Some(mut requests) = self.0.clone() else {
+            return std::future::pending().await;
+        };
+        if requests.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Where a stopped bulk run left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// What stays stored.
+    pub totals: Totals,
+    /// The run was a bulk load, rolled back whole: the store is as it was before it.
+    pub rolled_back: bool,
+    /// `import`: the first input line of which nothing is stored (tenant lines after it may be,
+    /// as they are stored when read): importing the input again from this line completes it.
+    pub resume_line: Option<u64>,
+}
+
 /// Why a bulk run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BulkError {
+    /// A [`Stop`] was asked for.
+    #[error("stopped before the end")]
+    Stopped(Stopped),
     #[error("line {line}: {message}")]
     Line { line: u64, message: String },
     /// A generated session (`seed`; counted from 1) that could not be stored.
@@ -78,6 +126,7 @@ pub async fn seed(
     count: u64,
     seed: u64,
     progress: &dyn Fn(u64),
+    stop: &Stop,
 ) -> Result<Totals, BulkError> {
     use rayon::prelude::*;
     let mut totals = Totals::default();
@@ -113,6 +162,18 @@ pub async fn seed(
     );
     let mut generated = 0;
     while generated < count {
+        if stop.requested() {
+            let stopped = storing.abandon(generated).await?;
+            return Err(BulkError::Stopped(Stopped {
+                // The tenant was created before the load began: it stays.
+                totals: Totals {
+                    tenants: totals.tenants,
+                    ..stopped.totals
+                },
+                resume_line: None,
+                ..stopped
+            }));
+        }
         let n = (count - generated).min(BATCH as u64);
         // Generated on every core: session `i` has a generator of its own, seeded from `seed`
         // and `i`, so the output does not depend on how the work is split.
@@ -129,7 +190,7 @@ pub async fn seed(
             })
             .collect();
         let prepared = service.prepare_batch(items, Origin::Client).await;
-        storing.push(prepared, first).await?;
+        storing.push(prepared, first, first).await?;
         progress(storing.stored());
         generated += n;
     }
@@ -393,6 +454,10 @@ struct Storing<T> {
     /// The sequence numbers reserved for each batch queued, in order: those of the batches that
     /// end up not stored are given back.
     reserved: Vec<Vec<SeqBlock>>,
+    /// Where each batch queued starts (its first input line, or generated session), in order.
+    starts: Vec<u64>,
+    /// Set by [`Storing::abandon`]: the storer begins no other batch.
+    abandoned: Arc<AtomicBool>,
 }
 
 /// What the storing task did: the names and sizes of the batches it stored while a bulk load
@@ -416,12 +481,17 @@ impl<T: Send + 'static> Storing<T> {
             .map_err(AdminError::from)?;
         let (queue, mut batches) = tokio::sync::mpsc::channel::<(PreparedBatch, T)>(STORE_AHEAD);
         let stored = Arc::new(AtomicU64::new(0));
+        let abandoned = Arc::new(AtomicBool::new(false));
         let storer = tokio::spawn({
             let service = service.clone();
             let stored = stored.clone();
+            let abandoned = abandoned.clone();
             async move {
                 let (mut kept, mut batches_stored) = (Vec::new(), 0);
                 while let Some((batch, names)) = batches.recv().await {
+                    if abandoned.load(Ordering::Relaxed) {
+                        break;
+                    }
                     match service.store_batch(batch).await {
                         Ok(n) => {
                             stored.fetch_add(n as u64, Ordering::Relaxed);
@@ -444,6 +514,8 @@ impl<T: Send + 'static> Storing<T> {
             fail,
             bulk,
             reserved: Vec::new(),
+            starts: Vec::new(),
+            abandoned,
         })
     }
 
@@ -455,10 +527,12 @@ impl<T: Send + 'static> Storing<T> {
     /// Queues a prepared batch behind the others; waits while [`STORE_AHEAD`] batches wait. A
     /// batch that failed its checks is the error unless a batch queued before it fails to store:
     /// its sessions come first.
+    /// `start` is where the batch starts: its first input line, or generated session.
     async fn push(
         &mut self,
         prepared: Result<PreparedBatch, BatchError>,
         names: T,
+        start: u64,
     ) -> Result<(), BulkError> {
         match prepared {
             Ok(batch) => {
@@ -467,6 +541,7 @@ impl<T: Send + 'static> Storing<T> {
                     .as_ref()
                     .expect("batches are pushed before `finish`");
                 self.reserved.push(batch.reserved().to_vec());
+                self.starts.push(start);
                 if queue.send((batch, names)).await.is_ok() {
                     return Ok(());
                 }
@@ -531,6 +606,54 @@ impl<T: Send + 'static> Storing<T> {
         }
         outcome.map_err(|(names, e)| (self.fail)(&names, e))?;
         Ok(self.stored())
+    }
+
+    /// Stops storing (a [`Stop`]): waits for the batch being stored, drops those queued after it,
+    /// and rolls a bulk load back whole. `next` is where the first batch not queued yet starts;
+    /// `resume_line` is where the first batch not stored starts. The error of a batch that
+    /// failed to store comes first.
+    async fn abandon(&mut self, next: u64) -> Result<Stopped, BulkError> {
+        self.abandoned.store(true, Ordering::Relaxed);
+        self.queue = None;
+        let (_, mut batches_stored, outcome) = match self.storer.take() {
+            Some(storer) => storer
+                .await
+                .map_err(|e| BulkError::Io(std::io::Error::other(e)))?,
+            None => (Vec::new(), self.reserved.len(), Ok(())),
+        };
+        let rolled_back = std::mem::take(&mut self.bulk);
+        if rolled_back {
+            self.service
+                .store()
+                .abort_bulk()
+                .await
+                .map_err(AdminError::from)?;
+            batches_stored = 0;
+            self.stored.store(0, Ordering::Relaxed);
+        }
+        let given_back: Vec<SeqBlock> = self
+            .reserved
+            .drain(batches_stored.min(self.reserved.len())..)
+            .flatten()
+            .collect();
+        self.service.release_seqs(&given_back).await;
+        // A batch that failed to store, unless the whole load is gone: then what it names
+        // before it is not stored either, and the stop is the news.
+        if !rolled_back {
+            outcome.map_err(|(names, e)| (self.fail)(&names, e))?;
+        }
+        Ok(Stopped {
+            totals: Totals {
+                sessions: self.stored(),
+                ..Totals::default()
+            },
+            rolled_back,
+            resume_line: Some(if rolled_back {
+                1
+            } else {
+                self.starts.get(batches_stored).copied().unwrap_or(next)
+            }),
+        })
     }
 }
 
@@ -666,6 +789,7 @@ pub async fn import(
     service: &Arc<Service>,
     input: Box<dyn BufRead + Send>,
     progress: &dyn Fn(u64),
+    stop: &Stop,
 ) -> Result<Totals, BulkError> {
     let fail = |lines: &Lines, e: BatchError| BulkError::Line {
         line: lines.nth(e.index),
@@ -682,8 +806,27 @@ pub async fn import(
         &mut totals,
         &mut keys,
         progress,
+        stop,
     )
     .await;
+    let read = match read {
+        Ok(None) => Ok(()),
+        Ok(Some(next)) => {
+            let mut stopped = storing.abandon(next).await?;
+            if !stopped.rolled_back {
+                // As after a bad line: the keys of the lines before the first one not stored.
+                let resume = stopped.resume_line.unwrap_or(next);
+                store_keys(service, keys, resume, &mut totals).await?;
+                stopped.totals = Totals {
+                    sessions: stopped.totals.sessions,
+                    ..totals
+                };
+            }
+            progress(stopped.totals.sessions);
+            return Err(BulkError::Stopped(stopped));
+        }
+        Err(e) => Err(e),
+    };
     // Whatever stopped the reading, the batches queued before it are stored first; a batch
     // that fails to store holds earlier lines than the one that stopped it, so its error wins.
     let stored = storing.finish().await;
@@ -697,6 +840,21 @@ pub async fn import(
         }
         _ => 0,
     };
+    store_keys(service, keys, stopped_at, &mut totals).await?;
+    totals.sessions = stored?;
+    progress(totals.sessions);
+    read.map(|()| totals)
+}
+
+/// Stores the keys an import read before line `stopped_at` (`u64::MAX`: every one), counted in
+/// `totals`. Of an import stopped before the end, a key that fails to store ends this quietly:
+/// the import's own error is reported.
+async fn store_keys(
+    service: &Service,
+    keys: PendingKeys,
+    stopped_at: u64,
+    totals: &mut Totals,
+) -> Result<(), BulkError> {
     for (line, row) in keys
         .rows
         .into_iter()
@@ -707,12 +865,10 @@ pub async fn import(
             Err(message) if stopped_at == u64::MAX => {
                 return Err(BulkError::Line { line, message });
             }
-            Err(_) => break, // the import's own error is reported
+            Err(_) => break,
         }
     }
-    totals.sessions = stored?;
-    progress(totals.sessions);
-    read.map(|()| totals)
+    Ok(())
 }
 
 /// The error of an import stopped at a line (unreadable, or a tenant or key line that is bad):
@@ -880,7 +1036,8 @@ async fn store_key(service: &Service, row: KeyRow) -> Result<bool, String> {
 }
 
 /// The reading half of [`import`]: every record of `input`, tenants and keys stored as they come,
-/// sessions queued on `storing` in batches.
+/// sessions queued on `storing` in batches. On a [`Stop`], `Some` of the first line not queued
+/// (the first line of the batch being gathered, or the line after the last one read).
 async fn read_into(
     service: &Arc<Service>,
     input: Box<dyn BufRead + Send>,
@@ -888,17 +1045,25 @@ async fn read_into(
     totals: &mut Totals,
     keys: &mut PendingKeys,
     progress: &dyn Fn(u64),
-) -> Result<(), BulkError> {
+    stop: &Stop,
+) -> Result<Option<u64>, BulkError> {
     let mut batch: Vec<NewSession> = Vec::with_capacity(BATCH);
     let mut batch_lines = Lines::default();
     let mut batch_bytes = 0;
+    let mut last_line = 0;
     // Reading and parsing run on their own thread, ahead of checking and storing.
     let mut records = spawn_reader(input);
     let mut chunk = std::collections::VecDeque::new();
     loop {
+        let not_queued = |batch_lines: &Lines| batch_lines.0.first().map_or(last_line + 1, |r| r.0);
         // (A chunk may be empty: blank lines only, or the lines before a bad one.)
         while chunk.is_empty() {
-            match records.recv().await {
+            let next = tokio::select! {
+                biased;
+                () = stop.asked() => return Ok(Some(not_queued(&batch_lines))),
+                next = records.recv() => next,
+            };
+            match next {
                 Some(Ok(next)) => chunk = next.into(),
                 Some(Err(unreadable)) => {
                     let batch = std::mem::take(&mut batch);
@@ -917,14 +1082,19 @@ async fn read_into(
         // at its size or at the end of the input: a file shorter than a batch is one batch.
         let flush = eof || batch.len() >= BATCH || batch_bytes >= BATCH_BYTES;
         if flush && !batch.is_empty() {
+            if stop.requested() {
+                return Ok(Some(not_queued(&batch_lines)));
+            }
             batch_bytes = 0;
             let lines = std::mem::take(&mut batch_lines);
+            let start = lines.nth(0);
             let prepared = service
                 .prepare_batch(std::mem::take(&mut batch), Origin::Restore)
                 .await;
-            storing.push(prepared, lines).await?;
+            storing.push(prepared, lines, start).await?;
             progress(storing.stored());
         }
+        last_line = line_no;
         match parsed {
             None => break,
             Some(record @ (Line::Tenant { .. } | Line::Key { .. })) => {
@@ -948,7 +1118,7 @@ async fn read_into(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -291,8 +291,69 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessiond: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<Interrupted>() {
+                // As a shell reports a process ended by the signal: 130 for Ctrl-C, 143 for SIGTERM.
+                Some(i) => ExitCode::from(128 + i.signal),
+                None => ExitCode::FAILURE,
+            }
         }
+    }
+}
+
+/// A `seed` or `import` stopped by Ctrl-C or SIGTERM; the message says what stays stored.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Interrupted {
+    signal: u8,
+    message: String,
+}
+
+/// Watches for Ctrl-C and SIGTERM while a `seed` or `import` runs: the first asks it to stop
+/// between batches (see [`crate::bulk::Stop`]), so that it leaves the store as it says; a second
+/// ends the process at once (SQLite rolls back what was not committed when the store is next
+/// opened). The handlers are installed before this returns.
+struct Interrupts {
+    stop: crate::bulk::Stop,
+    signal: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Interrupts {
+    fn watch() -> anyhow::Result<Interrupts> {
+        use tokio::signal::unix::{SignalKind, signal as on};
+        let mut int = on(SignalKind::interrupt()).context("watching for Ctrl-C")?;
+        let mut term = on(SignalKind::terminate()).context("watching for SIGTERM")?;
+        let (ask, asked) = tokio::sync::watch::channel(false);
+        let signal = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let seen = signal.clone();
+        tokio::spawn(async move {
+            let mut next = async || {
+                tokio::select! {
+                    _ = int.recv() => 2,
+                    _ = term.recv() => 15,
+                }
+            };
+            seen.store(next().await, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("sessiond: stopping after the batch being stored (again to stop at once)");
+            let _ = ask.send(true);
+            let again: u8 = next().await;
+            std::process::exit(128 + i32::from(again));
+        });
+        Ok(Interrupts {
+            stop: crate::bulk::Stop::on(asked),
+            signal,
+        })
+    }
+
+    /// The error for `stopped`, described by `describe`, if it came from a signal.
+    fn error(&self, describe: impl FnOnce() -> String) -> anyhow::Error {
+        Interrupted {
+            signal: match self.signal.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => 2,
+                n => n,
+            },
+            message: describe(),
+        }
+        .into()
     }
 }
 
@@ -571,6 +632,7 @@ fn counted(n: u64, noun: &str) -> String {
 }
 
 async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let interrupts = Interrupts::watch()?;
     let app = bulk_tool(&args.store, Some(args.count)).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(Some(args.count), "seeding");
@@ -581,10 +643,36 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         args.count,
         args.seed,
         &|n| bar.set_position(n),
+        &interrupts.stop,
     )
     .await;
     bar.finish_and_clear();
-    summary("seeded", totals?, started);
+    match totals {
+        Ok(totals) => summary("seeded", totals, started),
+        Err(crate::bulk::BulkError::Stopped(s)) => {
+            return Err(interrupts.error(|| {
+                if s.rolled_back {
+                    format!(
+                        "interrupted: none of the sessions is stored (seeded into a store \
+                         without sessions, they were one transaction, rolled back){}",
+                        if s.totals.tenants > 0 {
+                            "; the tenant it created stays"
+                        } else {
+                            ""
+                        }
+                    )
+                } else {
+                    format!(
+                        "interrupted: {} of {} stored; seeding more for this tenant takes \
+                         another --seed (this one gives the same sessions again)",
+                        counted(s.totals.sessions, "session"),
+                        args.count
+                    )
+                }
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
@@ -638,6 +726,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let interrupts = Interrupts::watch()?;
     // The input first: a file that cannot be opened leaves no new store behind.
     let input: Box<dyn std::io::BufRead + Send> = if args.input.as_os_str() == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
@@ -649,8 +738,43 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let app = bulk_tool(&args.store, import_lower_bound(&args.input)).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "importing");
-    let totals = crate::bulk::import(&app.service, input, &|n| bar.set_position(n)).await;
+    let totals = crate::bulk::import(
+        &app.service,
+        input,
+        &|n| bar.set_position(n),
+        &interrupts.stop,
+    )
+    .await;
     bar.finish_and_clear();
-    summary("imported", totals?, started);
+    match totals {
+        Ok(totals) => summary("imported", totals, started),
+        Err(crate::bulk::BulkError::Stopped(s)) => {
+            let line = s.resume_line.unwrap_or(1);
+            return Err(interrupts.error(|| {
+                if s.rolled_back {
+                    "interrupted: nothing of this import is stored (loaded in bulk, it was one \
+                     transaction, rolled back); the store is as it was"
+                        .to_owned()
+                } else {
+                    let t = s.totals;
+                    let input = if args.input.as_os_str() == "-" {
+                        "the input".to_owned()
+                    } else {
+                        args.input.display().to_string()
+                    };
+                    format!(
+                        "interrupted at line {line}: stored {}, {}, {} from the lines before it, \
+                         no session or key from it on; to complete the import, import {input} \
+                         from line {line} on (e.g. `tail -n +{line} FILE | sessiond import` with \
+                         the same store)",
+                        counted(t.tenants, "tenant"),
+                        counted(t.keys, "key"),
+                        counted(t.sessions, "session"),
+                    )
+                }
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }

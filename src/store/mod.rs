@@ -194,6 +194,11 @@ pub trait Store: Send + Sync + 'static {
     async fn end_bulk(&self) -> StoreResult<Option<BulkDuplicate>> {
         Ok(None)
     }
+    /// Abandons a bulk load: rolls back everything written since [`Store::begin_bulk`], and
+    /// writes go on as usual. Nothing to do without a bulk load.
+    async fn abort_bulk(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// Replaces a session if its stored version is `row.version - 1`; else [`StoreError::Conflict`]
     /// ([`StoreError::NotFound`] if it is gone).
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()>;

@@ -1382,7 +1382,7 @@ impl Store for SqliteStore {
                 // `Off` now: the writer commits this group, unless building the indexes fails.
                 let started = Instant::now();
                 let built = build_indexes(c, &indexes, &starts);
-                tracing::info!(
+                tracing::debug!(
                     ms = started.elapsed().as_millis() as u64,
                     "bulk load: session indexes built"
                 );
@@ -1415,6 +1415,31 @@ impl Store for SqliteStore {
             tracing::warn!(error = %e, "the WAL is left for a later checkpoint");
         }
         Ok(duplicate)
+    }
+
+    async fn abort_bulk(&self) -> StoreResult<()> {
+        let (bulk, on) = (self.bulk.clone(), self.bulk_on.clone());
+        // Marked `Abort` in a write of its own: the writer rolls the load's transaction back as
+        // that write's group ends (and then turns it `Off`), so the write itself fails.
+        let marked = self
+            .write(move |_| {
+                let mut state = lock(&bulk);
+                on.store(false, Ordering::Relaxed);
+                match &*state {
+                    Bulk::Off => {}
+                    Bulk::On { .. } | Bulk::Abort => *state = Bulk::Abort,
+                    // Already rolled back.
+                    Bulk::Lost(_) => *state = Bulk::Off,
+                }
+                Ok(())
+            })
+            .await;
+        match &*lock(&self.bulk) {
+            Bulk::Off => Ok(()),
+            _ => Err(marked
+                .err()
+                .unwrap_or_else(|| backend_msg("the bulk load was not rolled back"))),
+        }
     }
 
     async fn update_session(&self, row: &SessionRow) -> StoreResult<()> {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sessiond::ApiId;
 use sessiond::bulk::BATCH;
 
-use crate::common::process::{cli, cli_with_input};
+use crate::common::process::{ProcessServer, RunningCli, cli, cli_with_input};
 use crate::common::{Client, Reply, Storage, TestServer, fixtures};
 
 per_api!(
@@ -45,6 +45,8 @@ per_backend!(
     a_key_read_after_a_bad_line_is_not_stored,
     a_key_whose_id_is_taken_is_named_before_any_session_is_stored,
     a_line_longer_than_the_limit_is_named_not_read_whole,
+    an_interrupted_import_keeps_its_stored_batches_and_names_the_line_to_go_on_from,
+    an_interrupted_seed_keeps_its_stored_batches,
 );
 
 // ---- the binary on a store ----------------------------------------------------------------------
@@ -1396,4 +1398,228 @@ async fn fill_keeps_the_fields_the_client_gave() {
             }
         }
     }
+}
+
+// ---- interrupted ---------------------------------------------------------------------------------
+
+/// Sends `signal` (`-INT`, `-TERM`) to `cli` and waits for it to exit with `code`: its stderr,
+/// from `log` if that read it.
+async fn stopped_by(
+    cli: RunningCli,
+    signal: &str,
+    code: i32,
+    log: Option<tokio::task::JoinHandle<String>>,
+) -> String {
+    cli.signal(signal);
+    let out = cli.output().await;
+    let err = match log {
+        Some(log) => log.await.unwrap(),
+        None => stderr(&out),
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "the exit code after {signal}: {err}"
+    );
+    err
+}
+
+/// Waits (bounded) until the store holds at least `n` sessions of `api`.
+async fn until_stored(storage: &Storage, api: ApiId, n: usize) {
+    let mut polls = 0;
+    while stored_session_ids(storage, api).await.len() < n {
+        polls += 1;
+        assert!(polls < 1200, "{n} sessions were never stored");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads the stderr of a `seed` or `import` run with `sessiond::store::sqlite=debug` until it
+/// logs that a bulk load begins (once the store is open: the signals are watched before); then
+/// the rest of it, all of it returned by the task.
+async fn until_a_bulk_load_begins(cli: &mut RunningCli) -> tokio::task::JoinHandle<String> {
+    let mut log = cli.stderr_lines();
+    let mut seen = Vec::new();
+    while let Some(line) = log.next_line().await.unwrap() {
+        let bulk = line.contains("a bulk load");
+        seen.push(line);
+        if bulk {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("a bulk load")),
+        "{seen:?}"
+    );
+    tokio::spawn(async move {
+        while let Some(line) = log.next_line().await.unwrap() {
+            seen.push(line);
+        }
+        seen.join("\n")
+    })
+}
+
+/// `sessiond import -i -` on `storage`, running, with `env` set; its stdin stays open until it
+/// exits.
+fn running_import(storage: &Storage, env: &[(&str, &str)]) -> RunningCli {
+    let args = with_store(storage, &["import", "-i", "-"]);
+    RunningCli::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
+}
+
+/// An export of `api`'s tenant, with a key, and `BATCH + 600` sessions: its lines (the tenant,
+/// the key, then the sessions from line 3).
+async fn export_of_more_than_a_batch(api: ApiId) -> Vec<String> {
+    let source = Storage::new().await;
+    let tenant = api.profile().new_tenant_id();
+    seed(&source, api, &tenant, BATCH + 600, 5).await;
+    let words = ["keys", "create", "--api", api.as_str(), "--tenant", &tenant];
+    run_ok(&source, &words).await;
+    let original = lines(&export(&source, &[api]).await);
+    let kinds: Vec<Value> = original[..3]
+        .iter()
+        .map(|l| record(l)["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["tenant", "key", "session"]);
+    original
+}
+
+/// Ctrl-C during an import into a store that holds sessions (no bulk load: each batch is a
+/// transaction): the batches stored stay, the one being read is dropped, the exit code is 130,
+/// and the message names the line to go on from. Importing the input from that line completes it:
+/// the store then exports exactly what the whole file holds.
+async fn an_interrupted_import_keeps_its_stored_batches_and_names_the_line_to_go_on_from() {
+    let api = ApiId::Anam;
+    let original = export_of_more_than_a_batch(api).await;
+    let storage = Storage::new().await;
+    // A session of another api: an import into a store that holds sessions, from stdin, is not
+    // one bulk load.
+    let other = ApiId::Opencx;
+    seed(&storage, other, &other.profile().new_tenant_id(), 1, 1).await;
+    let mut import = running_import(&storage, &[]);
+    // The input stays open: the import stores its first batch (once it reads the session after
+    // it) and waits for more lines.
+    import.feed(file(&original).as_bytes()).await;
+    until_stored(&storage, api, BATCH).await;
+    let err = stopped_by(import, "-INT", 130, None).await;
+    let resume = 3 + BATCH;
+    assert!(
+        err.contains(&format!(
+            "interrupted at line {resume}: stored 1 tenant, 1 key, {BATCH} sessions"
+        )) && err.contains(&format!("tail -n +{resume}")),
+        "{err}"
+    );
+    assert_same_ndjson(
+        &export(&storage, &[api]).await,
+        &file(&original[..resume - 1]),
+        "what the interrupted import stored",
+    );
+    let rest = file(&original[resume - 1..]);
+    let out = run_with_input(&storage, &["import", "-i", "-"], &rest).await;
+    assert_succeeded(&["import", "-i", "-"], &out);
+    assert_summary(&out, "imported 0 tenants, 0 keys, 600 sessions");
+    assert_same_ndjson(
+        &export(&storage, &[api]).await,
+        &file(&original),
+        "the store after the rest was imported",
+    );
+}
+
+/// SIGTERM during an import into an empty SQLite store, which is one bulk load: nothing of it is
+/// stored, not even its tenant and key lines (stored as they were read), the exit code is 143,
+/// and the store takes the same import afterwards.
+#[tokio::test]
+async fn an_interrupted_bulk_import_stores_nothing() {
+    let api = ApiId::Alcamine;
+    let original = export_of_more_than_a_batch(api).await;
+    let storage = Storage::new().await;
+    let mut import = running_import(
+        &storage,
+        &[("SESSIOND_LOG", "sessiond::store::sqlite=debug")],
+    );
+    let stderr = until_a_bulk_load_begins(&mut import).await;
+    import.feed(file(&original).as_bytes()).await;
+    let err = stopped_by(import, "-TERM", 143, Some(stderr)).await;
+    assert!(
+        err.contains("interrupted: nothing of this import is stored"),
+        "{err}"
+    );
+    // Rolled back before it exited: no journal for the next open to roll back.
+    let journal = storage.data_dir().join("sessiond.db-journal");
+    assert!(
+        !journal.exists(),
+        "a journal is left: {}",
+        journal.display()
+    );
+    assert_eq!(export(&storage, &[]).await, "", "an empty store");
+    import_ok(&storage, &file(&original)).await;
+    assert_same_ndjson(
+        &export(&storage, &[api]).await,
+        &file(&original),
+        "the import after",
+    );
+}
+
+/// `sessiond seed` of a new tenant of `api`, running, with `env` set: the process and the tenant.
+fn running_seed(
+    storage: &Storage,
+    api: ApiId,
+    count: u64,
+    env: &[(&str, &str)],
+) -> (RunningCli, String) {
+    let tenant = api.profile().new_tenant_id();
+    let count = count.to_string();
+    let words = [
+        "seed",
+        "--api",
+        api.as_str(),
+        "--tenant",
+        &tenant,
+        "--count",
+        &count,
+    ];
+    let args = with_store(storage, &words);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (RunningCli::spawn(&args, env), tenant)
+}
+
+/// Ctrl-C during a seed into a store that holds sessions and that a server has open (so each
+/// batch is a transaction, not one bulk load): the batches stored stay, whole, and the message
+/// says how many.
+async fn an_interrupted_seed_keeps_its_stored_batches() {
+    let storage = Storage::new().await;
+    let other = ApiId::Opencx;
+    seed(&storage, other, &other.profile().new_tenant_id(), 1, 1).await;
+    let server = ProcessServer::spawn(&storage).await;
+    // Far more than it stores before the first batch is seen.
+    let (api, count) = (ApiId::Anam, 10_000_000);
+    let (seeding, _) = running_seed(&storage, api, count, &[]);
+    until_stored(&storage, api, 1).await;
+    let err = stopped_by(seeding, "-INT", 130, None).await;
+    let stored = stored_session_ids(&storage, api).await.len();
+    assert!(stored > 0 && stored % BATCH == 0, "whole batches: {stored}");
+    assert!(
+        err.contains(&format!("interrupted: {stored} sessions of {count} stored")),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+/// SIGTERM during a seed into an empty SQLite store, one bulk load: none of its sessions is
+/// stored; the tenant it created before stays.
+#[tokio::test]
+async fn an_interrupted_bulk_seed_stores_no_session() {
+    let storage = Storage::new().await;
+    let api = ApiId::Funnelfox;
+    let env = [("SESSIOND_LOG", "sessiond::store::sqlite=debug")];
+    let (mut seeding, tenant) = running_seed(&storage, api, 10_000_000, &env);
+    let stderr = until_a_bulk_load_begins(&mut seeding).await;
+    let err = stopped_by(seeding, "-TERM", 143, Some(stderr)).await;
+    assert!(
+        err.contains("interrupted: none of the sessions is stored")
+            && err.contains("the tenant it created stays"),
+        "{err}"
+    );
+    let left = lines(&export(&storage, &[]).await);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(record(&left[0])["id"], json!(tenant));
 }

@@ -72,6 +72,70 @@ pub async fn cli_with_input(args: &[&str], input: &[u8]) -> Output {
     }
 }
 
+/// `sessiond ARGS` running, with its stdin open (to be fed by the test) and its output piped.
+pub struct RunningCli {
+    child: Child,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl RunningCli {
+    /// Starts `sessiond ARGS` with the variables `env` set.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> RunningCli {
+        let mut child = command()
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running the sessiond binary");
+        let stdin = child.stdin.take();
+        RunningCli { child, stdin }
+    }
+
+    /// Writes `input` to its stdin, which stays open.
+    pub async fn feed(&mut self, input: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(input)
+            .await
+            .expect("writing to sessiond's stdin");
+        stdin.flush().await.expect("writing to sessiond's stdin");
+    }
+
+    /// Its stderr, line by line (taken: call once).
+    pub fn stderr_lines(
+        &mut self,
+    ) -> tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>> {
+        use tokio::io::AsyncBufReadExt;
+        let stderr = self.child.stderr.take().expect("stderr is taken once");
+        tokio::io::BufReader::new(stderr).lines()
+    }
+
+    /// `kill SIGNAL` the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the child is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Waits (bounded) for it to exit, its stdin still open (the end of its input is not what
+    /// ends it); its output (stderr empty if taken).
+    pub async fn output(mut self) -> Output {
+        let _stdin = self.stdin.take();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            self.child.wait_with_output(),
+        )
+        .await
+        .expect("sessiond did not exit")
+        .expect("waiting for the sessiond binary")
+    }
+}
+
 /// A new SQLite data dir in which the CLI made an `api` tenant and seeded `count` sessions of it:
 /// the dir, its path, the tenant.
 pub async fn seeded_data_dir(api: ApiId, count: u64) -> (TempDir, String, String) {
