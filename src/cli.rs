@@ -509,7 +509,8 @@ async fn offline(store: &StoreArgs) -> anyhow::Result<App> {
 }
 
 /// [`offline`], for the tools that only read a store: a SQLite file that does not exist is a
-/// mistake (a mistyped `--data-dir`), not an empty store to create and report on.
+/// mistake (a mistyped `--data-dir`), not an empty store to create and report on; and one this
+/// process may only read is read ([`StoreOptions::read_only`]).
 async fn existing(store: &StoreArgs) -> anyhow::Result<App> {
     let file = match &store.store {
         None => Some(store.data_dir.join("sessiond.db")),
@@ -523,7 +524,9 @@ async fn existing(store: &StoreArgs) -> anyhow::Result<App> {
             file.display()
         );
     }
-    offline(store).await
+    let mut config = store.config();
+    config.store_options.read_only = true;
+    App::start(&config).await
 }
 
 /// [`offline`], for `seed` and `import`, about to store `expected` sessions if known (see

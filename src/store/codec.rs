@@ -88,6 +88,22 @@ impl Codecs {
         // Holding the write lock: two processes opening a new database at once (a server and
         // the CLI) must not both give one id to different dictionaries.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let codecs = Codecs::recorded(&tx, true)?;
+        tx.commit()?;
+        Ok(codecs)
+    }
+
+    /// Loads every dictionary the database has, for a connection that only reads: it records
+    /// none, so an api whose dictionary is not recorded (a store no session of it was written
+    /// to by this binary) can be read but not written.
+    pub fn read(conn: &Connection) -> anyhow::Result<Codecs> {
+        let tx = conn.unchecked_transaction()?;
+        Codecs::recorded(&tx, false)
+    }
+
+    /// Checks the database's dictionaries against this binary's, records those it lacks if
+    /// `record`, and loads them all.
+    fn recorded(tx: &rusqlite::Transaction<'_>, record: bool) -> anyhow::Result<Codecs> {
         for api in ApiId::ALL {
             let (name, dict) = embedded(api);
             let known: Option<Vec<u8>> = tx
@@ -100,6 +116,7 @@ impl Codecs {
                 Some(_) => anyhow::bail!(
                     "the database's dictionary `{name}` differs from this binary's: one of them was changed under an old name"
                 ),
+                None if !record => {}
                 None => {
                     let next: i64 =
                         tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM codecs", [], |r| {
@@ -138,7 +155,6 @@ impl Codecs {
         }
         drop(rows);
         drop(st);
-        tx.commit()?;
         Ok(Codecs { by_id, current })
     }
 

@@ -320,6 +320,11 @@ pub struct StoreOptions {
     /// sessions in bulk too when this is large enough beside them (see `SqliteStore::open_with`);
     /// without it, only a store without sessions.
     pub bulk_expected: Option<u64>,
+    /// The process only reads the store (`export`, `tenants list`, `keys list`): a SQLite store
+    /// that it cannot open to write (a read-only file, directory or mount) is opened with a
+    /// connection that cannot write, unless its schema must be brought up to date first.
+    /// PostgreSQL ignores it.
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -328,6 +333,7 @@ impl Default for StoreOptions {
             timeout: Duration::from_millis(2000),
             bulk_tool: false,
             bulk_expected: None,
+            read_only: false,
         }
     }
 }

@@ -707,7 +707,8 @@ fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+/// The schema version of the store of `conn`, which this binary must know.
+fn schema_version(conn: &Connection) -> anyhow::Result<usize> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let current = usize::try_from(current).unwrap_or(usize::MAX);
     if current > MIGRATIONS.len() {
@@ -716,6 +717,68 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
             MIGRATIONS.len()
         );
     }
+    Ok(current)
+}
+
+/// For a tool that only reads a store (`export`, `tenants list`, `keys list`) that it cannot
+/// open to write (a read-only file, directory or mount, another user's): a connection that
+/// cannot write. `None` when the store's schema is older than this binary's (bringing it up to
+/// date takes writing).
+///
+/// A store in WAL mode is read through its WAL and shared-memory files, which SQLite creates if
+/// they are missing (a store closed cleanly has neither). Where it cannot, the directory is
+/// read-only and nobody writes the store (a writer would have made them): then it is read as
+/// immutable, without them.
+fn open_read_only(path: &Path) -> anyhow::Result<Option<Connection>> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let opening = || format!("opening {} to read it", path.display());
+    let conn = Connection::open_with_flags(path, flags).with_context(opening)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let (conn, version) = match schema_version(&conn) {
+        Ok(version) => (conn, version),
+        Err(e) if wal_missing(path) => {
+            let Some(uri) = immutable_uri(path) else {
+                return Err(e.context(opening()));
+            };
+            drop(conn);
+            let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .with_context(opening)?;
+            let version = schema_version(&conn).with_context(opening)?;
+            tracing::debug!("the store is read as immutable: its WAL files cannot be made");
+            (conn, version)
+        }
+        Err(e) => return Err(e.context(opening())),
+    };
+    if version < MIGRATIONS.len() {
+        return Ok(None);
+    }
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    Ok(Some(conn))
+}
+
+/// Whether the store at `path` has no WAL file beside it.
+fn wal_missing(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    !Path::new(&wal).exists()
+}
+
+/// The URI that opens the file at `path` as immutable (`None` for a path that is not UTF-8).
+fn immutable_uri(path: &Path) -> Option<String> {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    // What a URI's path may not hold as it is (RFC 3986; SQLite decodes `%HH`).
+    const ESCAPED: &AsciiSet = &CONTROLS.add(b' ').add(b'#').add(b'%').add(b'?');
+    let path = std::path::absolute(path).ok()?;
+    let path = path.to_str()?;
+    Some(format!(
+        "file:{}?immutable=1",
+        utf8_percent_encode(path, ESCAPED)
+    ))
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current = schema_version(conn)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
@@ -737,6 +800,34 @@ impl SqliteStore {
     /// to load in bulk ([`bulk_fits`]) leaves WAL mode while the tool runs (see
     /// [`write_directly`]); its writer is then the only connection.
     pub fn open_with(path: &Path, options: StoreOptions) -> anyhow::Result<SqliteStore> {
+        if options.read_only {
+            let writable = StoreOptions {
+                read_only: false,
+                ..options
+            };
+            return SqliteStore::open_with(path, writable).or_else(|e| {
+                let locked = e.chain().any(|e| {
+                    e.downcast_ref::<rusqlite::Error>()
+                        .and_then(rusqlite::Error::sqlite_error_code)
+                        == Some(rusqlite::ErrorCode::DatabaseBusy)
+                });
+                match open_read_only(path) {
+                    Ok(Some(conn)) if !locked => {
+                        tracing::debug!(error = %e, "the store is opened read-only");
+                        let codecs =
+                            Codecs::read(&conn).context("loading the compression dictionaries")?;
+                        // No reader threads: the one connection reads.
+                        let one = StoreOptions {
+                            bulk_tool: true,
+                            ..options
+                        };
+                        SqliteStore::start(path, conn, codecs, one, false, None)
+                    }
+                    // Its schema must be brought up to date, which takes writing.
+                    _ => Err(e),
+                }
+            });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -765,9 +856,22 @@ impl SqliteStore {
         } else {
             Some(start_checkpointer(path, &mut writer)?)
         };
+        let codecs = Codecs::load(&mut writer).context("loading the compression dictionaries")?;
+        SqliteStore::start(path, writer, codecs, options, direct, checkpointer)
+    }
+
+    /// The store's threads, on `writer` (the connection opened, configured and brought up to
+    /// date) and `checkpointer` (if the store is in WAL mode and writes).
+    fn start(
+        path: &Path,
+        writer: Connection,
+        codecs: Codecs,
+        options: StoreOptions,
+        direct: bool,
+        checkpointer: Option<StoreThread>,
+    ) -> anyhow::Result<SqliteStore> {
         let min_readers = if options.bulk_tool { 0 } else { MIN_READERS };
-        let codecs =
-            Arc::new(Codecs::load(&mut writer).context("loading the compression dictionaries")?);
+        let codecs = Arc::new(codecs);
         let readers = Arc::new(Readers {
             path: path.to_owned(),
             max_threads: max_readers(),

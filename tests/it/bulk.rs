@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sessiond::ApiId;
 use sessiond::bulk::BATCH;
 
-use crate::common::process::{ProcessServer, RunningCli, cli, cli_with_input};
+use crate::common::process::{ProcessServer, RunningCli, cli, cli_as, cli_with_input};
 use crate::common::{Client, Reply, Storage, TestServer, fixtures};
 
 per_api!(
@@ -1622,4 +1622,76 @@ async fn an_interrupted_bulk_seed_stores_no_session() {
     let left = lines(&export(&storage, &[]).await);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(record(&left[0])["id"], json!(tenant));
+}
+
+// ---- a store this process cannot write -----------------------------------------------------------
+
+/// Sets the mode of the data dir `dir` and of every file in it.
+fn set_modes(dir: &std::path::Path, dir_mode: u32, file_mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file_mode)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+}
+
+/// The names and contents of the files in `dir`.
+fn files(dir: &std::path::Path) -> BTreeSet<(String, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `export`, `tenants list` and `keys list` read a SQLite store that this process cannot write
+/// (its file and directory read-only; run by root, the binary runs as `nobody`, whom the modes
+/// bind): the same output as from the store when writable, and the data dir is left as it was
+/// (no WAL files: the directory takes none, so the store is read as immutable).
+#[tokio::test]
+async fn a_store_that_cannot_be_written_is_exported_and_listed() {
+    use std::os::unix::fs::MetadataExt;
+    let storage = Storage::new().await;
+    let api = ApiId::Anam;
+    let tenant = api.profile().new_tenant_id();
+    seed(&storage, api, &tenant, 20, 3).await;
+    let words = ["keys", "create", "--api", api.as_str(), "--tenant", &tenant];
+    run_ok(&storage, &words).await;
+    let reads: [&[&str]; 3] = [
+        &["export", "-o", "-"],
+        &["tenants", "list", "--api", api.as_str()],
+        &["keys", "list", "--api", api.as_str(), "--tenant", &tenant],
+    ];
+    let mut writable = Vec::new();
+    for words in reads {
+        writable.push(run_ok(&storage, words).await.stdout);
+    }
+    assert!(writable.iter().all(|out| !out.is_empty()));
+    let dir = storage.data_dir();
+    let before = files(dir);
+    set_modes(dir, 0o555, 0o444);
+    let root = std::fs::metadata(dir).unwrap().uid() == 0;
+    for (words, expected) in reads.into_iter().zip(&writable) {
+        let args = with_store(&storage, words);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = if root {
+            cli_as(65534, &args).await
+        } else {
+            cli(&args).await
+        };
+        assert_succeeded(words, &out);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(expected),
+            "{words:?} of the read-only store"
+        );
+    }
+    set_modes(dir, 0o755, 0o644);
+    assert!(files(dir) == before, "the data dir changed");
 }

@@ -46,6 +46,18 @@ pub async fn cli(args: &[&str]) -> Output {
         .expect("running the sessiond binary")
 }
 
+/// Runs `sessiond ARGS` to completion as the user `uid` (and group `uid`): the test must then be
+/// run by root.
+pub async fn cli_as(uid: u32, args: &[&str]) -> Output {
+    command()
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .await
+        .expect("running the sessiond binary")
+}
+
 /// Runs `sessiond ARGS` to completion with `input` on its stdin.
 pub async fn cli_with_input(args: &[&str], input: &[u8]) -> Output {
     let mut child = command()
