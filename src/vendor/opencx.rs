@@ -97,6 +97,13 @@ impl Profile for OpenCx {
             }
         }
         if let Some(Value::Object(contact)) = doc.get_mut("contact") {
+            // As at the top level: a null for what the server fills is "not set" (none of the
+            // three may be null), except in a restore, which keeps what it reads.
+            if !ctx.restoring {
+                contact.retain(|key, value| {
+                    !(value.is_null() && matches!(key.as_str(), "id" | "created_at" | "updated_at"))
+                });
+            }
             default(contact, "id", || json!(uuid::Uuid::new_v4().to_string()));
             default(contact, "created_at", || now.clone());
             default(contact, "updated_at", || now.clone());

@@ -657,6 +657,14 @@ async fn a_null_sent_on_create_for_a_field_the_server_fills_is_not_set() {
             assert!(!s.body[field].is_null(), "{api}: {field} of {}", s.body);
         }
     }
+    // So in OpenCX's contact, whose id and times the server fills when they are left out.
+    let contact = json!({ "id": null, "name": "Ada", "created_at": null, "updated_at": null });
+    let s = Subject::create(ApiId::Opencx, json!({ "contact": contact })).await;
+    let contact = &s.body["contact"];
+    assert_eq!(contact["name"], "Ada", "{contact}");
+    for field in ["id", "created_at", "updated_at"] {
+        assert!(contact[field].is_string(), "{field} of {contact}");
+    }
 }
 
 /// A `null` for the time of the last update is "not set" where the contract has no null there
