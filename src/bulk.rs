@@ -709,20 +709,29 @@ fn spawn_reader(
             lines.clear();
             while lines.len() < CHUNK && text.len() < CHUNK_BYTES {
                 let start = text.len();
-                match std::io::Read::take(&mut input, MAX_LINE as u64).read_line(&mut text) {
+                let too_long = || BulkError::Line {
+                    line: line_no + 1,
+                    message: format!(
+                        "longer than {} MiB (is this NDJSON, one record a line?)",
+                        MAX_LINE >> 20
+                    ),
+                };
+                let mut limited = std::io::Read::take(&mut input, MAX_LINE as u64);
+                match limited.read_line(&mut text) {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
                     Ok(n) if n == MAX_LINE && !text.ends_with('\n') => {
-                        unreadable = Some(BulkError::Line {
-                            line: line_no + 1,
-                            message: format!(
-                                "longer than {} MiB (is this NDJSON, one record a line?)",
-                                MAX_LINE >> 20
-                            ),
-                        });
+                        unreadable = Some(too_long());
                         text.truncate(start);
+                        break;
+                    }
+                    // Cut at the limit inside a character: too long, before it is not UTF-8.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::InvalidData && limited.limit() == 0 =>
+                    {
+                        unreadable = Some(too_long());
                         break;
                     }
                     Ok(_) => {

@@ -1115,18 +1115,25 @@ async fn a_key_whose_id_is_taken_is_named_before_any_session_is_stored() {
 async fn a_line_longer_than_the_limit_is_named_not_read_whole() {
     let tenant = ApiId::Anam.profile().new_tenant_id();
     let original = seeded_export(ApiId::Anam, &tenant, 3, 1).await;
-    let mut bytes = file(&original).into_bytes();
-    bytes.resize(bytes.len() + sessiond::bulk::MAX_LINE + 1, 0);
-    let storage = Storage::new().await;
-    let out = import_bytes(&storage, &bytes).await;
-    assert!(!out.status.success(), "the import succeeded");
-    let err = stderr(&out);
-    let k = original.len() + 1;
-    assert!(
-        err.contains(&format!("line {k}: longer than 64 MiB")),
-        "{err}"
-    );
-    assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
+    let max = sessiond::bulk::MAX_LINE;
+    // Zero bytes; and text whose limit falls inside a two-byte character (it was named "not
+    // UTF-8").
+    let cut_inside = ["a".to_owned(), "é".repeat(max / 2)].concat().into_bytes();
+    assert!(std::str::from_utf8(&cut_inside[..max]).is_err());
+    for long_line in [vec![0; max + 1], cut_inside] {
+        let mut bytes = file(&original).into_bytes();
+        bytes.extend(long_line);
+        let storage = Storage::new().await;
+        let out = import_bytes(&storage, &bytes).await;
+        assert!(!out.status.success(), "the import succeeded");
+        let err = stderr(&out);
+        let k = original.len() + 1;
+        assert!(
+            err.contains(&format!("line {k}: longer than 64 MiB")),
+            "{err}"
+        );
+        assert!(stored_session_ids(&storage, ApiId::Anam).await.is_empty());
+    }
 }
 
 /// Imports `lines` into `storage`, which must fail (`what` names the case): what it printed.
