@@ -208,12 +208,14 @@ fn session_seed(seed: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Writes every tenant, key and session of `apis` as NDJSON.
+/// Writes every tenant, key and session of `apis` as NDJSON; a [`Stop`] ends it between pages of
+/// sessions ([`BulkError::Stopped`]: the output is cut short).
 pub async fn export(
     service: &Service,
     apis: &[ApiId],
     out: &mut dyn Write,
     progress: &dyn Fn(u64),
+    stop: &Stop,
 ) -> Result<Totals, BulkError> {
     let store = service.store();
     let mut totals = Totals::default();
@@ -259,6 +261,13 @@ pub async fn export(
                 }
                 totals.sessions += page.rows.len() as u64;
                 progress(totals.sessions);
+                if stop.requested() {
+                    return Err(BulkError::Stopped(Stopped {
+                        totals,
+                        rolled_back: false,
+                        resume_line: None,
+                    }));
+                }
                 match page.next {
                     Some(n) => cursor = Some(n),
                     None => break,

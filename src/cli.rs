@@ -333,7 +333,7 @@ impl Interrupts {
                 }
             };
             seen.store(next().await, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("sessiond: stopping after the batch being stored (again to stop at once)");
+            eprintln!("sessiond: stopping (a second signal stops at once)");
             let _ = ask.send(true);
             let again: u8 = next().await;
             std::process::exit(128 + i32::from(again));
@@ -697,6 +697,7 @@ fn import_lower_bound(input: &std::path::Path) -> Option<u64> {
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let interrupts = Interrupts::watch()?;
     let app = existing(&args.store).await?;
     let apis = if args.api.is_empty() {
         ApiId::ALL.to_vec()
@@ -712,20 +713,101 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "exporting");
-    let mut out: Box<dyn std::io::Write> = if args.output.as_os_str() == "-" {
-        Box::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::io::stdout().lock(),
-        ))
-    } else {
-        let f = std::fs::File::create(&args.output)
-            .with_context(|| format!("creating {}", args.output.display()))?;
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
-    };
-    let totals = crate::bulk::export(&app.service, &apis, &mut out, &|n| bar.set_position(n)).await;
+    let mut out = ExportOutput::create(&args.output)?;
+    let totals = crate::bulk::export(
+        &app.service,
+        &apis,
+        &mut out.writer,
+        &|n| bar.set_position(n),
+        &interrupts.stop,
+    )
+    .await;
     bar.finish_and_clear();
-    summary("exported", totals?, started);
+    let written = match totals {
+        Ok(totals) => out.finish().map(|()| totals),
+        Err(crate::bulk::BulkError::Stopped(_)) => Err(interrupts.error(|| match &out.partial {
+            Some(_) => format!(
+                "interrupted: {} was not written (nor changed)",
+                args.output.display()
+            ),
+            None => "interrupted: the output is cut short".to_owned(),
+        })),
+        Err(e) => Err(e.into()),
+    };
+    match written {
+        Ok(totals) => summary("exported", totals, started),
+        Err(e) => {
+            out.discard();
+            return Err(e);
+        }
+    }
     Ok(())
+}
+
+/// Where `export` writes: stdout, a file that is not a regular one (a pipe, `/dev/null`) as it
+/// is, or a regular file through `FILE.partial`, renamed to FILE once complete and synced to the
+/// disk, so that FILE is never a cut export (an interrupted or failed one leaves FILE as it was).
+struct ExportOutput {
+    writer: std::io::BufWriter<Box<dyn std::io::Write + Send>>,
+    /// `(FILE.partial, FILE)` for a regular file.
+    partial: Option<(PathBuf, PathBuf)>,
+}
+
+impl ExportOutput {
+    fn create(output: &std::path::Path) -> anyhow::Result<ExportOutput> {
+        let buffered =
+            |w: Box<dyn std::io::Write + Send>| std::io::BufWriter::with_capacity(1 << 20, w);
+        if output.as_os_str() == "-" {
+            return Ok(ExportOutput {
+                writer: buffered(Box::new(std::io::stdout())),
+                partial: None,
+            });
+        }
+        let creating = || format!("creating {}", output.display());
+        if std::fs::metadata(output).is_ok_and(|m| !m.is_file()) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(output)
+                .with_context(creating)?;
+            return Ok(ExportOutput {
+                writer: buffered(Box::new(f)),
+                partial: None,
+            });
+        }
+        let mut partial = output.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let f = std::fs::File::create(&partial).with_context(creating)?;
+        Ok(ExportOutput {
+            writer: buffered(Box::new(f)),
+            partial: Some((partial, output.to_owned())),
+        })
+    }
+
+    /// Flushes the output; a file is synced and put in place.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.writer.flush().context("writing the export")?;
+        if let Some((partial, output)) = self.partial.take() {
+            // Reopened to sync it: the writer holds it as a plain `Write`.
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", partial.display()))?;
+            std::fs::rename(&partial, &output).with_context(|| {
+                format!("renaming {} to {}", partial.display(), output.display())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes what an export that did not finish wrote to a file.
+    fn discard(&mut self) {
+        if let Some((partial, _)) = self.partial.take()
+            && let Err(e) = std::fs::remove_file(&partial)
+        {
+            tracing::warn!(error = %e, path = %partial.display(), "the cut export is left");
+        }
+    }
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<()> {

@@ -1702,3 +1702,36 @@ async fn a_store_that_cannot_be_written_is_exported_and_listed() {
     set_modes(dir, 0o755, 0o644);
     assert!(files(dir) == before, "the data dir changed");
 }
+
+/// An export to a file is written beside it and put in place once complete: one that fails on
+/// the way (here at a stored document that cannot be decoded, the last of the store) leaves the
+/// file as it was, and nothing beside it.
+#[tokio::test]
+async fn an_export_that_fails_leaves_its_file_as_it_was() {
+    let storage = Storage::new().await;
+    let api = ApiId::Anam;
+    seed(&storage, api, &api.profile().new_tenant_id(), BATCH + 10, 2).await;
+    let db = rusqlite::Connection::open(storage.data_dir().join("sessiond.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE sessions SET body = x'00ff0102' WHERE pk = (SELECT max(pk) FROM sessions)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.ndjson");
+    std::fs::write(&file, "the previous backup\n").unwrap();
+    let out = run(&storage, &["export", "-o", file.to_str().unwrap()]).await;
+    assert!(!out.status.success(), "the export succeeded");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the previous backup\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["backup.ndjson"], "{}", stderr(&out));
+}
