@@ -55,16 +55,12 @@ pub struct Totals {
 
 /// Asks a bulk run (`seed`, `import`) to stop early: the CLI's on Ctrl-C or SIGTERM. The run stops
 /// between batches: the batch being stored ends, those waiting are dropped, and a bulk load (one
-/// transaction, [`crate::store::Store::begin_bulk`]) is rolled back whole.
+/// transaction, [`crate::store::Store::begin_bulk`]) is rolled back whole. The default never
+/// comes.
 #[derive(Clone, Debug, Default)]
 pub struct Stop(Option<tokio::sync::watch::Receiver<bool>>);
 
 impl Stop {
-    /// A stop that never comes.
-    pub fn never() -> Stop {
-        Stop(None)
-    }
-
     /// A stop that comes when `true` is sent.
     pub fn on(requests: tokio::sync::watch::Receiver<bool>) -> Stop {
         Stop(Some(requests))
@@ -571,13 +567,7 @@ impl<T: Send + 'static> Storing<T> {
     /// sessions were stored in all, or the error of the first bad session (nothing of its batch,
     /// nor of any batch after it, is stored).
     async fn finish(&mut self) -> Result<u64, BulkError> {
-        self.queue = None; // the storer ends once the queue is empty
-        let (kept, batches_stored, outcome) = match self.storer.take() {
-            Some(storer) => storer
-                .await
-                .map_err(|e| BulkError::Io(std::io::Error::other(e)))?,
-            None => (Vec::new(), self.reserved.len(), Ok(())),
-        };
+        let (kept, batches_stored, outcome) = self.storer_ended().await?;
         // The batches from this one on are not stored: their sequence numbers are given back.
         let mut unstored = batches_stored;
         let ended = if std::mem::take(&mut self.bulk) {
@@ -592,12 +582,7 @@ impl<T: Send + 'static> Storing<T> {
         if let Some(Ok(Some(duplicate))) = &ended {
             unstored = duplicate.call;
         }
-        let given_back: Vec<SeqBlock> = self
-            .reserved
-            .drain(unstored.min(self.reserved.len())..)
-            .flatten()
-            .collect();
-        self.service.release_seqs(&given_back).await;
+        self.give_back_from(unstored).await;
         if let Some(end) = ended {
             // A session id stored twice comes before whatever stopped the storing.
             if let Some(duplicate) = end.map_err(AdminError::from)? {
@@ -617,19 +602,36 @@ impl<T: Send + 'static> Storing<T> {
         Ok(self.stored())
     }
 
+    /// Closes the queue and waits for the storer to end (once the queue is empty, or at once
+    /// once abandoned): what it did.
+    async fn storer_ended(&mut self) -> Result<Stored<T>, BulkError> {
+        self.queue = None;
+        match self.storer.take() {
+            Some(storer) => storer
+                .await
+                .map_err(|e| BulkError::Io(std::io::Error::other(e))),
+            None => Ok((Vec::new(), self.reserved.len(), Ok(()))),
+        }
+    }
+
+    /// Gives back the sequence numbers reserved for the batches from the `first`-th on (not
+    /// stored).
+    async fn give_back_from(&mut self, first: usize) {
+        let given_back: Vec<SeqBlock> = self
+            .reserved
+            .drain(first.min(self.reserved.len())..)
+            .flatten()
+            .collect();
+        self.service.release_seqs(&given_back).await;
+    }
+
     /// Stops storing (a [`Stop`]): waits for the batch being stored, drops those queued after it,
     /// and rolls a bulk load back whole. `next` is where the first batch not queued yet starts;
     /// `resume_line` is where the first batch not stored starts. The error of a batch that
     /// failed to store comes first.
     async fn abandon(&mut self, next: u64) -> Result<Stopped, BulkError> {
         self.abandoned.store(true, Ordering::Relaxed);
-        self.queue = None;
-        let (_, mut batches_stored, outcome) = match self.storer.take() {
-            Some(storer) => storer
-                .await
-                .map_err(|e| BulkError::Io(std::io::Error::other(e)))?,
-            None => (Vec::new(), self.reserved.len(), Ok(())),
-        };
+        let (_, mut batches_stored, outcome) = self.storer_ended().await?;
         let rolled_back = std::mem::take(&mut self.bulk);
         if rolled_back {
             self.service
@@ -640,12 +642,7 @@ impl<T: Send + 'static> Storing<T> {
             batches_stored = 0;
             self.stored.store(0, Ordering::Relaxed);
         }
-        let given_back: Vec<SeqBlock> = self
-            .reserved
-            .drain(batches_stored.min(self.reserved.len())..)
-            .flatten()
-            .collect();
-        self.service.release_seqs(&given_back).await;
+        self.give_back_from(batches_stored).await;
         // A batch that failed to store, unless the whole load is gone: then what it names
         // before it is not stored either, and the stop is the news.
         if !rolled_back {

@@ -300,7 +300,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A `seed` or `import` stopped by Ctrl-C or SIGTERM; the message says what stays stored.
+/// A `seed`, `import` or `export` stopped by Ctrl-C or SIGTERM; the message says what stays
+/// stored (or written).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 struct Interrupted {
@@ -308,10 +309,10 @@ struct Interrupted {
     message: String,
 }
 
-/// Watches for Ctrl-C and SIGTERM while a `seed` or `import` runs: the first asks it to stop
-/// between batches (see [`crate::bulk::Stop`]), so that it leaves the store as it says; a second
-/// ends the process at once (SQLite rolls back what was not committed when the store is next
-/// opened). The handlers are installed before this returns.
+/// Watches for Ctrl-C and SIGTERM while a `seed`, `import` or `export` runs: the first asks it to
+/// stop between batches (see [`crate::bulk::Stop`]), so that it leaves the store as it says; a
+/// second ends the process at once (what was not committed is rolled back: by PostgreSQL at once,
+/// by SQLite when the store is next opened). The handlers are installed before this returns.
 struct Interrupts {
     stop: crate::bulk::Stop,
     signal: std::sync::Arc<std::sync::atomic::AtomicU8>,
@@ -344,7 +345,7 @@ impl Interrupts {
         })
     }
 
-    /// The error for `stopped`, described by `describe`, if it came from a signal.
+    /// The error of a run that a signal stopped, with the message `describe` gives.
     fn error(&self, describe: impl FnOnce() -> String) -> anyhow::Error {
         Interrupted {
             signal: match self.signal.load(std::sync::atomic::Ordering::Relaxed) {
