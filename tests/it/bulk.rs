@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sessiond::ApiId;
 use sessiond::bulk::BATCH;
 
-use crate::common::process::{ProcessServer, RunningCli, cli, cli_as, cli_with_input};
+use crate::common::process::{ProcessServer, RunningCli, cli, cli_as, cli_with_input, seed_words};
 use crate::common::{Client, Reply, Storage, TestServer, fixtures};
 
 per_api!(
@@ -1574,17 +1574,11 @@ fn running_seed(
     env: &[(&str, &str)],
 ) -> (RunningCli, String) {
     let tenant = api.profile().new_tenant_id();
-    let count = count.to_string();
-    let words = [
-        "seed",
-        "--api",
-        api.as_str(),
-        "--tenant",
-        &tenant,
-        "--count",
-        &count,
-    ];
-    let args = with_store(storage, &words);
+    let words = seed_words(api, &tenant, count);
+    let args = with_store(
+        storage,
+        &words.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (RunningCli::spawn(&args, env), tenant)
 }

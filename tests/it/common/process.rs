@@ -164,18 +164,26 @@ pub async fn seeded_data_dir(api: ApiId, count: u64) -> (TempDir, String, String
     .await
     .trim()
     .to_owned();
+    let mut seed = seed_words(api, &tenant, count);
+    seed.extend(["--data-dir".to_owned(), path.clone()]);
+    cli_ok(&seed.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    (dir, path, tenant)
+}
+
+/// `seed --api API --tenant TENANT --count COUNT`.
+pub fn seed_words(api: ApiId, tenant: &str, count: u64) -> Vec<String> {
     let count = count.to_string();
-    let seed = [
+    [
         "seed",
         "--api",
         api.as_str(),
         "--tenant",
-        &tenant,
+        tenant,
         "--count",
         &count,
-    ];
-    cli_ok(&[&seed[..], &["--data-dir", &path][..]].concat()).await;
-    (dir, path, tenant)
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// Runs `sessiond ARGS`, which must succeed; its stdout.
