@@ -316,6 +316,16 @@ struct Interrupted {
 struct Interrupts {
     stop: crate::bulk::Stop,
     signal: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    shown: std::sync::Arc<std::sync::Mutex<Shown>>,
+}
+
+/// What the signal watcher must know of a run: the progress bar its "stopping" line is printed
+/// above (a line written under a bar is drawn over), and the file a second signal removes
+/// before the process exits (an export's `FILE.partial`).
+#[derive(Default)]
+struct Shown {
+    bar: Option<indicatif::ProgressBar>,
+    partial: Option<PathBuf>,
 }
 
 impl Interrupts {
@@ -325,7 +335,8 @@ impl Interrupts {
         let mut term = on(SignalKind::terminate()).context("watching for SIGTERM")?;
         let (ask, asked) = tokio::sync::watch::channel(false);
         let signal = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
-        let seen = signal.clone();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Shown::default()));
+        let (seen, watched) = (signal.clone(), shown.clone());
         tokio::spawn(async move {
             let mut next = async || {
                 tokio::select! {
@@ -334,15 +345,36 @@ impl Interrupts {
                 }
             };
             seen.store(next().await, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("sessiond: stopping (a second signal stops at once)");
             let _ = ask.send(true);
+            // Once the stop is asked for: whoever reads this line knows the run will stop.
+            let stopping = || eprintln!("sessiond: stopping (a second signal stops at once)");
+            let bar = lock(&watched).bar.clone();
+            match bar {
+                Some(bar) => bar.suspend(stopping),
+                None => stopping(),
+            }
             let again: u8 = next().await;
+            if let Some(partial) = lock(&watched).partial.take() {
+                let _ = std::fs::remove_file(partial);
+            }
             std::process::exit(128 + i32::from(again));
         });
         Ok(Interrupts {
             stop: crate::bulk::Stop::on(asked),
             signal,
+            shown,
         })
+    }
+
+    /// Prints the "stopping" line above `bar` while it is drawn.
+    fn show_above(&self, bar: &indicatif::ProgressBar) {
+        lock(&self.shown).bar = Some(bar.clone());
+    }
+
+    /// Has a second signal remove `path` (a file only this run writes) before the process exits;
+    /// `None` once it is complete or gone.
+    fn remove_on_exit(&self, path: Option<&std::path::Path>) {
+        lock(&self.shown).partial = path.map(ToOwned::to_owned);
     }
 
     /// The error of a run that a signal stopped, with the message `describe` gives.
@@ -356,6 +388,11 @@ impl Interrupts {
         }
         .into()
     }
+}
+
+/// The lock of `m`, also if a thread panicked while holding it (what it guards stays usable).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn init_tracing() {
@@ -640,6 +677,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let app = bulk_tool(&args.store, Some(args.count)).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(Some(args.count), "seeding");
+    interrupts.show_above(&bar);
     let totals = crate::bulk::seed(
         &app.service,
         args.api,
@@ -714,7 +752,9 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "exporting");
+    interrupts.show_above(&bar);
     let mut out = ExportOutput::create(&args.output)?;
+    interrupts.remove_on_exit(out.partial.as_ref().map(|(partial, _)| partial.as_path()));
     let totals = crate::bulk::export(
         &app.service,
         &apis,
@@ -735,14 +775,18 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         })),
         Err(e) => Err(e.into()),
     };
-    match written {
-        Ok(totals) => summary("exported", totals, started),
+    let done = match written {
+        Ok(totals) => {
+            summary("exported", totals, started);
+            Ok(())
+        }
         Err(e) => {
             out.discard();
-            return Err(e);
+            Err(e)
         }
-    }
-    Ok(())
+    };
+    interrupts.remove_on_exit(None);
+    done
 }
 
 /// Where `export` writes: stdout, a file that is not a regular one (a pipe, `/dev/null`) as it
@@ -785,7 +829,7 @@ impl ExportOutput {
         })
     }
 
-    /// Flushes the output; a file is synced and put in place.
+    /// Flushes the output; a file is synced and put in place, and its directory synced.
     fn finish(&mut self) -> anyhow::Result<()> {
         use std::io::Write;
         self.writer.flush().context("writing the export")?;
@@ -797,6 +841,14 @@ impl ExportOutput {
             std::fs::rename(&partial, &output).with_context(|| {
                 format!("renaming {} to {}", partial.display(), output.display())
             })?;
+            // The rename is durable once the directory is synced too.
+            let dir = match output.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => std::path::Path::new("."),
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", dir.display()))?;
         }
         Ok(())
     }
@@ -824,6 +876,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let app = bulk_tool(&args.store, import_lower_bound(&args.input)).await?;
     let started = std::time::Instant::now();
     let bar = progress_bar(None, "importing");
+    interrupts.show_above(&bar);
     let totals = crate::bulk::import(
         &app.service,
         input,

@@ -47,6 +47,7 @@ per_backend!(
     a_line_longer_than_the_limit_is_named_not_read_whole,
     an_interrupted_import_keeps_its_stored_batches_and_names_the_line_to_go_on_from,
     an_interrupted_seed_keeps_its_stored_batches,
+    an_interrupted_export_ends_with_a_whole_page,
 );
 
 // ---- the binary on a store ----------------------------------------------------------------------
@@ -1446,24 +1447,28 @@ async fn until_stored(storage: &Storage, api: ApiId, n: usize) {
 /// the rest of it, all of it returned by the task.
 async fn until_a_bulk_load_begins(cli: &mut RunningCli) -> tokio::task::JoinHandle<String> {
     let mut log = cli.stderr_lines();
-    let mut seen = Vec::new();
-    while let Some(line) = log.next_line().await.unwrap() {
-        let bulk = line.contains("a bulk load");
-        seen.push(line);
-        if bulk {
-            break;
-        }
-    }
-    assert!(
-        seen.last().is_some_and(|l| l.contains("a bulk load")),
-        "{seen:?}"
-    );
+    let mut seen = lines_until(&mut log, "a bulk load").await;
     tokio::spawn(async move {
         while let Some(line) = log.next_line().await.unwrap() {
             seen.push(line);
         }
         seen.join("\n")
     })
+}
+
+type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// The lines of `log` up to the first that holds `needle`, that one included.
+async fn lines_until(log: &mut StderrLines, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Some(line) = log.next_line().await.unwrap() {
+        let found = line.contains(needle);
+        seen.push(line);
+        if found {
+            return seen;
+        }
+    }
+    panic!("stderr ended without {needle:?}: {seen:?}");
 }
 
 /// `sessiond import -i -` on `storage`, running, with `env` set; its stdin stays open until it
@@ -1623,6 +1628,45 @@ async fn an_interrupted_bulk_seed_stores_no_session() {
     let left = lines(&export(&storage, &[]).await);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(record(&left[0])["id"], json!(tenant));
+}
+
+/// Ctrl-C during an export to a pipe: the export stops at the end of the page it is writing, so
+/// its output is whole lines (records of the store), exits with 130 and says the output is cut
+/// short.
+async fn an_interrupted_export_ends_with_a_whole_page() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let api = ApiId::Anam;
+    let storage = Storage::new().await;
+    seed(&storage, api, &api.profile().new_tenant_id(), 2 * BATCH, 5).await;
+    let args = with_store(&storage, &["export"]);
+    let mut export = RunningCli::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let mut stdout = tokio::io::BufReader::new(export.stdout());
+    let mut log = export.stderr_lines();
+    // Its first line out, the export is soon held by the pipe (64 KiB) behind its buffer (1 MiB),
+    // in its first page: BATCH Anam sessions are several MiB of NDJSON.
+    let mut out = String::new();
+    stdout.read_line(&mut out).await.unwrap();
+    assert_eq!(record(&out)["kind"], json!("tenant"), "{out}");
+    export.signal("-INT");
+    // Printed once the stop is asked for.
+    let mut err = lines_until(&mut log, "sessiond: stopping").await;
+    stdout.read_to_string(&mut out).await.unwrap();
+    let status = export.output().await.status;
+    while let Some(line) = log.next_line().await.unwrap() {
+        err.push(line);
+    }
+    let err = err.join("\n");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: the output is cut short"),
+        "{err}"
+    );
+    let written = lines(&out);
+    let sessions = written
+        .iter()
+        .filter(|l| record(l)["kind"] == json!("session"))
+        .count();
+    assert_eq!(sessions, BATCH, "the first page, whole");
 }
 
 // ---- a store this process cannot write -----------------------------------------------------------

@@ -124,6 +124,11 @@ impl RunningCli {
         tokio::io::BufReader::new(stderr).lines()
     }
 
+    /// Its stdout (taken: call once).
+    pub fn stdout(&mut self) -> tokio::process::ChildStdout {
+        self.child.stdout.take().expect("stdout is taken once")
+    }
+
     /// `kill SIGNAL` the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("the child is running").to_string();
@@ -327,6 +332,11 @@ impl ProcessServer {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!("sessiond exited ({status}); its log:\n{}", self.log());
         }
+    }
+
+    /// Its stdout (taken: call once).
+    pub fn stdout(&mut self) -> tokio::process::ChildStdout {
+        self.child.stdout.take().expect("stdout is taken once")
     }
 
     /// `kill SIGNAL` the process.
