@@ -93,6 +93,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Held until this returns: one server per SQLite store.
+    let _serving = store::ServeLock::take(config.store.as_ref(), &config.data_dir)?;
     let app = App::start(&config).await?;
     let public_addr = listeners.public.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;

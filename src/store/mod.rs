@@ -6,7 +6,7 @@ mod postgres;
 mod sqlite;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -338,6 +338,15 @@ impl Default for StoreOptions {
     }
 }
 
+/// The SQLite file `dsn` names (`sqlite://PATH`), or the one in `data_dir` when there is no
+/// DSN; `None` for any other store.
+fn sqlite_path(dsn: Option<&Dsn>, data_dir: &Path) -> Option<PathBuf> {
+    match dsn {
+        None => Some(data_dir.join("sessiond.db")),
+        Some(dsn) => dsn.expose().strip_prefix("sqlite://").map(PathBuf::from),
+    }
+}
+
 /// Opens the store named by `dsn` (`sqlite://PATH`, `postgres://…`), or the SQLite file in
 /// `data_dir`.
 pub async fn open(
@@ -345,25 +354,121 @@ pub async fn open(
     data_dir: &Path,
     options: StoreOptions,
 ) -> anyhow::Result<Arc<dyn Store>> {
-    match dsn {
-        None => Ok(Arc::new(SqliteStore::open_with(
-            &data_dir.join("sessiond.db"),
-            options,
-        )?)),
-        Some(dsn) if dsn.expose().starts_with("sqlite://") => Ok(Arc::new(SqliteStore::open_with(
-            Path::new(&dsn.expose()["sqlite://".len()..]),
-            options,
-        )?)),
-        Some(dsn) if dsn.is_postgres() => Ok(Arc::new(PostgresStore::open(dsn, options).await?)),
-        Some(other) => anyhow::bail!(
-            "unsupported store `{other}` (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)"
+    match (sqlite_path(dsn, data_dir), dsn) {
+        (Some(path), _) => Ok(Arc::new(SqliteStore::open_with(&path, options)?)),
+        (None, Some(dsn)) if dsn.is_postgres() => {
+            Ok(Arc::new(PostgresStore::open(dsn, options).await?))
+        }
+        (None, other) => anyhow::bail!(
+            "unsupported store `{}` (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)",
+            other.map(ToString::to_string).unwrap_or_default()
         ),
+    }
+}
+
+/// A SQLite store's claim to be served by this process alone, held while it is (see
+/// [`ServeLock::take`]).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+impl ServeLock {
+    /// Claims the SQLite store `dsn` or `data_dir` names for this server: an exclusive lock
+    /// (`flock`) on `FILE.lock` beside the database file, released when the lock is dropped or
+    /// the process ends, however it ends. A second server on the same file would serve from a
+    /// cache that never hears of the first one's writes (a session patched or deleted through one
+    /// would stay as it was on the other), so it is refused, naming the server that holds the
+    /// store. `seed`, `import` and the other commands do not take it: they may run beside a
+    /// server. PostgreSQL stores take none (nodes hear of each other's writes).
+    pub fn take(dsn: Option<&Dsn>, data_dir: &Path) -> anyhow::Result<Option<ServeLock>> {
+        use anyhow::Context;
+        use std::io::{Read, Seek, Write};
+        let Some(db) = sqlite_path(dsn, data_dir) else {
+            return Ok(None);
+        };
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut path = db.clone().into_os_string();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim().parse::<u32>() {
+                    Ok(pid) => format!("another sessiond (pid {pid})"),
+                    Err(_) => "another sessiond".to_owned(),
+                };
+                anyhow::bail!(
+                    "{} is served by {holder} ({} is locked): a SQLite store has one server; \
+                     stop that one first, or give this one another --data-dir (several nodes \
+                     share a PostgreSQL store)",
+                    db.display(),
+                    path.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        // Who holds it, for the message above (the file is left behind: removing it could let
+        // two servers lock two files of one name).
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Some(ServeLock { _file: file }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Dsn;
+    use super::{Dsn, ServeLock};
+
+    /// One holder at a time per SQLite file (two opens in one process conflict as two processes
+    /// do), free again once dropped; the file of a `sqlite://` DSN is locked, not the data dir's;
+    /// PostgreSQL takes none.
+    #[test]
+    fn a_sqlite_store_is_locked_for_one_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = ServeLock::take(None, &data).unwrap().expect("a lock");
+        let pid = std::process::id();
+        let lock_file = data.join("sessiond.db.lock");
+        assert_eq!(
+            std::fs::read_to_string(&lock_file).unwrap(),
+            format!("{pid}\n")
+        );
+        let refused = ServeLock::take(None, &data).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("is served by another sessiond (pid {pid})"))
+                && refused.contains(&lock_file.display().to_string()),
+            "{refused}"
+        );
+        let elsewhere = Dsn::new(format!("sqlite://{}/other/x.db", dir.path().display()));
+        let other = ServeLock::take(Some(&elsewhere), &data)
+            .unwrap()
+            .expect("a lock");
+        assert!(dir.path().join("other/x.db.lock").exists());
+        assert!(ServeLock::take(Some(&elsewhere), &data).is_err());
+        drop(first);
+        let again = ServeLock::take(None, &data).unwrap();
+        assert!(again.is_some());
+        drop(other);
+        let postgres = Dsn::new("postgres://u@127.0.0.1:1/db");
+        assert!(ServeLock::take(Some(&postgres), &data).unwrap().is_none());
+        assert!(ServeLock::take(Some(&postgres), &data).unwrap().is_none());
+    }
 
     #[test]
     fn dsn_display_hides_passwords() {

@@ -188,6 +188,52 @@ async fn serve_turns_transparent_huge_pages_off_for_itself() {
     server.stop().await;
 }
 
+/// A second `serve` of a SQLite store that a server holds exits at once, naming the server: its
+/// session cache would never hear of the first one's writes (a session patched or deleted through
+/// one would stay as it was on the other). The first server keeps serving. Once it has stopped,
+/// or was killed with `kill -9`, a new one starts on the store.
+#[tokio::test]
+async fn a_second_server_of_a_sqlite_store_is_refused() {
+    let (_dir, data_dir, _tenant) = seeded_data_dir(ApiId::Anam, 10).await;
+    let args = vec!["--data-dir".to_owned(), data_dir.clone()];
+    let first = ProcessServer::spawn_with(&args).await;
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        cli(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+        ]),
+    )
+    .await
+    .expect("the second server exits");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "sessiond: {data_dir}/sessiond.db is served by another sessiond (pid {})",
+            first.pid()
+        )),
+        "{err}"
+    );
+    let health = first
+        .http()
+        .get(first.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    first.stop().await;
+    let after_stop = ProcessServer::spawn_with(&args).await;
+    after_stop.kill9().await;
+    let after_kill = ProcessServer::spawn_with(&args).await;
+    after_kill.stop().await;
+}
+
 /// `serve` reads the SQLite store's id index once at start, in the background, and says so in its
 /// log; `--no-prewarm`, or `SESSIOND_NO_PREWARM` set to a true value, turns that off, and a false
 /// value (`0`) leaves it on.

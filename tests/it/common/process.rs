@@ -334,11 +334,6 @@ impl ProcessServer {
         }
     }
 
-    /// Its stdout (taken: call once).
-    pub fn stdout(&mut self) -> tokio::process::ChildStdout {
-        self.child.stdout.take().expect("stdout is taken once")
-    }
-
     /// `kill SIGNAL` the process.
     fn signal(&self, signal: &str) {
         let pid = self.pid().to_string();
