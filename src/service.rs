@@ -683,6 +683,19 @@ impl Service {
     ) -> Result<PreparedBatch, BatchError> {
         let fail = |index: usize, error: AdminError| BatchError { index, error };
         let mut staged = self.check_batch(items, origin).await?;
+        let mut restored_seqs: Vec<(ApiId, String, i64)> = Vec::new();
+        for s in &staged {
+            let Staged::Encoded(row, Some(n)) = s else {
+                continue;
+            };
+            match restored_seqs
+                .iter_mut()
+                .find(|(a, t, _)| *a == row.api && *t == row.tenant)
+            {
+                Some((_, _, h)) => *h = (*h).max(*n),
+                None => restored_seqs.push((row.api, row.tenant.clone(), *n)),
+            }
+        }
         let mut blocks: Vec<(ApiId, String, i64, i64)> = Vec::new(); // api, tenant, count, next
         for p in Staged::waiting(&mut staged) {
             match blocks.iter_mut().find(|b| b.0 == p.api && b.1 == p.tenant) {
@@ -691,6 +704,18 @@ impl Service {
             }
         }
         for b in &mut blocks {
+            // Sessions restored with their numbers beside ones to number (an import of a file
+            // that gives some numbers and leaves others out): the new numbers follow the
+            // restored ones, which would otherwise be handed out again.
+            if let Some((_, _, highest)) = restored_seqs
+                .iter()
+                .find(|(a, t, _)| *a == b.0 && *t == b.1)
+            {
+                self.store
+                    .raise_seq(b.0, &b.1, *highest)
+                    .await
+                    .map_err(|e| fail(0, e.into()))?;
+            }
             b.3 = self
                 .store
                 .reserve_seq(b.0, &b.1, b.2)
@@ -708,19 +733,6 @@ impl Service {
                 .expect("reserved above");
             p.api.profile().assign_sequence(&mut p.doc, b.3);
             b.3 += 1;
-        }
-        let mut restored_seqs: Vec<(ApiId, String, i64)> = Vec::new();
-        for s in &staged {
-            let Staged::Encoded(row, Some(n)) = s else {
-                continue;
-            };
-            match restored_seqs
-                .iter_mut()
-                .find(|(a, t, _)| *a == row.api && *t == row.tenant)
-            {
-                Some((_, _, h)) => *h = (*h).max(*n),
-                None => restored_seqs.push((row.api, row.tenant.clone(), *n)),
-            }
         }
         let rows = parallel_map(staged, |_, s| match s {
             Staged::Encoded(row, _) => row,

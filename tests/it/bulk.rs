@@ -39,6 +39,7 @@ per_backend!(
     fill_keeps_the_fields_the_client_gave,
     fill_completes_every_element_of_an_array_longer_than_the_generated_one,
     sequence_numbers_out_of_range_are_refused_on_import,
+    an_import_numbers_new_tickets_after_the_restored_ones,
     an_api_named_twice_is_exported_once,
     a_salesnip_url_of_another_base_is_restored_as_it_was,
     an_import_restores_nulls_and_spellings_as_they_are_written,
@@ -916,6 +917,46 @@ async fn sequence_numbers_out_of_range_are_refused_on_import() {
     });
     let storage = Storage::new().await;
     import_ok(&storage, &file(&edge)).await;
+}
+
+/// An import that gives some OpenCX sessions their ticket numbers and leaves them out of others
+/// (a fixture file, not an export): the numbers it hands out follow the restored ones, wherever
+/// those stand in the file, so no number is given twice; the tenant's sequence goes on after
+/// the highest.
+async fn an_import_numbers_new_tickets_after_the_restored_ones() {
+    let api = ApiId::Opencx;
+    let tenant = api.profile().new_tenant_id();
+    let original = seeded_export(api, &tenant, 5, 1).await;
+    // Sessions 0 and 1 to be numbered, 2 to 4 restored with 1 to 3 (in reverse); no tenant line.
+    let mut mixed: Vec<String> = original.iter().filter(|l| is_session(l)).cloned().collect();
+    for (i, line) in mixed.iter_mut().enumerate() {
+        *line = edited(line, |r| match i {
+            0 | 1 => {
+                r["session"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("ticket_number");
+            }
+            _ => r["session"]["ticket_number"] = json!(5 - i),
+        });
+    }
+    let storage = Storage::new().await;
+    run_ok(
+        &storage,
+        &["tenants", "create", "--api", "opencx", "--id", &tenant],
+    )
+    .await;
+    import_ok(&storage, &file(&mixed)).await;
+    let exported = lines(&export(&storage, &[api]).await);
+    let mut tickets: Vec<i64> = exported
+        .iter()
+        .filter(|l| is_session(l))
+        .map(|l| record(l)["session"]["ticket_number"].as_i64().unwrap())
+        .collect();
+    tickets.sort_unstable();
+    assert_eq!(tickets, [1, 2, 3, 4, 5], "{exported:#?}");
+    let tenant_line = exported.iter().find(|l| record(l)["kind"] == "tenant");
+    assert_eq!(record(tenant_line.unwrap())["seq"], json!(5));
 }
 
 /// A SaleSnip `url` is derived from `--salesnip-url-base`, which the server that wrote an export
