@@ -380,7 +380,8 @@ impl ServeLock {
     /// cache that never hears of the first one's writes (a session patched or deleted through one
     /// would stay as it was on the other), so it is refused, naming the server that holds the
     /// store. `seed`, `import` and the other commands do not take it: they may run beside a
-    /// server. PostgreSQL stores take none (nodes hear of each other's writes).
+    /// server. PostgreSQL stores take none (nodes hear of each other's writes); on a file system
+    /// without `flock` the server warns and takes none.
     pub fn take(dsn: Option<&Dsn>, data_dir: &Path) -> anyhow::Result<Option<ServeLock>> {
         use anyhow::Context;
         use std::io::{Read, Seek, Write};
@@ -418,7 +419,14 @@ impl ServeLock {
                 );
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()));
+                // A file system without `flock` (some network and FUSE ones): serve as before
+                // the lock existed, saying so.
+                tracing::warn!(
+                    error = %e,
+                    path = %path.display(),
+                    "the store cannot be locked: nothing stops a second server on it"
+                );
+                return Ok(None);
             }
         }
         // Who holds it, for the message above (the file is left behind: removing it could let
