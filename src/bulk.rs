@@ -204,8 +204,10 @@ fn session_seed(seed: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Writes every tenant, key and session of `apis` as NDJSON; a [`Stop`] ends it between pages of
-/// sessions ([`BulkError::Stopped`]: the output is cut short).
+/// Writes every tenant, key and session of `apis` as NDJSON, all read from one
+/// [`Store::snapshot`](crate::store::Store::snapshot): the store as it was when the export began,
+/// whatever is written to it meanwhile. A [`Stop`] ends it between pages of sessions
+/// ([`BulkError::Stopped`]: the output is cut short).
 pub async fn export(
     service: &Service,
     apis: &[ApiId],
@@ -213,7 +215,7 @@ pub async fn export(
     progress: &dyn Fn(u64),
     stop: &Stop,
 ) -> Result<Totals, BulkError> {
-    let store = service.store();
+    let mut store = service.store().snapshot().await.map_err(AdminError::from)?;
     let mut totals = Totals::default();
     for &api in apis {
         let tenants = store.list_tenants(api).await.map_err(AdminError::from)?;

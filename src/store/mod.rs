@@ -220,6 +220,11 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Page>;
 
+    /// A read-only view of the whole store as it is now, which writes made afterwards (by this
+    /// process or another sharing the store) do not change: what `export` reads, so that an
+    /// export made beside a running server is the store at one moment.
+    async fn snapshot(&self) -> StoreResult<Box<dyn Snapshot>>;
+
     /// Whether the backend answers.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -237,6 +242,26 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
         None
     }
+}
+
+/// A view of the store as it was when [`Store::snapshot`] made it: a read transaction of a
+/// connection of its own (SQLite: one read transaction of the WAL; PostgreSQL: `REPEATABLE READ`),
+/// held until the snapshot is dropped. The [`Store`] methods of the same names, read from it.
+///
+/// Held long, it has a cost: SQLite cannot start its WAL over while the snapshot reads an older
+/// state, so the WAL grows by whatever is written meanwhile (it is cut back once the snapshot is
+/// dropped); PostgreSQL's vacuum keeps the row versions it may still read.
+#[async_trait]
+pub trait Snapshot: Send {
+    async fn list_tenants(&mut self, api: ApiId) -> StoreResult<Vec<TenantRow>>;
+    async fn list_keys(&mut self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>>;
+    async fn list_sessions(
+        &mut self,
+        api: ApiId,
+        tenant: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Page>;
 }
 
 /// A store DSN: `sqlite://PATH`, or `postgres://…` / `postgresql://…`. `Debug` and `Display` hide

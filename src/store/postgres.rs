@@ -35,8 +35,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::{
-    Change, Dsn, KeyRow, Page, PublicSession, SessionRow, Store, StoreError, StoreOptions,
-    StoreResult, TenantRow,
+    Change, Dsn, KeyRow, Page, PublicSession, SessionRow, Snapshot, Store, StoreError,
+    StoreOptions, StoreResult, TenantRow,
 };
 use crate::vendor::ApiId;
 
@@ -265,9 +265,7 @@ impl PostgresStore {
 
     /// Runs `op`, failing it if it takes longer than the store timeout.
     async fn bounded<T>(&self, op: impl Future<Output = StoreResult<T>> + Send) -> StoreResult<T> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::backend(Failure::TimedOut(self.timeout))))
+        bounded(self.timeout, op).await
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
@@ -279,12 +277,8 @@ impl PostgresStore {
 
     /// One statement (prepared once per connection), in a transaction of its own.
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let statement = client.prepare_cached(sql).await.map_err(classify)?;
-            client.query(&statement, params).await.map_err(classify)
-        })
-        .await
+        self.bounded(async { run(&*self.client().await?, sql, params).await })
+            .await
     }
 
     async fn query_opt(
@@ -293,6 +287,155 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Option<Row>> {
         Ok(self.query(sql, params).await?.into_iter().next())
+    }
+}
+
+/// Runs `op`, failing it if it takes longer than `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    op: impl Future<Output = StoreResult<T>> + Send,
+) -> StoreResult<T> {
+    tokio::time::timeout(timeout, op)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::backend(Failure::TimedOut(timeout))))
+}
+
+/// One statement on `client`, prepared once per connection.
+async fn run(
+    client: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Row>> {
+    let statement = client.prepare_cached(sql).await.map_err(classify)?;
+    client.query(&statement, params).await.map_err(classify)
+}
+
+/// [`Store::list_tenants`]: `$1` the api.
+const LIST_TENANTS: &str =
+    "SELECT id, created_at, seq FROM tenants WHERE api = $1 ORDER BY created_at, id";
+/// [`Store::list_keys`]: `$1` the api, `$2` the tenant.
+const LIST_KEYS: &str = "SELECT id, api, tenant, hash, created_at, revoked_at FROM api_keys
+     WHERE api = $1 AND tenant = $2 ORDER BY created_at, id";
+/// [`Store::list_sessions`]: `$1` the api, `$2` the tenant, `$3` the cursor, `$4` one more than the
+/// page's size ([`page_limit`]; see [`page_of`]).
+const LIST_SESSIONS: &str = "SELECT pk, api, id, tenant, version, body, doc FROM sessions
+     WHERE api = $1 AND tenant = $2 AND pk > $3 ORDER BY pk LIMIT $4";
+
+fn tenant_from(row: &Row) -> StoreResult<TenantRow> {
+    Ok(TenantRow {
+        id: col(row, "id")?,
+        created_at: col(row, "created_at")?,
+        seq: col(row, "seq")?,
+    })
+}
+
+/// `$4` of [`LIST_SESSIONS`]: a row past the page tells whether another follows.
+fn page_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
+}
+
+/// The page of [`LIST_SESSIONS`]'s `rows`.
+fn page_of(rows: &[Row], limit: usize) -> StoreResult<Page> {
+    let more = rows.len() > limit;
+    let rows = &rows[..rows.len().min(limit)];
+    Ok(Page {
+        next: match rows.last() {
+            Some(last) if more => Some(col(last, "pk")?),
+            _ => None,
+        },
+        rows: rows.iter().map(session_from).collect::<StoreResult<_>>()?,
+    })
+}
+
+/// Where the listings read: the pool (each statement a transaction of its own), or a snapshot's
+/// connection.
+trait Reads {
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>>;
+}
+
+impl Reads for PostgresStore {
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        PostgresStore::query(self, sql, params).await
+    }
+}
+
+async fn list_tenants(from: &impl Reads, api: ApiId) -> StoreResult<Vec<TenantRow>> {
+    from.query(LIST_TENANTS, &[&api.as_str()])
+        .await?
+        .iter()
+        .map(tenant_from)
+        .collect()
+}
+
+async fn list_keys(from: &impl Reads, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
+    from.query(LIST_KEYS, &[&api.as_str(), &tenant])
+        .await?
+        .iter()
+        .map(key_from)
+        .collect()
+}
+
+async fn list_sessions(
+    from: &impl Reads,
+    api: ApiId,
+    tenant: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> StoreResult<Page> {
+    let params: [&(dyn ToSql + Sync); 4] = [
+        &api.as_str(),
+        &tenant,
+        &after.unwrap_or(0),
+        &page_limit(limit),
+    ];
+    page_of(&from.query(LIST_SESSIONS, &params).await?, limit)
+}
+
+/// [`Store::snapshot`]: a pooled connection in a `REPEATABLE READ`, read-only transaction.
+struct PostgresSnapshot {
+    /// `None` once dropped.
+    client: Option<deadpool_postgres::Object>,
+    timeout: Duration,
+}
+
+impl Reads for PostgresSnapshot {
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let client = self
+            .client
+            .as_ref()
+            .expect("a snapshot has its connection until dropped");
+        bounded(self.timeout, run(client, sql, params)).await
+    }
+}
+
+#[async_trait]
+impl Snapshot for PostgresSnapshot {
+    async fn list_tenants(&mut self, api: ApiId) -> StoreResult<Vec<TenantRow>> {
+        list_tenants(self, api).await
+    }
+
+    async fn list_keys(&mut self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
+        list_keys(self, api, tenant).await
+    }
+
+    async fn list_sessions(
+        &mut self,
+        api: ApiId,
+        tenant: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Page> {
+        list_sessions(self, api, tenant, after, limit).await
+    }
+}
+
+/// The connection leaves the pool and closes, which ends its transaction: given back, the next
+/// user of the pool would find itself inside the snapshot (a `Drop` cannot wait for a `ROLLBACK`).
+impl Drop for PostgresSnapshot {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 
@@ -368,20 +511,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_tenants(&self, api: ApiId) -> StoreResult<Vec<TenantRow>> {
-        self.query(
-            "SELECT id, created_at, seq FROM tenants WHERE api = $1 ORDER BY created_at, id",
-            &[&api.as_str()],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(TenantRow {
-                id: col(row, "id")?,
-                created_at: col(row, "created_at")?,
-                seq: col(row, "seq")?,
-            })
-        })
-        .collect()
+        list_tenants(self, api).await
     }
 
     async fn reserve_seq(&self, api: ApiId, tenant: &str, count: i64) -> StoreResult<i64> {
@@ -503,15 +633,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_keys(&self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
-        self.query(
-            "SELECT id, api, tenant, hash, created_at, revoked_at FROM api_keys
-             WHERE api = $1 AND tenant = $2 ORDER BY created_at, id",
-            &[&api.as_str(), &tenant],
-        )
-        .await?
-        .iter()
-        .map(key_from)
-        .collect()
+        list_keys(self, api, tenant).await
     }
 
     async fn insert_session(&self, row: &SessionRow) -> StoreResult<()> {
@@ -677,27 +799,21 @@ impl Store for PostgresStore {
         after: Option<i64>,
         limit: usize,
     ) -> StoreResult<Page> {
-        let rows = self
-            .query(
-                "SELECT pk, api, id, tenant, version, body, doc FROM sessions
-                 WHERE api = $1 AND tenant = $2 AND pk > $3 ORDER BY pk LIMIT $4",
-                &[
-                    &api.as_str(),
-                    &tenant,
-                    &after.unwrap_or(0),
-                    &(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1),
-                ],
-            )
+        list_sessions(self, api, tenant, after, limit).await
+    }
+
+    async fn snapshot(&self) -> StoreResult<Box<dyn Snapshot>> {
+        // Made first, so that a failed `BEGIN` also takes its connection out of the pool.
+        let snapshot = PostgresSnapshot {
+            client: Some(self.bounded(self.client()).await?),
+            timeout: self.timeout,
+        };
+        // The snapshot is taken by the first statement after `BEGIN`, not by `BEGIN` itself.
+        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1";
+        let client = snapshot.client.as_ref().expect("just taken");
+        self.bounded(async { client.batch_execute(begin).await.map_err(classify) })
             .await?;
-        let more = rows.len() > limit;
-        let rows = &rows[..rows.len().min(limit)];
-        Ok(Page {
-            next: match rows.last() {
-                Some(last) if more => Some(col(last, "pk")?),
-                _ => None,
-            },
-            rows: rows.iter().map(session_from).collect::<StoreResult<_>>()?,
-        })
+        Ok(Box::new(snapshot))
     }
 
     async fn ping(&self) -> StoreResult<()> {

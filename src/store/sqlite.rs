@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::Codecs;
 use super::{
-    BuildRow, BulkDuplicate, KeyRow, Page, PublicSession, SessionRow, Store, StoreError,
+    BuildRow, BulkDuplicate, KeyRow, Page, PublicSession, SessionRow, Snapshot, Store, StoreError,
     StoreOptions, StoreResult, TenantRow,
 };
 use crate::vendor::ApiId;
@@ -1158,6 +1158,146 @@ fn insert_row(c: &Connection, row: &PackedRow) -> StoreResult<()> {
     }
 }
 
+/// The tenants of `api`, oldest first.
+fn tenants_of(c: &Connection, api: ApiId) -> StoreResult<Vec<TenantRow>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT id, created_at, seq FROM tenants WHERE api = ?1 ORDER BY created_at, id",
+        )
+        .map_err(backend)?;
+    st.query_map([api.as_str()], |r| {
+        Ok(TenantRow {
+            id: r.get(0)?,
+            created_at: r.get(1)?,
+            seq: r.get(2)?,
+        })
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(backend)
+}
+
+/// The keys of a tenant, oldest first.
+fn keys_of(c: &Connection, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT * FROM api_keys WHERE api = ?1 AND tenant = ?2 ORDER BY created_at, id",
+        )
+        .map_err(backend)?;
+    st.query_map(params![api.as_str(), tenant], key_from)
+        .and_then(|rows| rows.collect())
+        .map_err(backend)
+}
+
+/// A page of [`Store::list_sessions`].
+fn sessions_of(
+    c: &Connection,
+    codecs: &Codecs,
+    api: ApiId,
+    tenant: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> StoreResult<Page> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT * FROM sessions WHERE api = ?1 AND tenant = ?2 AND pk > ?3
+             ORDER BY pk LIMIT ?4",
+        )
+        .map_err(backend)?;
+    let mut rows = st
+        .query(params![
+            api.as_str(),
+            tenant,
+            after.unwrap_or(0),
+            limit as i64 + 1
+        ])
+        .map_err(backend)?;
+    let mut out = Vec::with_capacity(limit.min(1000));
+    let mut last_pk = None;
+    let mut more = false;
+    while let Some(r) = rows.next().map_err(backend)? {
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        last_pk = Some(r.get::<_, i64>("pk").map_err(backend)?);
+        out.push(session_from(r, codecs, c).map_err(backend)?);
+    }
+    Ok(Page {
+        rows: out,
+        next: if more { last_pk } else { None },
+    })
+}
+
+/// A connection of its own that cannot write, in a read transaction that has read: SQLite's
+/// snapshot of the WAL is taken at a transaction's first read, not at `BEGIN`.
+fn begin_snapshot(path: &Path) -> anyhow::Result<Connection> {
+    let conn = open_read_only(path)?
+        .context("the store's schema is older than this sessiond's: open it with a server first")?;
+    conn.execute_batch("BEGIN")?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+    Ok(conn)
+}
+
+/// [`Store::snapshot`]: its connection is used on a blocking thread, one read at a time.
+struct SqliteSnapshot {
+    /// `None` once dropped.
+    conn: Arc<Mutex<Option<Connection>>>,
+    codecs: Arc<Codecs>,
+}
+
+impl SqliteSnapshot {
+    async fn read<T, F>(&mut self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Codecs) -> StoreResult<T> + Send + 'static,
+    {
+        let (conn, codecs) = (self.conn.clone(), self.codecs.clone());
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(
+                conn.as_ref().ok_or(StoreError::backend(ReadFailed))?,
+                &codecs,
+            )
+        })
+        .await
+        .map_err(|_| StoreError::backend(ReadFailed))?
+    }
+}
+
+#[async_trait]
+impl Snapshot for SqliteSnapshot {
+    async fn list_tenants(&mut self, api: ApiId) -> StoreResult<Vec<TenantRow>> {
+        self.read(move |c, _| tenants_of(c, api)).await
+    }
+
+    async fn list_keys(&mut self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
+        let tenant = tenant.to_owned();
+        self.read(move |c, _| keys_of(c, api, &tenant)).await
+    }
+
+    async fn list_sessions(
+        &mut self,
+        api: ApiId,
+        tenant: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Page> {
+        let tenant = tenant.to_owned();
+        self.read(move |c, codecs| sessions_of(c, codecs, api, &tenant, after, limit))
+            .await
+    }
+}
+
+/// Ends the read transaction (and with it what holds the WAL back) by closing the connection.
+impl Drop for SqliteSnapshot {
+    fn drop(&mut self) {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(conn) = conn {
+            close(conn);
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tenant(&self, api: ApiId, id: &str, created_at: &str) -> StoreResult<()> {
@@ -1188,23 +1328,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_tenants(&self, api: ApiId) -> StoreResult<Vec<TenantRow>> {
-        self.read(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT id, created_at, seq FROM tenants WHERE api = ?1 ORDER BY created_at, id",
-                )
-                .map_err(backend)?;
-            st.query_map([api.as_str()], |r| {
-                Ok(TenantRow {
-                    id: r.get(0)?,
-                    created_at: r.get(1)?,
-                    seq: r.get(2)?,
-                })
-            })
-                .and_then(|rows| rows.collect())
-                .map_err(backend)
-        })
-        .await
+        self.read(move |c| tenants_of(c, api)).await
     }
 
     async fn reserve_seq(&self, api: ApiId, tenant: &str, count: i64) -> StoreResult<i64> {
@@ -1356,17 +1480,7 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self, api: ApiId, tenant: &str) -> StoreResult<Vec<KeyRow>> {
         let tenant = tenant.to_owned();
-        self.read(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT * FROM api_keys WHERE api = ?1 AND tenant = ?2 ORDER BY created_at, id",
-                )
-                .map_err(backend)?;
-            st.query_map(params![api.as_str(), tenant], key_from)
-                .and_then(|rows| rows.collect())
-                .map_err(backend)
-        })
-        .await
+        self.read(move |c| keys_of(c, api, &tenant)).await
     }
 
     async fn insert_session(&self, row: &SessionRow) -> StoreResult<()> {
@@ -1646,38 +1760,20 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page> {
         let tenant = tenant.to_owned();
         let codecs = self.codecs.clone();
-        self.read(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT * FROM sessions WHERE api = ?1 AND tenant = ?2 AND pk > ?3
-                     ORDER BY pk LIMIT ?4",
-                )
-                .map_err(backend)?;
-            let mut rows = st
-                .query(params![
-                    api.as_str(),
-                    tenant,
-                    after.unwrap_or(0),
-                    limit as i64 + 1
-                ])
-                .map_err(backend)?;
-            let mut out = Vec::with_capacity(limit.min(1000));
-            let mut last_pk = None;
-            let mut more = false;
-            while let Some(r) = rows.next().map_err(backend)? {
-                if out.len() == limit {
-                    more = true;
-                    break;
-                }
-                last_pk = Some(r.get::<_, i64>("pk").map_err(backend)?);
-                out.push(session_from(r, &codecs, c).map_err(backend)?);
-            }
-            Ok(Page {
-                rows: out,
-                next: if more { last_pk } else { None },
-            })
-        })
-        .await
+        self.read(move |c| sessions_of(c, &codecs, api, &tenant, after, limit))
+            .await
+    }
+
+    async fn snapshot(&self) -> StoreResult<Box<dyn Snapshot>> {
+        let path = self.readers.path.clone();
+        let conn = tokio::task::spawn_blocking(move || begin_snapshot(&path))
+            .await
+            .map_err(|_| StoreError::backend(ReadFailed))?
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        Ok(Box::new(SqliteSnapshot {
+            conn: Arc::new(Mutex::new(Some(conn))),
+            codecs: self.codecs.clone(),
+        }))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -49,6 +49,7 @@ per_backend!(
     an_interrupted_import_keeps_its_stored_batches_and_names_the_line_to_go_on_from,
     an_interrupted_seed_keeps_its_stored_batches,
     an_interrupted_export_ends_with_a_whole_page,
+    an_export_beside_a_server_writing_is_the_store_as_it_began,
 );
 
 // ---- the binary on a store ----------------------------------------------------------------------
@@ -1708,6 +1709,56 @@ async fn an_interrupted_export_ends_with_a_whole_page() {
         .filter(|l| record(l)["kind"] == json!("session"))
         .count();
     assert_eq!(sessions, BATCH, "the first page, whole");
+}
+
+/// An export is the store at one moment: sessions a server deletes, changes or creates while the
+/// export is under way (held by its pipe in its first page) are exported as they were when it began.
+async fn an_export_beside_a_server_writing_is_the_store_as_it_began() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let api = ApiId::Anam;
+    let storage = Storage::new().await;
+    let tenant = api.profile().new_tenant_id();
+    seed(&storage, api, &tenant, 2 * BATCH, 6).await;
+    let before = export(&storage, &[api]).await;
+    let ids: Vec<String> = lines(&before)
+        .iter()
+        .filter(|l| is_session(l))
+        .map(|l| record(l)["session"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2 * BATCH);
+    let server = TestServer::start_in(storage).await;
+    let args = with_store(server.storage(), &["export", "--api", api.as_str()]);
+    let mut held = RunningCli::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let mut stdout = tokio::io::BufReader::new(held.stdout());
+    // Its first line out, the export has its snapshot, and the pipe soon holds it in its first
+    // page (BATCH Anam sessions are several MiB of NDJSON).
+    let mut out = String::new();
+    stdout.read_line(&mut out).await.unwrap();
+    assert_eq!(record(&out)["kind"], json!("tenant"), "{out}");
+    // Sessions of its second page: one deleted, one changed; and one new.
+    let (last, changed) = (&ids[2 * BATCH - 1], &ids[2 * BATCH - 2]);
+    server
+        .admin_session(Method::DELETE, api, last)
+        .await
+        .expect(204);
+    server
+        .patch_session(api, changed, fixtures::labelled(api, "changed"))
+        .await
+        .expect(200);
+    server
+        .create_session(api, &tenant, &fixtures::minimal(api))
+        .await
+        .expect(201);
+    stdout.read_to_string(&mut out).await.unwrap();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_succeeded(&words, &held.output().await);
+    let (out, before) = (lines(&out), lines(&before));
+    let now = lines(&export(server.storage(), &[api]).await);
+    assert_ne!(now, before, "the server's writes are stored");
+    assert_eq!(out.len(), before.len());
+    for (i, (out, before)) in out.iter().zip(&before).enumerate() {
+        assert_eq!(out, before, "line {} of the export", i + 1);
+    }
 }
 
 // ---- a store this process cannot write -----------------------------------------------------------

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sessiond::ApiId;
 use sessiond::store::{
-    Change, Dsn, KeyRow, PublicSession, SessionRow, Store, StoreError, StoreOptions,
+    Change, Dsn, KeyRow, PublicSession, SessionRow, Snapshot, Store, StoreError, StoreOptions,
 };
 
 use crate::common::{Backend, Storage};
@@ -19,6 +19,7 @@ per_backend!(
     keys_conflict_on_id_and_hash_and_revoke_once,
     session_writes_compare_and_swap_on_the_version,
     batches_are_all_or_nothing_and_page_in_insertion_order,
+    a_snapshot_reads_the_store_as_it_was_when_taken,
     the_change_feed_reports_other_nodes_writes,
 );
 
@@ -274,6 +275,67 @@ async fn batches_are_all_or_nothing_and_page_in_insertion_order() {
             .rows
             .is_empty()
     );
+}
+
+/// Every session of tenant `t` in a snapshot, walking pages of 2: `(id, version)`.
+async fn snapshot_sessions(snapshot: &mut dyn Snapshot) -> Vec<(String, i64)> {
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = snapshot.list_sessions(API, "t", cursor, 2).await.unwrap();
+        seen.extend(page.rows.into_iter().map(|r| (r.id, r.version)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+async fn a_snapshot_reads_the_store_as_it_was_when_taken() {
+    let (_storage, store) = store_with_tenant().await;
+    store.create_key(&key("k1", 1)).await.unwrap();
+    let ids = ["a", "b", "c", "d"];
+    store
+        .insert_sessions(ids.iter().map(|id| session(id, 1, "{}")).collect())
+        .await
+        .unwrap();
+    let mut snapshot = store.snapshot().await.unwrap();
+    // Written after it was taken.
+    store.delete_session(API, "a", None).await.unwrap();
+    store
+        .update_session(&session("c", 2, "{\"v\":2}"))
+        .await
+        .unwrap();
+    store.insert_session(&session("e", 1, "{}")).await.unwrap();
+    store.revoke_key(API, "t", "k1").await.unwrap();
+    store.create_key(&key("k2", 2)).await.unwrap();
+    store.create_tenant(API, "u", CREATED).await.unwrap();
+
+    let was: Vec<(String, i64)> = ids.iter().map(|id| ((*id).to_owned(), 1)).collect();
+    assert_eq!(snapshot_sessions(&mut *snapshot).await, was);
+    let keys = snapshot.list_keys(API, "t").await.unwrap();
+    assert_eq!(keys, [key("k1", 1)]);
+    let tenants = snapshot.list_tenants(API).await.unwrap();
+    assert_eq!(
+        tenants.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t"]
+    );
+    // Read twice, it is the same.
+    assert_eq!(snapshot_sessions(&mut *snapshot).await, was);
+    // A second snapshot is of now.
+    let mut now = store.snapshot().await.unwrap();
+    let is = [("b", 1), ("c", 2), ("d", 1), ("e", 1)].map(|(id, v)| (id.to_owned(), v));
+    assert_eq!(snapshot_sessions(&mut *now).await, is);
+    drop((snapshot, now));
+
+    // Done with, a snapshot holds no connection of the store's back in its past: every read,
+    // on any pooled connection, sees the store as it is.
+    for _ in 0..16 {
+        let page = store.list_sessions(API, "t", None, 10).await.unwrap();
+        let listed: Vec<&str> = page.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(listed, ["b", "c", "d", "e"]);
+        assert_eq!(store.list_tenants(API).await.unwrap().len(), 2);
+    }
 }
 
 /// Waits (bounded) until `changes` reports `expected`; other changes are skipped.
