@@ -1233,6 +1233,8 @@ fn sessions_of(
 fn begin_snapshot(path: &Path) -> anyhow::Result<Connection> {
     let conn = open_read_only(path)?
         .context("the store's schema is older than this sessiond's: open it with a server first")?;
+    // Read in `pk` order, each page once: a reader's page cache (the B-trees' top levels) will do.
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     conn.execute_batch("BEGIN")?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
     Ok(conn)
