@@ -12,6 +12,7 @@
 //! a database backup. Keys appear only as hashes.
 
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::service::{
     AdminError, BatchError, NewDoc, NewSession, Origin, PreparedBatch, SeqBlock, Service,
 };
-use crate::store::{KeyRow, StoreError};
+use crate::store::{KeyRow, Page, Snapshot, StoreError, StoreResult};
 use crate::vendor::fake::Fake;
 use crate::vendor::{ApiId, MAX_SEQ};
 
@@ -215,10 +216,10 @@ pub async fn export(
     progress: &dyn Fn(u64),
     stop: &Stop,
 ) -> Result<Totals, BulkError> {
-    let mut store = service.store().snapshot().await.map_err(AdminError::from)?;
+    let mut snapshot = service.store().snapshot().await.map_err(AdminError::from)?;
     let mut totals = Totals::default();
     for &api in apis {
-        let tenants = store.list_tenants(api).await.map_err(AdminError::from)?;
+        let tenants = snapshot.list_tenants(api).await.map_err(AdminError::from)?;
         for t in &tenants {
             writeln!(
                 out,
@@ -226,7 +227,7 @@ pub async fn export(
                 json!({ "kind": "tenant", "api": api, "id": t.id, "created_at": t.created_at, "seq": t.seq })
             )?;
             totals.tenants += 1;
-            for k in store
+            for k in snapshot
                 .list_keys(api, &t.id)
                 .await
                 .map_err(AdminError::from)?
@@ -245,12 +246,17 @@ pub async fn export(
                 "{{\"kind\":\"session\",\"api\":\"{api}\",\"tenant\":{},\"session\":",
                 Value::String(t.id.clone())
             );
-            let mut cursor = None;
-            loop {
-                let page = store
-                    .list_sessions(api, &t.id, cursor, BATCH)
+            let mut reading = read_page(snapshot, api, &t.id, None);
+            snapshot = loop {
+                let (back, page) = reading
                     .await
-                    .map_err(AdminError::from)?;
+                    .map_err(|e| AdminError::from(StoreError::backend(e)))?;
+                let page = page.map_err(AdminError::from)?;
+                // The next page is read while this one is written.
+                let next = match page.next {
+                    Some(n) => ControlFlow::Continue(read_page(back, api, &t.id, Some(n))),
+                    None => ControlFlow::Break(back),
+                };
                 for row in &page.rows {
                     // The stored bytes go out as they are: no parse, no re-serialization.
                     out.write_all(prefix.as_bytes())?;
@@ -266,15 +272,32 @@ pub async fn export(
                         resume_line: None,
                     }));
                 }
-                match page.next {
-                    Some(n) => cursor = Some(n),
-                    None => break,
+                match next {
+                    ControlFlow::Continue(ahead) => reading = ahead,
+                    ControlFlow::Break(back) => break back,
                 }
-            }
+            };
         }
     }
     out.flush()?;
     Ok(totals)
+}
+
+/// A page of a tenant's sessions being read from `snapshot` on a task of its own, which hands
+/// the snapshot back with the page.
+type PageRead = tokio::task::JoinHandle<(Box<dyn Snapshot>, StoreResult<Page>)>;
+
+fn read_page(
+    mut snapshot: Box<dyn Snapshot>,
+    api: ApiId,
+    tenant: &str,
+    after: Option<i64>,
+) -> PageRead {
+    let tenant = tenant.to_owned();
+    tokio::spawn(async move {
+        let page = snapshot.list_sessions(api, &tenant, after, BATCH).await;
+        (snapshot, page)
+    })
 }
 
 impl serde::Serialize for ApiId {
