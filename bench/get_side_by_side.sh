@@ -4,9 +4,10 @@
 # speed drifts by more than that between minutes. Each api's session is GET with one key over
 # CONNS connections (wrk, one thread, on LOAD_CORE) from each server in turn (all pinned to
 # SERVER_CORE, one tokio worker); the order rotates every round. Printed per run: req/s, p99 and
-# server CPU per request (utime + stime from /proc/PID/stat over the run ÷ requests); then per api
-# the medians, and the medians of the per-round ratios (each run against the other runs of its
-# round, which the drift between rounds does not skew).
+# server CPU per request (utime + stime from /proc/PID/stat over the run ÷ requests) and its
+# user-space part (utime); then per api the medians, and the medians of the per-round ratios (each
+# run against the other runs of its round, which the drift between rounds does not skew), and the
+# medians of the user-space and kernel parts.
 #
 # Usage: bench/get_side_by_side.sh [BASE_REV]   (default HEAD: the last commit against the changes
 #                                                 not yet committed)
@@ -63,7 +64,7 @@ start_sessiond tree "$SD"
 start_sessiond base "$BASE_SD"
 declare -A LABEL=([tree]=$tree [base]=$base_sha [baseline]=baseline)
 
-run() { # SIDE API SECONDS: one wrk run; sets M_RPS M_P99 M_CPU_US
+run() { # SIDE API SECONDS: one wrk run; sets M_RPS M_P99 M_CPU_US M_USER_US
     local side=$1 api=$2 out line
     sample_begin "${PID[$side]}"
     out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" --timeout 5s -d"${3}s" -s bench/wrk_report.lua \
@@ -73,11 +74,11 @@ run() { # SIDE API SECONDS: one wrk run; sets M_RPS M_P99 M_CPU_US
     wrk_parse "$line"
     sample_end "$W_REQS"
     ((W_BAD == 0)) || die "$side: $W_BAD errors or non-2xx answers for $api"
-    M_RPS=$(calc '%.0f' "$W_RPS") M_P99=$W_P99 M_CPU_US=$S_CPU_US
+    M_RPS=$(calc '%.0f' "$W_RPS") M_P99=$W_P99 M_CPU_US=$S_CPU_US M_USER_US=$S_USER_US
 }
 
 printf '%s\n' "cached GET, $CONNS connections, $ROUNDS rounds of ${SECS} s per server and api; sides: ${LABEL[tree]}, ${LABEL[base]}, baseline"
-printf '%-9s %5s %-14s %9s %8s %8s %6s\n' api round server req/s p99_ms cpu_us other%
+printf '%-9s %5s %-14s %9s %8s %8s %8s %6s\n' api round server req/s p99_ms cpu_us user_us other%
 for api in "${APIS[@]}"; do
     path="${VPATH[$api]}${SID[$api]}"
     for side in tree base; do
@@ -96,9 +97,11 @@ for api in "${APIS[@]}"; do
         for ((i = 0; i < 3; i++)); do
             side=${sides[$(((i + r) % 3))]}
             run "$side" "$api" "$SECS"
-            printf '%-9s %5s %-14s %9s %8s %8s %6s\n' "$api" "$r" "${LABEL[$side]}" "$M_RPS" "$M_P99" "$M_CPU_US" "$S_OTHER0"
+            printf '%-9s %5s %-14s %9s %8s %8s %8s %6s\n' "$api" "$r" "${LABEL[$side]}" "$M_RPS" "$M_P99" "$M_CPU_US" "$M_USER_US" "$S_OTHER0"
             add "$api.$side.rps" "$M_RPS"
             add "$api.$side.cpu" "$M_CPU_US"
+            add "$api.$side.user" "$M_USER_US"
+            add "$api.$side.kernel" "$(calc '%.2f' "$M_CPU_US - $M_USER_US")"
             ROUND[$side.rps]=$M_RPS ROUND[$side.cpu]=$M_CPU_US
         done
         add "$api.tree_base.cpu" "$(calc '%.4f' "${ROUND[tree.cpu]} / ${ROUND[base.cpu]}")"
@@ -118,4 +121,12 @@ for api in "${APIS[@]}"; do
     printf '%-9s %12s %12s %12s %14s %14s %14s %14s %14s\n' "$api" "$(med "$api.tree.cpu")" "$(med "$api.base.cpu")" \
         "$(med "$api.baseline.cpu")" "$(medf '%.3f' "$api.tree_base.cpu")" "$(medf '%.3f' "$api.tree_baseline.rps")" \
         "$(medf '%.3f' "$api.base_baseline.rps")" "$(medf '%.3f' "$api.tree_baseline.cpu")" "$(medf '%.3f' "$api.base_baseline.cpu")"
+done
+
+echo
+echo "server CPU µs per request split (medians): user space / kernel"
+printf '%-9s %16s %16s %16s\n' api tree base baseline
+for api in "${APIS[@]}"; do
+    printf '%-9s %16s %16s %16s\n' "$api" "$(med "$api.tree.user") / $(med "$api.tree.kernel")" \
+        "$(med "$api.base.user") / $(med "$api.base.kernel")" "$(med "$api.baseline.user") / $(med "$api.baseline.kernel")"
 done

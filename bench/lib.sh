@@ -303,6 +303,8 @@ tree_ticks() {
     done
     echo "$t"
 }
+# user_ticks PID: the user-space part of cpu_ticks (utime of all PID's threads; children not counted).
+user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 }'; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # disk_read_bytes PID: bytes the process PID (all its threads) has had read from the disk so far
@@ -346,15 +348,18 @@ core_jiffies() {
 # and of the two cores around a run (sample_stop right when the run ends). sample_end sets S_CPU_US
 # (server CPU µs per request), S_BUSY0 S_BUSY1 (% of the server's and the generator's core busy),
 # S_OTHER0 (% of the server's core used by other processes: busy time that was not the server's)
-# and S_READ_KIB (KiB the server process read from the disk per request: what a cold store costs).
+# S_READ_KIB (KiB the server process read from the disk per request: what a cold store costs) and
+# S_USER_US (of S_CPU_US, the server process's time in user space; the rest is the kernel's).
 sample_begin() {
     S_T0=$(tree_ticks "$1")
+    S_U0=$(user_ticks "$1")
     S_R0=$(disk_read_bytes "$1")
     read -r S_A0 S_I0 < <(core_jiffies "$SERVER_CORE")
     read -r S_B0 S_J0 < <(core_jiffies "$LOAD_CORE")
 }
 sample_stop() {
     S_T1=$(tree_ticks "$1")
+    S_U1=$(user_ticks "$1")
     S_R1=$(disk_read_bytes "$1")
     read -r S_A1 S_I1 < <(core_jiffies "$SERVER_CORE")
     read -r S_B1 S_J1 < <(core_jiffies "$LOAD_CORE")
@@ -366,6 +371,7 @@ sample_end() {
     S_BUSY1=$(calc '%.0f' "100 * ($b - $j) / ($b > 0 ? $b : 1)")
     S_OTHER0=$(calc '%.0f' "($a - $i - $t > 0) ? 100 * ($a - $i - $t) / ($a > 0 ? $a : 1) : 0")
     S_READ_KIB=$(calc '%.2f' "($S_R1 - $S_R0) / 1024 / ($1 > 0 ? $1 : 1)")
+    S_USER_US=$(calc '%.2f' "($S_U1 - $S_U0) * 1e6 / $CLK_TCK / ($1 > 0 ? $1 : 1)")
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -326,7 +326,8 @@ fn credential<'h>(rule: &KeyHeader, headers: &'h HeaderMap) -> Option<&'h str> {
             // (A byte search: `str::split_once(char)` costs a generic searcher per request.)
             match value.as_bytes().iter().position(|&b| b == b' ') {
                 Some(space) if value[..space].eq_ignore_ascii_case("bearer") => {
-                    Some(value[space + 1..].trim())
+                    // `to_str` admitted only visible ASCII, spaces and tabs: no Unicode to trim.
+                    Some(value[space + 1..].trim_ascii())
                 }
                 _ => Some(""),
             }
